@@ -1,0 +1,3 @@
+"""GA-DMS person retrieval platform: curation, quality gate, versioning, training, evaluation."""
+
+__version__ = "0.1.0"

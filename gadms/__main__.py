@@ -1,0 +1,5 @@
+"""``python -m gadms`` is the ``gadms`` command."""
+
+from gadms.cli import main
+
+main()

@@ -1,0 +1,422 @@
+"""Typed, validated parameters loaded from params.yaml.
+
+Every section of params.yaml maps to a frozen pydantic model. Loading fails
+with a :class:`ConfigError` whose message is one line naming the offending key,
+e.g. ``params.yaml: model.masking.alpha_noise: must be <= 1 (got 1.5)``.
+This module imports nothing else from ``gadms``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+class ConfigError(ValueError):
+    """A parameter file or override is invalid; the message is one line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(_Section):
+    data_dir: Path = Path("data")
+    work_dir: Path = Path("work")
+    checkpoints_dir: Path = Path("checkpoints")
+    mlruns_dir: Path = Path("mlruns")
+
+
+class SplitFractions(_Section):
+    train: float = Field(0.7, gt=0.0, lt=1.0)
+    val: float = Field(0.1, ge=0.0, lt=1.0)
+    test: float = Field(0.2, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> "SplitFractions":
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1 (got {total:g})")
+        return self
+
+
+class SynthConfig(_Section):
+    image_width: int = Field(640, ge=160, le=4096)
+    image_height: int = Field(480, ge=160, le=4096)
+    max_people: int = Field(3, ge=0, le=10)
+    shard_size: int = Field(100, ge=1)
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    occlusion_probability: float = Field(0.3, ge=0.0, le=1.0)
+    min_images_per_identity: int = Field(2, ge=1)
+    max_images_per_identity: int = Field(4, ge=1)
+    captions_per_image: int = Field(2, ge=1, le=10)
+    split_fractions: SplitFractions = SplitFractions()
+    caption_noise: float = Field(0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _image_range(self) -> "SynthConfig":
+        if self.min_images_per_identity > self.max_images_per_identity:
+            raise ValueError("min_images_per_identity must be <= max_images_per_identity")
+        return self
+
+
+class DetectorConfig(_Section):
+    backend: Literal["precomputed", "yolo"] = "precomputed"
+    detector_weights: Optional[Path] = None
+    pose_weights: Optional[Path] = None
+    batch_size: int = Field(8, ge=1)
+    device: str = "auto"
+
+
+class FilterConfig(_Section):
+    min_short_side: float = Field(90, ge=0)
+    min_aspect: float = Field(0.25, gt=0)
+    max_aspect: float = Field(0.5, gt=0)
+    min_confidence: float = Field(0.85, ge=0, le=1)
+    min_keypoints: int = Field(8, ge=0, le=17)
+    min_hip_keypoints: int = Field(1, ge=0, le=2)
+    min_head_keypoints: int = Field(2, ge=0, le=5)
+    keypoint_confidence: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _aspect_range(self) -> "FilterConfig":
+        if self.min_aspect > self.max_aspect:
+            raise ValueError("min_aspect must be <= max_aspect")
+        return self
+
+
+class CropConfig(_Section):
+    margin: float = Field(0.1, ge=0, le=1)
+    jpeg_quality: int = Field(95, ge=1, le=100)
+
+
+class TemplatesConfig(_Section):
+    extractor: Literal["rule", "llm"] = "rule"
+    clusters: int = Field(50, ge=1)
+    random_members: int = Field(5, ge=0)
+    diversify: bool = False
+    llm_url: str = "http://127.0.0.1:8000/v1"
+    llm_model: str = "Qwen/Qwen2.5-72B-Instruct"
+    api_key_env: str = "GADMS_LLM_API_KEY"
+
+
+class CaptioningConfig(_Section):
+    backend: Literal["attributes", "vlm"] = "attributes"
+    captions_per_image: int = Field(2, ge=1, le=10)
+    max_words: int = Field(60, ge=1)
+    vlm_url: str = "http://127.0.0.1:8001/v1"
+    vlm_model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+    api_key_env: str = "GADMS_VLM_API_KEY"
+    concurrency: int = Field(16, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
+
+
+class CurationConfig(_Section):
+    detector: DetectorConfig = DetectorConfig()
+    filter: FilterConfig = FilterConfig()
+    crop: CropConfig = CropConfig()
+    templates: TemplatesConfig = TemplatesConfig()
+    captioning: CaptioningConfig = CaptioningConfig()
+
+
+class ValidationConfig(_Section):
+    min_words: int = Field(5, ge=0)
+    max_words: int = Field(80, ge=1)
+    max_duplicate_rate: float = Field(0.02, ge=0.0, le=1.0)
+    mostly: float = Field(0.99, ge=0, le=1)
+    min_crop_short_side: float = Field(90, ge=0)
+    min_crop_aspect: float = Field(0.2, gt=0)
+    max_crop_aspect: float = Field(0.7, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ValidationConfig":
+        if self.min_words > self.max_words:
+            raise ValueError("min_words must be <= max_words")
+        if self.min_crop_aspect > self.max_crop_aspect:
+            raise ValueError("min_crop_aspect must be <= max_crop_aspect")
+        return self
+
+
+class GassConfig(_Section):
+    layers: int = Field(8, ge=1)
+    scales: tuple[int, ...] = Field((1, 2), min_length=1)
+
+    @model_validator(mode="after")
+    def _positive_scales(self) -> "GassConfig":
+        if any(s < 1 for s in self.scales):
+            raise ValueError("every scale must be >= 1")
+        return self
+
+
+class MaskingConfig(_Section):
+    score: Literal["none", "random", "cosine", "gass"] = "gass"
+    alpha_noise: float = Field(0.2, ge=0, le=1)
+    alpha_informative: float = Field(0.3, ge=0, le=1)
+    slope: float = Field(10.0, gt=0)
+    midpoint: float = Field(0.5, ge=0, le=1)
+
+
+class InteractionConfig(_Section):
+    cross_attention_heads: int = Field(8, ge=1)
+    layers: int = Field(4, ge=1)
+
+
+class ModelConfig(_Section):
+    backbone: Literal["tiny", "ViT-B-16"] = "tiny"
+    pretrained: Optional[str] = None
+    image_height: int = Field(384, ge=16)
+    image_width: int = Field(128, ge=16)
+    context_length: int = Field(77, ge=4)
+    gass: GassConfig = GassConfig()
+    masking: MaskingConfig = MaskingConfig()
+    interaction: InteractionConfig = InteractionConfig()
+
+
+class LossTerm(_Section):
+    enabled: bool = True
+    weight: float = Field(1.0, ge=0)
+
+
+class LossConfig(_Section):
+    temperature: float = Field(0.02, gt=0)
+    sdm: LossTerm = LossTerm()
+    mtp: LossTerm = LossTerm(weight=0.4)
+    itc: LossTerm = LossTerm(enabled=False)
+    id: LossTerm = LossTerm(enabled=False)
+    tic: LossTerm = LossTerm(enabled=False, weight=0.1)
+
+
+class OptimizerConfig(_Section):
+    lr: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(4e-5, ge=0)
+
+    @model_validator(mode="after")
+    def _betas_in_range(self) -> "OptimizerConfig":
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError("betas must each lie in [0, 1)")
+        return self
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(512, ge=1)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    warmup_epochs: int = Field(5, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    grad_clip: float = Field(5.0, ge=0)
+    grad_accumulation: int = Field(1, ge=1)
+    amp: bool = True
+    num_workers: int = Field(2, ge=0)
+    gpus: int = Field(0, ge=0)
+
+
+class FinetuneConfig(_Section):
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-5, gt=0)
+    warmup_epochs: int = Field(5, ge=0)
+    mlm_probability: float = Field(0.15, ge=0, le=1)
+    id_loss: bool = False
+
+
+class AugmentConfig(_Section):
+    horizontal_flip: bool = True
+    pad_crop: bool = True
+    color_jitter: bool = True
+    random_erasing: bool = True
+
+
+Benchmark = Literal["cuhk-pedes", "icfg-pedes", "rstpreid"]
+
+
+class EvalConfig(_Section):
+    benchmarks: tuple[Benchmark, ...] = ("cuhk-pedes", "icfg-pedes", "rstpreid")
+    query_chunk: int = Field(4096, ge=1)
+    image_to_text: bool = False
+
+
+class TrackingConfig(_Section):
+    experiment: str = Field("gadms", min_length=1)
+    registered_model: str = Field("gadms-person-retrieval", min_length=1)
+    champion_alias: str = Field("champion", min_length=1)
+
+
+class VersioningConfig(_Section):
+    remote_name: str = Field("local", min_length=1)
+    remote_url: str = Field(".dvc-storage", min_length=1)
+
+
+class Params(_Section):
+    """The whole of params.yaml."""
+
+    seed: int = Field(0, ge=0)
+    paths: PathsConfig = PathsConfig()
+    synth: SynthConfig = SynthConfig()
+    curation: CurationConfig = CurationConfig()
+    validation: ValidationConfig = ValidationConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    augment: AugmentConfig = AugmentConfig()
+    eval: EvalConfig = EvalConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    versioning: VersioningConfig = VersioningConfig()
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """Turn one pydantic error into 'dotted.key: reason (got value)'."""
+    key = ".".join(str(part) for part in error["loc"]) or "<root>"
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    bounds = {
+        "greater_than": "must be > {gt}",
+        "greater_than_equal": "must be >= {ge}",
+        "less_than": "must be < {lt}",
+        "less_than_equal": "must be <= {le}",
+    }
+    if kind in bounds:
+        reason = bounds[kind].format(**{k: f"{v:g}" if isinstance(v, (int, float)) else v for k, v in ctx.items()})
+    elif kind == "value_error":
+        reason = str(ctx.get("error", error["msg"]))
+    else:
+        reason = error["msg"][0].lower() + error["msg"][1:]
+    if kind == "value_error" or "input" not in error or isinstance(error["input"], dict):
+        return f"{key}: {reason}"
+    return f"{key}: {reason} (got {error['input']!r})"
+
+
+def params_from_dict(raw: Any, source: str = "params") -> Params:
+    """Validate a plain mapping into :class:`Params`.
+
+    Args:
+        raw: the parsed YAML document.
+        source: name used in error messages (usually the file path).
+
+    Returns:
+        The frozen, validated parameters.
+
+    Raises:
+        ConfigError: one line naming the first invalid key.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"{source}: {_describe(errors[0])}{more}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``section.key=value`` into its key path and YAML-parsed value."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. train.lr=3e-4")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: value {value!r} is not valid YAML") from None
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``section.key=value`` override applied.
+
+    Keys that are not in the schema are rejected later by validation, so a typo
+    in an override fails just like a typo in the file.
+    """
+    result = _deep_copy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for depth, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                where = ".".join(path[: depth + 1])
+                raise ConfigError(f"--set {'.'.join(path)}: {where} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def _deep_copy(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, with one-line errors for missing or broken files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: parameter file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def load_params(path: Path | str | None = None, overrides: Iterable[str] = ()) -> Params:
+    """Load params.yaml (or ``path``), apply ``--set`` overrides, validate.
+
+    Args:
+        path: parameter file; defaults to ``params.yaml`` in the working
+            directory, or the built-in defaults when that file does not exist.
+        overrides: ``section.key=value`` strings applied on top of the file.
+
+    Returns:
+        The frozen, validated parameters.
+    """
+    if path is None and not DEFAULT_PARAMS.is_file():
+        raw: dict[str, Any] = {}
+        source = "defaults"
+    else:
+        path = Path(path) if path is not None else DEFAULT_PARAMS
+        raw = read_yaml(path)
+        source = str(path)
+    overrides = list(overrides)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        source = f"{source} + --set"
+    return params_from_dict(raw, source)
+
+
+def flatten(params: Params) -> dict[str, Any]:
+    """Flatten parameters to ``{'section.key': value}`` (for MLflow and diffs)."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else key, value)
+        else:
+            out[prefix] = node
+
+    walk("", params.model_dump(mode="json"))
+    return out
