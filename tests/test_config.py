@@ -1,0 +1,136 @@
+"""params.yaml -> typed, validated, frozen parameters; one-line errors naming the key."""
+
+from pathlib import Path
+
+import pydantic
+import pytest
+import yaml
+
+from gadms.config import ConfigError, Params, flatten, load_params, params_from_dict
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = REPO / "params.yaml"
+
+
+def _raw() -> dict:
+    return yaml.safe_load(PARAMS.read_text())
+
+
+def test_repository_params_hold_the_papers_numbers():
+    p = load_params(PARAMS)
+    f = p.curation.filter
+    assert (f.min_short_side, f.min_aspect, f.max_aspect, f.min_confidence) == (90, 0.25, 0.5, 0.85)
+    assert (f.min_keypoints, f.min_hip_keypoints, f.min_head_keypoints) == (8, 1, 2)
+    m = p.model
+    assert (m.image_height, m.image_width, m.context_length) == (384, 128, 77)
+    assert (m.gass.layers, m.gass.scales) == (8, (1, 2))
+    assert (m.masking.alpha_noise, m.masking.alpha_informative) == (0.2, 0.3)
+    assert (p.loss.temperature, p.loss.mtp.weight) == (0.02, 0.4)
+    o = p.train.optimizer
+    assert (o.lr, o.betas, o.eps, o.weight_decay) == (1e-4, (0.9, 0.999), 1e-3, 4e-5)
+    assert (p.train.epochs, p.train.batch_size, p.train.warmup_epochs) == (30, 512, 5)
+    assert p.finetune.mlm_probability == 0.15
+
+
+def test_params_file_sets_every_field_so_dvc_sees_every_number():
+    """Every leaf of the schema appears in params.yaml (nothing silently defaulted)."""
+    in_file = set()
+
+    def walk(prefix, node):
+        for key, value in node.items():
+            name = f"{prefix}.{key}" if prefix else key
+            if isinstance(value, dict):
+                walk(name, value)
+            else:
+                in_file.add(name)
+
+    walk("", _raw())
+    assert set(flatten(load_params(PARAMS))) == in_file
+
+
+@pytest.mark.parametrize(
+    ("key_path", "value", "expected"),
+    [
+        (["model", "masking", "alpha_noise"], 1.5, "model.masking.alpha_noise: must be <= 1 (got 1.5)"),
+        (["train", "optimizer", "lr"], -3e-4, "train.optimizer.lr: must be > 0 (got -0.0003)"),
+        (["train", "epochs"], "ten", "train.epochs: input should be a valid integer"),
+        (["curation", "filter", "min_keypoints"], 18, "curation.filter.min_keypoints: must be <= 17"),
+        (["model", "masking", "score"], "attention", "model.masking.score: input should be 'none', 'random', 'cosine' or 'gass'"),
+        (["loss", "sdm", "enabled"], "maybe", "loss.sdm.enabled: input should be a valid boolean"),
+    ],
+)
+def test_invalid_value_names_the_key_in_one_line(key_path, value, expected):
+    raw = _raw()
+    node = raw
+    for part in key_path[:-1]:
+        node = node[part]
+    node[key_path[-1]] = value
+    with pytest.raises(ConfigError) as err:
+        params_from_dict(raw, "params.yaml")
+    message = str(err.value)
+    assert message.startswith("params.yaml: " + expected)
+    assert "\n" not in message
+
+
+def test_unknown_key_is_rejected_with_its_path():
+    raw = _raw()
+    raw["model"]["gass"]["layer"] = 8  # typo of "layers"
+    with pytest.raises(ConfigError, match=r"^params\.yaml: model\.gass\.layer: unknown key$"):
+        params_from_dict(raw, "params.yaml")
+
+
+def test_cross_field_rules():
+    raw = _raw()
+    raw["curation"]["filter"]["min_aspect"] = 0.6
+    with pytest.raises(ConfigError, match=r"curation\.filter: min_aspect must be <= max_aspect"):
+        params_from_dict(raw, "p")
+    raw = _raw()
+    raw["synth"]["split_fractions"]["val"] = 0.3
+    with pytest.raises(ConfigError, match=r"synth\.split_fractions: train \+ val \+ test must be 1"):
+        params_from_dict(raw, "p")
+
+
+def test_set_overrides_single_values_and_keeps_the_rest():
+    p = load_params(PARAMS, ["train.optimizer.lr=3e-4", "model.gass.scales=[1, 2, 4]", "curation.detector.backend=yolo"])
+    assert p.train.optimizer.lr == 3e-4
+    assert p.model.gass.scales == (1, 2, 4)
+    assert p.curation.detector.backend == "yolo"
+    assert p.train.optimizer.eps == 1e-3
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("train.lr=3e-4", r"train\.lr: unknown key"),
+        ("train.optimizer.lr", r"expected KEY=VALUE"),
+        ("train.optimizer.lr.x=1", r"train\.optimizer\.lr is a value, not a section"),
+        ("model.masking.alpha_informative=2", r"model\.masking\.alpha_informative: must be <= 1"),
+    ],
+)
+def test_bad_overrides_fail_clearly(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_params(PARAMS, [override])
+
+
+def test_params_are_frozen():
+    p = load_params(PARAMS)
+    with pytest.raises(pydantic.ValidationError):
+        p.train.epochs = 3  # type: ignore[misc]
+
+
+def test_file_errors_are_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="parameter file not found"):
+        load_params(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train:\n  lr: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: line \d+ is not valid YAML"):
+        load_params(broken)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_params(listy)
+
+
+def test_defaults_match_the_file():
+    """The schema's built-in defaults are the repository's params.yaml."""
+    assert Params() == load_params(PARAMS)
