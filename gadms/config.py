@@ -170,8 +170,8 @@ class InteractionConfig(_Section):
 class ModelConfig(_Section):
     backbone: Literal["tiny", "ViT-B-16"] = "tiny"
     pretrained: Optional[str] = None
-    image_height: int = Field(384, ge=16)
-    image_width: int = Field(128, ge=16)
+    image_height: int = Field(128, ge=16)
+    image_width: int = Field(64, ge=16)
     context_length: int = Field(77, ge=4)
     gass: GassConfig = GassConfig()
     masking: MaskingConfig = MaskingConfig()
@@ -183,13 +183,19 @@ class LossTerm(_Section):
     weight: float = Field(1.0, ge=0)
 
 
+class TicTerm(LossTerm):
+    enabled: bool = False
+    weight: float = Field(0.1, ge=0)
+    hard_negatives: int = Field(16, ge=1)
+
+
 class LossConfig(_Section):
     temperature: float = Field(0.02, gt=0)
     sdm: LossTerm = LossTerm()
     mtp: LossTerm = LossTerm(weight=0.4)
     itc: LossTerm = LossTerm(enabled=False)
     id: LossTerm = LossTerm(enabled=False)
-    tic: LossTerm = LossTerm(enabled=False, weight=0.1)
+    tic: TicTerm = TicTerm()
 
 
 class OptimizerConfig(_Section):

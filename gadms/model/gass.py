@@ -1,0 +1,121 @@
+"""Gradient-Attention Similarity Score (SPEC 5.1) and the other masking scores.
+
+GASS rates each caption token by how much it drives the caption's similarity
+to its own image: per layer, the gradient of the pair's cosine similarity at
+the [EOS] attention output, times each token's value contribution, times a
+multi-scale query-key spatial weight, gated by [EOS]'s attention to the token.
+All layer gradients come from a single backward pass over the last layers,
+with image features held constant; the training loss's ``.grad`` is untouched.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gadms.model.text_tower import TextOutput, encode_text, project_tokens
+
+
+def valid_token_mask(tokens: torch.Tensor) -> torch.Tensor:
+    """``(B, N)`` bool: word tokens strictly between start-of-text and [EOS]."""
+    positions = torch.arange(tokens.shape[1], device=tokens.device)
+    eos = tokens.argmax(dim=-1, keepdim=True)
+    return (positions > 0) & (positions < eos)
+
+
+def multiscale_pool(x: torch.Tensor, scales: tuple[int, ...]) -> torch.Tensor:
+    """MSP: average-pool runs of ``c`` adjacent tokens, interpolate back, average over scales.
+
+    Args:
+        x: ``(B, N, D)`` token vectors.
+        scales: window sizes; 1 is the identity.
+
+    Returns:
+        ``(B, N, D)``.
+    """
+    n = x.shape[1]
+    seq = x.transpose(1, 2)  # (B, D, N)
+    pooled = []
+    for c in scales:
+        if c == 1:
+            pooled.append(seq)
+            continue
+        coarse = F.avg_pool1d(seq, kernel_size=c, stride=c, ceil_mode=True)
+        pooled.append(F.interpolate(coarse, size=n, mode="linear", align_corners=False))
+    return torch.stack(pooled).mean(dim=0).transpose(1, 2)
+
+
+def minmax(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-row min-max scaling to [0, 1] over ``valid`` positions; 0 elsewhere."""
+    big = torch.finfo(x.dtype).max
+    lo = torch.where(valid, x, big).amin(dim=1, keepdim=True)
+    hi = torch.where(valid, x, -big).amax(dim=1, keepdim=True)
+    scaled = (x - lo) / (hi - lo).clamp_min(1e-12)
+    return torch.where(valid, scaled, torch.zeros_like(x))
+
+
+class GassScorer:
+    """Computes GASS token scores for caption/image pairs.
+
+    Args:
+        layers: the last ``L`` text layers to use (paper: 8 of 12).
+        scales: MSP window sizes C (paper: [1, 2]).
+    """
+
+    def __init__(self, layers: int = 8, scales: tuple[int, ...] = (1, 2)):
+        self.layers = layers
+        self.scales = tuple(scales)
+
+    def gradients(self, model: nn.Module, tokens: torch.Tensor, image_features: torch.Tensor) -> tuple[list[torch.Tensor], TextOutput]:
+        """dSIM/dT^l at every position for the last L layers, from one backward pass.
+
+        Returns:
+            The per-layer gradients ``(B, N, D)`` and the (detached) forward outputs.
+        """
+        with torch.enable_grad():
+            out = encode_text(model, tokens, internals=self.layers, frozen_prefix=True)
+            sim = F.cosine_similarity(out.features, image_features.detach(), dim=-1)
+            outputs = [layer.output for layer in out.layers]
+            # one backward: grads w.r.t. the L attention outputs only (no parameter .grad)
+            grads = torch.autograd.grad(sim.sum(), outputs)
+        # drop every reference into the (already freed) graph
+        detached = TextOutput(out.features.detach(), out.tokens.detach(), out.eos_index, [layer.detached() for layer in out.layers])
+        return list(grads), detached
+
+    @torch.no_grad()
+    def _layer_score(self, grad: torch.Tensor, layer, eos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(grad.shape[0], device=grad.device)
+        g = grad[rows, eos]  # (B, D): gradient at the [EOS] attention output
+        value = layer.value @ layer.out_proj_weight.T  # each token's value as it enters T^l
+        q = multiscale_pool(layer.query, self.scales)[rows, eos]  # (B, D)
+        k = multiscale_pool(layer.key, self.scales)  # (B, N, D)
+        spatial = minmax(torch.einsum("bd,bnd->bn", q, k), valid)
+        s_g = spatial * torch.einsum("bd,bnd->bn", g, value)
+        attn = layer.attention.mean(dim=1)[rows, eos] * valid  # (B, N): [EOS]'s attention row
+        s_a = attn / attn.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        return s_g * s_a
+
+    def __call__(self, model: nn.Module, tokens: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
+        """Scores ``(B, N)`` in [0, 1] on valid tokens, 0 on start/end/padding."""
+        grads, out = self.gradients(model, tokens, image_features)
+        valid = valid_token_mask(tokens)
+        with torch.no_grad():
+            total = sum(self._layer_score(g, layer, out.eos_index, valid) for g, layer in zip(grads, out.layers))
+            score = F.relu(total / len(grads))
+            return minmax(score, valid).detach()
+
+
+@torch.no_grad()
+def cosine_token_scores(model: nn.Module, tokens: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
+    """The CSS baseline: each token's projected feature vs its image feature, min-max scaled."""
+    out = encode_text(model, tokens)
+    projected = F.normalize(project_tokens(model, out.tokens), dim=-1)
+    sim = torch.einsum("bnd,bd->bn", projected, F.normalize(image_features, dim=-1))
+    return minmax(sim, valid_token_mask(tokens))
+
+
+def random_token_scores(tokens: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Uniform random scores on valid tokens (ablation baseline)."""
+    noise = torch.rand(tokens.shape, generator=generator, device="cpu").to(tokens.device)
+    return noise * valid_token_mask(tokens)

@@ -1,0 +1,129 @@
+"""One training step: GA-DMS (pre-training), IRRA-style (fine-tuning) or plain SDM.
+
+GA-DMS: the image is encoded once; token scores are computed on the original
+caption (GASS or a baseline score); SDM aligns the image with the
+noise-masked caption; masked-token prediction reconstructs the
+informative-masked caption through the interaction encoder.
+Total = w_sdm * SDM + beta * MTP (+ the optional ITC, ID and TIC terms).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from gadms.config import LossConfig, ModelConfig
+from gadms.model import losses
+from gadms.model.gass import GassScorer, cosine_token_scores, random_token_scores, valid_token_mask
+from gadms.model.masking import apply_mask, informative_mask_probability, noise_mask_probability, sample_mask
+from gadms.model.retrieval import PersonRetrievalModel
+from gadms.model.text_tower import encode_text
+
+Mode = Literal["gadms", "irra", "sdm"]
+
+
+@dataclass
+class StepOutput:
+    """Loss terms (named ``*_loss``), their weighted total, and what drove the masks."""
+
+    losses: dict[str, torch.Tensor]
+    total: torch.Tensor
+    scores: torch.Tensor | None = None  # (B, N) token scores in [0, 1], for logging
+    noise_mask: torch.Tensor | None = None
+    informative_mask: torch.Tensor | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class TrainingStep:
+    """Computes the losses of one batch; call ``.total.backward()`` on the result.
+
+    Args:
+        model_cfg: masking score, alphas, slope, midpoint, GASS layers and scales.
+        loss_cfg: which loss terms are on and their weights, temperature.
+        mode: ``gadms`` (dual masking), ``irra`` (SDM + random-masked MLM) or ``sdm``.
+        mlm_probability: masking rate of the ``irra`` mode.
+        seed: seeds the generator every mask is drawn from.
+    """
+
+    def __init__(self, model_cfg: ModelConfig, loss_cfg: LossConfig, mode: Mode = "gadms", mlm_probability: float = 0.15, seed: int = 0):
+        self.model_cfg = model_cfg
+        self.loss_cfg = loss_cfg
+        self.mode = mode
+        self.mlm_probability = mlm_probability
+        self.generator = torch.Generator().manual_seed(seed)
+        self.gass = GassScorer(model_cfg.gass.layers, model_cfg.gass.scales)
+
+    def token_scores(self, model: PersonRetrievalModel, tokens: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor | None:
+        """Scores of the configured kind, or None for ``none``."""
+        kind = self.model_cfg.masking.score
+        if kind == "gass":
+            return self.gass(model.clip, tokens, image_features)
+        if kind == "cosine":
+            return cosine_token_scores(model.clip, tokens, image_features)
+        if kind == "random":
+            return random_token_scores(tokens, self.generator)
+        return None
+
+    def _masks(self, model, tokens, image_features) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        none = torch.zeros_like(tokens, dtype=torch.bool)
+        if self.mode == "sdm":
+            return None, none, none
+        if self.mode == "irra":
+            p = torch.full(tokens.shape, self.mlm_probability, device=tokens.device)
+            return None, none, sample_mask(p, tokens, self.generator)
+        scores = self.token_scores(model, tokens, image_features)
+        if scores is None:
+            return None, none, none
+        m = self.model_cfg.masking
+        noise = sample_mask(noise_mask_probability(scores, m.alpha_noise, m.slope, m.midpoint), tokens, self.generator)
+        informative = sample_mask(informative_mask_probability(scores, m.alpha_informative, m.slope, m.midpoint), tokens, self.generator)
+        return scores, noise, informative
+
+    def __call__(
+        self,
+        model: PersonRetrievalModel,
+        images: torch.Tensor,
+        tokens: torch.Tensor,
+        identities: torch.Tensor | None = None,
+        partner_tokens: torch.Tensor | None = None,
+    ) -> StepOutput:
+        """Losses for a batch of ``(B, 3, H, W)`` images and ``(B, N)`` caption tokens.
+
+        ``identities`` defaults to each pair being its own identity;
+        ``partner_tokens`` (a second caption per image) feeds the TIC term.
+        """
+        cfg = self.loss_cfg
+        if identities is None:
+            identities = torch.arange(len(tokens), device=tokens.device)
+        image_features, image_tokens = model.encode_image(images)
+        scores, noise_mask, informative_mask = self._masks(model, tokens, image_features)
+
+        out: dict[str, torch.Tensor] = {}
+        weights: dict[str, float] = {}
+        text_features = model.encode_text(apply_mask(tokens, noise_mask))
+        if cfg.sdm.enabled:
+            out["sdm_loss"], weights["sdm_loss"] = losses.sdm_loss(image_features, text_features, identities, cfg.temperature), cfg.sdm.weight
+        if cfg.itc.enabled:
+            out["itc_loss"], weights["itc_loss"] = losses.itc_loss(image_features, text_features, cfg.temperature), cfg.itc.weight
+        if cfg.mtp.enabled and informative_mask.any():
+            states = encode_text(model.clip, apply_mask(tokens, informative_mask)).tokens
+            logits = model.interaction.predict(model.interaction(states, image_tokens), informative_mask)
+            out["mtp_loss"], weights["mtp_loss"] = losses.mtp_loss(logits, tokens[informative_mask]), cfg.mtp.weight
+        if cfg.id.enabled and model.classifier is not None:
+            out["id_loss"] = losses.id_loss(model.classifier(image_features), model.classifier(text_features), identities)
+            weights["id_loss"] = cfg.id.weight
+        if cfg.tic.enabled and partner_tokens is not None:
+            partner = model.encode_text(partner_tokens)
+            out["tic_loss"] = losses.tic_loss(text_features, partner, identities, cfg.temperature, cfg.tic.hard_negatives)
+            weights["tic_loss"] = cfg.tic.weight
+        if not out:
+            raise ValueError("loss: every loss term is disabled; enable at least one of sdm, itc, mtp, id, tic")
+        total = sum(weights[name] * value for name, value in out.items())
+        return StepOutput(out, total, scores, noise_mask, informative_mask)
+
+
+def count_valid(tokens: torch.Tensor) -> int:
+    """Number of maskable tokens in a batch (for logging masking rates)."""
+    return int(valid_token_mask(tokens).sum())
