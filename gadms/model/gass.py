@@ -83,6 +83,14 @@ class GassScorer:
         detached = TextOutput(out.features.detach(), out.tokens.detach(), out.eos_index, [layer.detached() for layer in out.layers])
         return list(grads), detached
 
+    def gradients_per_layer(self, model: nn.Module, tokens: torch.Tensor, image_features: torch.Tensor) -> list[torch.Tensor]:
+        """Reference: the same gradients with one ``autograd.grad`` call per layer (L backward passes)."""
+        with torch.enable_grad():
+            out = encode_text(model, tokens, internals=self.layers, frozen_prefix=True)
+            sim = F.cosine_similarity(out.features, image_features.detach(), dim=-1).sum()
+            last = len(out.layers) - 1
+            return [torch.autograd.grad(sim, layer.output, retain_graph=i < last)[0] for i, layer in enumerate(out.layers)]
+
     @torch.no_grad()
     def _layer_score(self, grad: torch.Tensor, layer, eos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         rows = torch.arange(grad.shape[0], device=grad.device)
@@ -96,9 +104,18 @@ class GassScorer:
         s_a = attn / attn.sum(dim=1, keepdim=True).clamp_min(1e-12)
         return s_g * s_a
 
-    def __call__(self, model: nn.Module, tokens: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
-        """Scores ``(B, N)`` in [0, 1] on valid tokens, 0 on start/end/padding."""
-        grads, out = self.gradients(model, tokens, image_features)
+    def __call__(self, model: nn.Module, tokens: torch.Tensor, image_features: torch.Tensor, one_pass: bool = True) -> torch.Tensor:
+        """Scores ``(B, N)`` in [0, 1] on valid tokens, 0 on start/end/padding.
+
+        ``one_pass=False`` takes the gradients with one backward per layer
+        (slower; kept as the reference the fast path is tested and timed against).
+        """
+        if one_pass:
+            grads, out = self.gradients(model, tokens, image_features)
+        else:
+            grads = self.gradients_per_layer(model, tokens, image_features)
+            with torch.no_grad():
+                out = encode_text(model, tokens, internals=self.layers)
         valid = valid_token_mask(tokens)
         with torch.no_grad():
             total = sum(self._layer_score(g, layer, out.eos_index, valid) for g, layer in zip(grads, out.layers))

@@ -10,6 +10,7 @@ Total = w_sdm * SDM + beta * MTP (+ the optional ITC, ID and TIC terms).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import time
 from typing import Literal
 
 import torch
@@ -54,12 +55,14 @@ class TrainingStep:
         self.mlm_probability = mlm_probability
         self.generator = torch.Generator().manual_seed(seed)
         self.gass = GassScorer(model_cfg.gass.layers, model_cfg.gass.scales)
+        self.last_scoring_s = 0.0  # time of the last token-scoring pass (for benchmarks)
+        self.gass_one_pass = True  # False: one backward per layer (reference, for benchmarks)
 
     def token_scores(self, model: PersonRetrievalModel, tokens: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor | None:
         """Scores of the configured kind, or None for ``none``."""
         kind = self.model_cfg.masking.score
         if kind == "gass":
-            return self.gass(model.clip, tokens, image_features)
+            return self.gass(model.clip, tokens, image_features, one_pass=self.gass_one_pass)
         if kind == "cosine":
             return cosine_token_scores(model.clip, tokens, image_features)
         if kind == "random":
@@ -73,7 +76,9 @@ class TrainingStep:
         if self.mode == "irra":
             p = torch.full(tokens.shape, self.mlm_probability, device=tokens.device)
             return None, none, sample_mask(p, tokens, self.generator)
+        started = time.perf_counter()
         scores = self.token_scores(model, tokens, image_features)
+        self.last_scoring_s = time.perf_counter() - started
         if scores is None:
             return None, none, none
         m = self.model_cfg.masking
@@ -98,6 +103,7 @@ class TrainingStep:
         if identities is None:
             identities = torch.arange(len(tokens), device=tokens.device)
         image_features, image_tokens = model.encode_image(images)
+        self.last_scoring_s = 0.0
         scores, noise_mask, informative_mask = self._masks(model, tokens, image_features)
 
         out: dict[str, torch.Tensor] = {}
@@ -121,7 +127,7 @@ class TrainingStep:
         if not out:
             raise ValueError("loss: every loss term is disabled; enable at least one of sdm, itc, mtp, id, tic")
         total = sum(weights[name] * value for name, value in out.items())
-        return StepOutput(out, total, scores, noise_mask, informative_mask)
+        return StepOutput(out, total, scores, noise_mask, informative_mask, {"scoring_s": self.last_scoring_s})
 
 
 def count_valid(tokens: torch.Tensor) -> int:
