@@ -42,7 +42,7 @@ class BackboneSpec:
 
 BACKBONES: dict[str, BackboneSpec] = {
     "ViT-B-16": BackboneSpec(512, (384, 128), 12, 768, 64, 16, 512, 8, 12),
-    "tiny": BackboneSpec(64, (128, 64), 3, 64, 32, 16, 64, 4, 12),
+    "tiny": BackboneSpec(64, (128, 64), 3, 64, 32, 16, 64, 4, 8),
 }
 
 

@@ -32,7 +32,7 @@ def test_internals_reproduce_open_clips_own_forward(tiny_model, batch):
         reference = tiny_model.clip.encode_text(tokens)
         out = encode_text(tiny_model.clip, tokens, internals=text_layers(tiny_model.clip))
     torch.testing.assert_close(out.features, reference, rtol=1e-5, atol=1e-5)
-    assert len(out.layers) == 12
+    assert len(out.layers) == 8
     for layer in out.layers:
         attn = layer.attention
         assert attn.shape == (4, 4, 77, 77)
@@ -50,8 +50,8 @@ def test_internals_reproduce_open_clips_own_forward(tiny_model, batch):
 
 
 def test_too_many_gass_layers_is_a_clear_error(tiny_model, batch):
-    with pytest.raises(ValueError, match="model.gass.layers: 13 exceeds the text tower's 12 layers"):
-        encode_text(tiny_model.clip, batch[1], internals=13)
+    with pytest.raises(ValueError, match="model.gass.layers: 9 exceeds the text tower.s 8 layers"):
+        encode_text(tiny_model.clip, batch[1], internals=9)
 
 
 def test_weights_round_trip_through_save_and_load(tiny_model, batch, tmp_path):
