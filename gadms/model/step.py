@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import time
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
@@ -57,6 +57,10 @@ class TrainingStep:
         self.gass = GassScorer(model_cfg.gass.layers, model_cfg.gass.scales)
         self.last_scoring_s = 0.0  # time of the last token-scoring pass (for benchmarks)
         self.gass_one_pass = True  # False: one backward per layer (reference, for benchmarks)
+        # Under DDP: gather features (with gradients) and identities across ranks so
+        # SDM/ITC see the global batch. None = single process.
+        self.gather: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.gather_ids: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def token_scores(self, model: PersonRetrievalModel, tokens: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor | None:
         """Scores of the configured kind, or None for ``none``."""
@@ -109,10 +113,13 @@ class TrainingStep:
         out: dict[str, torch.Tensor] = {}
         weights: dict[str, float] = {}
         text_features = model.encode_text(apply_mask(tokens, noise_mask))
+        all_image, all_text, all_ids = image_features, text_features, identities
+        if self.gather is not None and self.gather_ids is not None:
+            all_image, all_text, all_ids = self.gather(image_features), self.gather(text_features), self.gather_ids(identities)
         if cfg.sdm.enabled:
-            out["sdm_loss"], weights["sdm_loss"] = losses.sdm_loss(image_features, text_features, identities, cfg.temperature), cfg.sdm.weight
+            out["sdm_loss"], weights["sdm_loss"] = losses.sdm_loss(all_image, all_text, all_ids, cfg.temperature), cfg.sdm.weight
         if cfg.itc.enabled:
-            out["itc_loss"], weights["itc_loss"] = losses.itc_loss(image_features, text_features, cfg.temperature), cfg.itc.weight
+            out["itc_loss"], weights["itc_loss"] = losses.itc_loss(all_image, all_text, cfg.temperature), cfg.itc.weight
         if cfg.mtp.enabled and informative_mask.any():
             states = encode_text(model.clip, apply_mask(tokens, informative_mask)).tokens
             logits = model.interaction.predict(model.interaction(states, image_tokens), informative_mask)

@@ -1,0 +1,34 @@
+"""Shared by the training tests and the DDP worker: a tiny, deterministic training run."""
+
+import json
+from pathlib import Path
+
+import torch
+
+from gadms.config import AugmentConfig, LossConfig, ModelConfig, OptimizerConfig, SynthConfig
+from gadms.data.pipeline import Pair, PairDataset, image_transform
+from gadms.model.backbone import tokenizer
+from gadms.model.retrieval import Architecture, PersonRetrievalModel
+from gadms.synth.benchmark import write_benchmark
+from gadms.train.loop import RunSettings, Trainer
+
+MODEL = ModelConfig(context_length=32)
+
+
+def pairs(workdir: Path) -> list[Pair]:
+    root = workdir / "bench" / "CUHK-PEDES"
+    if not (root / "reid_raw.json").exists():
+        write_benchmark(workdir / "bench", 6, 0, SynthConfig(), progress=False)
+    records = [r for r in json.loads((root / "reid_raw.json").read_text()) if r["split"] == "train"]
+    return [Pair(root / "imgs" / r["file_path"], c, i) for i, r in enumerate(records) for c in r["captions"]]
+
+
+def run_training(out: Path, world_batch: int, epochs: int, mode: str = "gadms", resume: bool = False, stop_after=None, workers: int = 0):
+    torch.manual_seed(0)
+    model = PersonRetrievalModel(Architecture.from_config(MODEL))
+    dataset = PairDataset(pairs(out.parent), image_transform(128, 64, AugmentConfig()), tokenizer(32), seed=0)
+    settings = RunSettings(mode=mode, epochs=epochs, batch_size=world_batch, optimizer=OptimizerConfig(lr=1e-4), warmup_epochs=1,
+                           grad_clip=5.0, num_workers=workers)  # fmt: skip
+    trainer = Trainer(model, dataset, settings, MODEL, LossConfig(), out, device="cpu", progress=False)
+    trainer.fit(resume=resume, stop_after=stop_after)
+    return model
