@@ -34,8 +34,17 @@ synth_app = typer.Typer(
     no_args_is_help=True,
 )
 params_app = typer.Typer(help="Inspect and check params.yaml.", no_args_is_help=True)
+train_app = typer.Typer(
+    help="Train: GA-DMS pre-training on a caption corpus, IRRA-style fine-tuning on a benchmark. "
+    "Checkpoints after every epoch into --out (checkpoint.pt); --resume continues exactly; the final weights are "
+    "--out/model.safetensors. With train.gpus > 1 the command relaunches itself under torchrun (DDP).",
+    no_args_is_help=True,
+)
+data_app = typer.Typer(help="Datasets: statistics of the benchmark and corpus formats.", no_args_is_help=True)
 app.add_typer(synth_app, name="synth")
 app.add_typer(params_app, name="params")
+app.add_typer(train_app, name="train")
+app.add_typer(data_app, name="data")
 
 ParamsOpt = typer.Option(None, "--params", help="Parameter file (default: ./params.yaml, else built-in defaults).")
 SetOpt = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override one parameter, e.g. --set train.lr=3e-4 (repeatable).")
@@ -147,6 +156,124 @@ def synth_benchmark(
         typer.echo(f"noisy captions: {s.noisy_captions}")
         if preview is not None:
             typer.echo(f"preview: {benchmark_preview(s.root, preview)}")
+
+
+def _maybe_torchrun(p: Params) -> None:
+    """Relaunch this command under torchrun with train.gpus processes (once, from the parent)."""
+    import os
+    import subprocess
+
+    if p.train.gpus > 1 and "WORLD_SIZE" not in os.environ:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={p.train.gpus}", "-m", "gadms", *sys.argv[1:]]
+        raise typer.Exit(subprocess.call(cmd))
+
+
+def _print_history(history) -> None:
+    for log in history:
+        losses = "  ".join(f"{k} {v:.4f}" for k, v in log.losses.items())
+        typer.echo(f"epoch {log.epoch + 1}: {losses}  lr {log.lr:.2e}  {log.samples_per_s:.1f} samples/s  {log.seconds:.1f}s")
+
+
+@train_app.command("pretrain")
+def train_pretrain(
+    data: Path = typer.Option(..., "--data", help="The caption corpus: curated shards, WebPerson Parquet, or a benchmark root."),
+    fmt: str = typer.Option("curated", "--format", help="curated | webperson | cuhk-pedes | icfg-pedes | rstpreid (its train split)."),
+    out: Path = typer.Option(..., "--out", help="Run directory: checkpoint.pt after each epoch, model.safetensors at the end."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from --out/checkpoint.pt."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """GA-DMS pre-training (SPEC 5): GASS token scores, noise-masked SDM, informative-masked MTP.
+
+    Settings come from params.yaml: model.* (backbone, masking), loss.*, train.* (epochs, batch_size, optimizer,
+    warmup_epochs, grad_clip, grad_accumulation, amp, num_workers, gpus).
+    """
+    from gadms.train.runs import run_pretrain
+
+    with _user_errors():
+        p = _params(params, set_)
+        _maybe_torchrun(p)
+        _, history = run_pretrain(p, data, fmt, out, resume=resume, device=device)
+        _print_history(history)
+        typer.echo(f"model: {out / 'model.safetensors'}")
+
+
+@train_app.command("finetune")
+def train_finetune(
+    benchmark: str = typer.Option(..., "--benchmark", help="cuhk-pedes | icfg-pedes | rstpreid."),
+    root: Path = typer.Option(..., "--root", help="The benchmark directory or its parent."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Pre-trained model (model.safetensors, checkpoint.pt or a run directory)."),
+    out: Path = typer.Option(..., "--out", help="Run directory."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from --out/checkpoint.pt."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """IRRA-style fine-tuning: SDM + 15% masked language modelling (+ identity loss with finetune.id_loss).
+
+    Identity-aware batches (2 images per identity); settings under finetune.* in params.yaml.
+    """
+    from gadms.train.runs import run_finetune
+
+    with _user_errors():
+        p = _params(params, set_)
+        _maybe_torchrun(p)
+        _, history = run_finetune(p, benchmark, root, init, out, resume=resume, device=device)
+        _print_history(history)
+        typer.echo(f"model: {out / 'model.safetensors'}")
+
+
+@app.command("evaluate")
+def evaluate(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="model.safetensors, checkpoint.pt or a run directory."),
+    benchmark: str = typer.Option(..., "--benchmark", help="cuhk-pedes | icfg-pedes | rstpreid."),
+    root: Path = typer.Option(..., "--root", help="The benchmark directory or its parent."),
+    split: str = typer.Option("test", "--split", help="Split to evaluate on."),
+    image_to_text: bool = typer.Option(False, "--image-to-text", help="Also rank captions for each image."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Text-to-image retrieval on a benchmark split: R1, R5, R10, mAP, mINP (percent).
+
+    Every caption is a query against every image of the split. Direct transfer and cross-domain evaluation are
+    this command with a pre-trained model or another benchmark.
+    """
+    import json
+
+    import torch
+
+    from gadms.data.benchmarks import load_benchmark
+    from gadms.eval.evaluate import evaluate_split, format_table
+    from gadms.train.runs import load_any_model
+
+    with _user_errors():
+        p = _params(params, set_)
+        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        model = load_any_model(checkpoint).to(dev)
+        data = load_benchmark(benchmark, root, split)
+        rows = {f"{benchmark} {split} text-to-image": evaluate_split(model, data, chunk=p.eval.query_chunk, device=dev, progress=True)}
+        if image_to_text or p.eval.image_to_text:
+            rows[f"{benchmark} {split} image-to-text"] = evaluate_split(model, data, image_to_text=True, chunk=p.eval.query_chunk, device=dev)
+        typer.echo(json.dumps(rows, indent=2) if as_json else format_table(rows))
+
+
+@data_app.command("stats")
+def data_stats(
+    benchmark: str = typer.Argument(..., help="cuhk-pedes | icfg-pedes | rstpreid | webperson | curated."),
+    root: Path = typer.Option(..., "--root", help="The dataset directory (or a benchmark's parent)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Identities, images and captions per split (skipped records are counted and reported)."""
+    import json
+
+    from gadms.data.stats import dataset_stats, format_stats
+
+    with _user_errors():
+        stats = dataset_stats(benchmark, root)
+        typer.echo(json.dumps(stats, indent=2, sort_keys=True) if as_json else format_stats(stats))
 
 
 @app.command("demo")

@@ -242,7 +242,7 @@ class Trainer:
             tokens_seen = tokens
             if self.progress:
                 rate = seen / (time.perf_counter() - started)
-                bar.set_postfix(loss=f"{float(total):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}", samples_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{float(total.detach()):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}", samples_s=f"{rate:.0f}")
         bar.close()
         seconds = time.perf_counter() - started
         log = EpochLog(epoch, {k: v / max(count, 1) for k, v in sums.items()}, self.scheduler.get_last_lr()[0], seen / max(seconds, 1e-9), seconds,

@@ -1,0 +1,162 @@
+"""Reader for the project's curated shards: WebDataset tars of person crops with captions.
+
+A shard directory holds ``00000.tar``, ``00001.tar``, ...; each sample is
+``KEY.jpg`` (the person crop) next to ``KEY.json`` with at least
+``{"captions": [str, ...]}`` (other keys, such as the source key, box,
+keypoints or template ids, are allowed and ignored here). Shards are streamed
+member by member; a sample's members are adjacent, as WebDataset requires.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tarfile
+from pathlib import Path
+from typing import Iterator
+
+from gadms.data.problems import DataError
+from gadms.data.stream import Sample, StreamTally
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg")
+MISSING_IMAGE = "samples without jpg"
+MISSING_JSON = "samples without json"
+MALFORMED_JSON = "samples with malformed json"
+NO_CAPTIONS = "samples without captions"
+TRUNCATED = "samples cut off by a truncated shard"
+_END_OF_ARCHIVE = 1024  # two zero blocks close every tar written by tarfile
+
+
+def curated_shards(directory: Path | str) -> list[Path]:
+    """The ``*.tar`` shards of a curated directory, in name order.
+
+    Args:
+        directory: the shard directory.
+
+    Returns:
+        Shard paths (hidden files, e.g. unfinished temporary shards, are left out).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"curated shard directory not found: {directory}")
+    shards = sorted(p for p in directory.glob("*.tar") if not p.name.startswith("."))
+    if not shards:
+        raise DataError(f"no .tar shards in {directory}")
+    return shards
+
+
+def iter_curated(directory: Path | str, tally: StreamTally | None = None) -> Iterator[Sample]:
+    """Stream ``(image_bytes, captions, key)`` from curated shards, member by member.
+
+    Samples missing their jpg or json, or whose json is malformed or has no
+    captions, are skipped and counted. A truncated shard is read up to the
+    break, counted as bad, and the next shard follows.
+
+    Args:
+        directory: the shard directory.
+        tally: filled with counts of what was yielded and skipped, if given.
+
+    Returns:
+        An iterator of ``Sample`` (image bytes are not decoded here).
+    """
+    tally = StreamTally() if tally is None else tally
+    for shard in curated_shards(directory):
+        yield from _shard_samples(shard, tally)
+    if tally.problems:
+        logger.warning(tally.report(f"curated shards {directory}"))
+
+
+def count_curated(directory: Path | str) -> StreamTally:
+    """Count samples, captions, skipped samples and bad shards of a curated directory.
+
+    Args:
+        directory: the shard directory.
+
+    Returns:
+        The tally after reading every shard.
+    """
+    tally = StreamTally()
+    for _ in iter_curated(directory, tally):
+        pass
+    return tally
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """WebDataset naming: the key is the path up to the first dot of the file name, the rest the extension.
+
+    Args:
+        name: a tar member name such as ``"000001.jpg"`` or ``"part/000001.meta.json"``.
+
+    Returns:
+        ``(key, extension)``, e.g. ``("part/000001", "meta.json")``.
+    """
+    name = name[2:] if name.startswith("./") else name
+    folder, _, base = name.rpartition("/")
+    stem, _, extension = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), extension.lower()
+
+
+def _shard_samples(shard: Path, tally: StreamTally) -> Iterator[Sample]:
+    """The samples of one shard; a truncated or unreadable shard stops early and is recorded."""
+    tally.shards += 1
+    key, members = None, {}
+    try:
+        with open(shard, "rb") as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                member_key, extension = split_member_name(member.name)
+                if member_key != key:
+                    if key is not None:
+                        yield from _sample(key, members, tally)
+                    key, members = member_key, {}
+                members[extension] = tar.extractfile(member).read()  # type: ignore[union-attr]
+            end = tar.offset
+        if not _has_end_marker(shard, end):
+            raise tarfile.ReadError("ends without the end-of-archive marker")
+    except (tarfile.TarError, OSError, EOFError) as err:
+        tally.bad_shards.append(f"{shard}: {err}")
+        # Members read before the break are whole; a sample still lacking its jpg or json was cut off.
+        if key is not None and not _is_complete(members):
+            tally.skipped[TRUNCATED] += 1
+            return
+    if key is not None:
+        yield from _sample(key, members, tally)
+
+
+def _is_complete(members: dict[str, bytes]) -> bool:
+    """Whether a sample has both its image and its json."""
+    return "json" in members and any(e in members for e in IMAGE_EXTENSIONS)
+
+
+def _has_end_marker(shard: Path, offset: int) -> bool:
+    """True when the archive goes on, after its last member, with the two zero blocks a complete tar has."""
+    with open(shard, "rb") as handle:
+        handle.seek(offset)
+        tail = handle.read(_END_OF_ARCHIVE)
+    return len(tail) == _END_OF_ARCHIVE and not any(tail)
+
+
+def _sample(key: str, members: dict[str, bytes], tally: StreamTally) -> Iterator[Sample]:
+    """The sample made of one key's members, if it has a jpg and a json with captions; else a count."""
+    image = next((members[e] for e in IMAGE_EXTENSIONS if e in members), None)
+    if image is None:
+        tally.skipped[MISSING_IMAGE] += 1
+        return
+    if "json" not in members:
+        tally.skipped[MISSING_JSON] += 1
+        return
+    try:
+        meta = json.loads(members["json"])
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        tally.skipped[MALFORMED_JSON] += 1
+        return
+    captions = meta.get("captions") if isinstance(meta, dict) else None
+    if not isinstance(captions, list) or not captions or not all(isinstance(c, str) and c.strip() for c in captions):
+        tally.skipped[NO_CAPTIONS] += 1
+        return
+    tally.samples += 1
+    tally.captions += len(captions)
+    yield Sample(image, captions, key)

@@ -1,0 +1,119 @@
+"""Pre-training and fine-tuning runs built from params.yaml.
+
+Pre-training (GA-DMS) reads a caption corpus: the project's curated shards,
+WebPerson Parquet shards, or a benchmark's train split; there are no
+identities, so the captions of one image form one identity. Fine-tuning
+(IRRA-style: SDM + 15% masked language modelling, optional identity loss)
+reads a benchmark's train split with its identities, starting from a
+pre-trained model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from gadms.config import LossConfig, Params
+from gadms.data.benchmarks import BENCHMARKS, load_benchmark
+from gadms.data.pipeline import Pair, PairDataset, image_transform
+from gadms.model.backbone import tokenizer
+from gadms.model.retrieval import Architecture, PersonRetrievalModel, load_model
+from gadms.train.loop import CHECKPOINT, FINAL_MODEL, EpochLog, RunSettings, Trainer
+
+CORPUS_FORMATS = ("curated", "webperson", *BENCHMARKS)
+
+
+def corpus_pairs(fmt: str, root: Path) -> list[Pair]:
+    """Pre-training pairs of a corpus; the identity of a pair is its image's index."""
+    if fmt in BENCHMARKS:
+        split = load_benchmark(fmt, root, "train")
+        return [Pair(split.images[image], caption, image) for caption, image in zip(split.captions, split.caption_image)]
+    if fmt == "curated":
+        from gadms.data.curated import iter_curated as iterate
+    elif fmt == "webperson":
+        from gadms.data.webperson import iter_webperson as iterate
+    else:
+        raise ValueError(f"--format {fmt!r}: expected one of {', '.join(CORPUS_FORMATS)}")
+    pairs: list[Pair] = []
+    for image, sample in enumerate(iterate(root)):
+        pairs += [Pair(sample.image, caption, image) for caption in sample.captions]
+    return pairs
+
+
+def benchmark_pairs(benchmark: str, root: Path) -> tuple[list[Pair], int]:
+    """Fine-tuning pairs of a benchmark's train split and its number of identities."""
+    split = load_benchmark(benchmark, root, "train")
+    pairs = [Pair(split.images[image], caption, split.image_ids[image]) for caption, image in zip(split.captions, split.caption_image)]
+    return pairs, split.num_identities
+
+
+def pretrain_settings(params: Params) -> RunSettings:
+    """RunSettings of GA-DMS pre-training (SPEC 5.4)."""
+    t = params.train
+    return RunSettings("gadms", t.epochs, t.batch_size, t.optimizer, t.warmup_epochs, t.schedule, t.grad_clip, t.grad_accumulation, t.amp,
+                       t.num_workers, "random", seed=params.seed)  # fmt: skip
+
+
+def finetune_settings(params: Params) -> RunSettings:
+    """RunSettings of IRRA-style fine-tuning (identity-aware batches, 15% MLM)."""
+    t, f = params.train, params.finetune
+    optimizer = t.optimizer.model_copy(update={"lr": f.lr})
+    return RunSettings("irra", f.epochs, f.batch_size, optimizer, f.warmup_epochs, t.schedule, t.grad_clip, t.grad_accumulation, t.amp,
+                       t.num_workers, "identity", 2, f.mlm_probability, params.seed)  # fmt: skip
+
+
+def _dataset(params: Params, pairs: list[Pair], context_length: int) -> PairDataset:
+    if not pairs:
+        raise ValueError("no training pairs: the corpus is empty or every record was rejected")
+    m = params.model
+    return PairDataset(pairs, image_transform(m.image_height, m.image_width, params.augment), tokenizer(context_length), seed=params.seed)
+
+
+def load_any_model(path: Path) -> PersonRetrievalModel:
+    """A model from ``model.safetensors``, a training ``checkpoint.pt``, or a run directory holding either."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / FINAL_MODEL if (path / FINAL_MODEL).is_file() else path / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no model here (expected {FINAL_MODEL} or {CHECKPOINT})")
+    if path.suffix == ".safetensors":
+        return load_model(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = PersonRetrievalModel(Architecture(**json.loads(state["architecture"])))
+    model.load_state_dict(state["model"])
+    return model
+
+
+def run_pretrain(params: Params, data: Path, fmt: str, out: Path, resume: bool = False, device: str = "auto",
+                 progress: bool = True, on_epoch: Callable[[EpochLog], None] | None = None) -> tuple[PersonRetrievalModel, list[EpochLog]]:  # fmt: skip
+    """GA-DMS pre-training on a caption corpus; writes ``out/checkpoint.pt`` and ``out/model.safetensors``."""
+    model = PersonRetrievalModel(Architecture.from_config(params.model))
+    if params.model.pretrained and not (resume and (Path(out) / CHECKPOINT).is_file()):
+        model.load_clip_weights(params.model.pretrained)
+    dataset = _dataset(params, corpus_pairs(fmt, Path(data)), params.model.context_length)
+    trainer = Trainer(model, dataset, pretrain_settings(params), params.model, params.loss, out, device, progress, on_epoch)
+    return model, trainer.fit(resume=resume)
+
+
+def run_finetune(params: Params, benchmark: str, root: Path, init: Path | None, out: Path, resume: bool = False, device: str = "auto",
+                 progress: bool = True, on_epoch: Callable[[EpochLog], None] | None = None) -> tuple[PersonRetrievalModel, list[EpochLog]]:  # fmt: skip
+    """IRRA-style fine-tuning on a benchmark's train split, from ``init`` (a pre-trained model) or CLIP weights."""
+    pairs, num_ids = benchmark_pairs(benchmark, Path(root))
+    f = params.finetune
+    arch = Architecture.from_config(params.model, num_identities=num_ids if f.id_loss else 0)
+    model = PersonRetrievalModel(arch)
+    if init is not None:
+        source = load_any_model(init)
+        if (source.arch.backbone, source.arch.image_height, source.arch.image_width) != (arch.backbone, arch.image_height, arch.image_width):
+            raise ValueError(f"{init}: pre-trained as {source.arch.backbone} {source.arch.image_height}x{source.arch.image_width}, params ask for {arch.backbone} {arch.image_height}x{arch.image_width}")
+        weights = {k: v for k, v in source.state_dict().items() if not k.startswith("classifier.")}
+        model.load_state_dict(weights, strict=False)
+    elif params.model.pretrained:
+        model.load_clip_weights(params.model.pretrained)
+    loss = params.loss.model_copy(update={"id": params.loss.id.model_copy(update={"enabled": f.id_loss})})
+    dataset = _dataset(params, pairs, arch.context_length)
+    trainer = Trainer(model, dataset, finetune_settings(params), params.model, LossConfig.model_validate(loss.model_dump()), out, device, progress, on_epoch)
+    return model, trainer.fit(resume=resume)
