@@ -193,15 +193,15 @@ class LossConfig(_Section):
     temperature: float = Field(0.02, gt=0)
     sdm: LossTerm = LossTerm()
     mtp: LossTerm = LossTerm(weight=0.4)
-    itc: LossTerm = LossTerm(enabled=False)
+    itc: LossTerm = LossTerm(enabled=True)
     id: LossTerm = LossTerm(enabled=False)
     tic: TicTerm = TicTerm()
 
 
 class OptimizerConfig(_Section):
-    lr: float = Field(1e-4, gt=0)
+    lr: float = Field(5e-4, gt=0)
     betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-3, gt=0)
+    eps: float = Field(1e-8, gt=0)
     weight_decay: float = Field(4e-5, ge=0)
 
     @model_validator(mode="after")
@@ -212,23 +212,23 @@ class OptimizerConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(512, ge=1)
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(32, ge=1)
     optimizer: OptimizerConfig = OptimizerConfig()
-    warmup_epochs: int = Field(5, ge=0)
+    warmup_epochs: int = Field(1, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
     grad_clip: float = Field(5.0, ge=0)
     grad_accumulation: int = Field(1, ge=1)
     amp: bool = True
-    num_workers: int = Field(2, ge=0)
+    num_workers: int = Field(1, ge=0)
     gpus: int = Field(0, ge=0)
 
 
 class FinetuneConfig(_Section):
-    epochs: int = Field(60, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-5, gt=0)
-    warmup_epochs: int = Field(5, ge=0)
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    warmup_epochs: int = Field(1, ge=0)
     mlm_probability: float = Field(0.15, ge=0, le=1)
     id_loss: bool = False
 

@@ -16,13 +16,13 @@ def _raw() -> dict:
     return yaml.safe_load(PARAMS.read_text())
 
 
-def test_repository_params_hold_the_papers_numbers():
-    p = load_params(PARAMS)
+def test_full_scale_params_hold_the_papers_numbers():
+    p = load_params(REPO / "params.full.yaml")
     f = p.curation.filter
     assert (f.min_short_side, f.min_aspect, f.max_aspect, f.min_confidence) == (90, 0.25, 0.5, 0.85)
     assert (f.min_keypoints, f.min_hip_keypoints, f.min_head_keypoints) == (8, 1, 2)
     m = p.model
-    assert m.context_length == 77
+    assert (m.backbone, m.image_height, m.image_width, m.context_length) == ("ViT-B-16", 384, 128, 77)
     assert (m.gass.layers, m.gass.scales) == (8, (1, 2))
     assert (m.masking.alpha_noise, m.masking.alpha_informative) == (0.2, 0.3)
     assert (p.loss.temperature, p.loss.mtp.weight) == (0.02, 0.4)
@@ -30,6 +30,16 @@ def test_repository_params_hold_the_papers_numbers():
     assert (o.lr, o.betas, o.eps, o.weight_decay) == (1e-4, (0.9, 0.999), 1e-3, 4e-5)
     assert (p.train.epochs, p.train.batch_size, p.train.warmup_epochs) == (30, 512, 5)
     assert p.finetune.mlm_probability == 0.15
+    assert (p.finetune.epochs, p.finetune.batch_size, p.finetune.lr) == (60, 64, 1e-5)
+    assert not p.loss.itc.enabled and p.loss.sdm.enabled and p.loss.mtp.enabled
+
+
+def test_default_params_differ_from_the_paper_only_in_scale_and_optimiser():
+    """The CPU default keeps every method number of the paper (masking, GASS, losses)."""
+    demo, full = load_params(PARAMS), load_params(REPO / "params.full.yaml")
+    assert demo.curation == full.curation and demo.validation == full.validation
+    assert demo.model.gass == full.model.gass and demo.model.masking == full.model.masking
+    assert demo.loss.model_copy(update={"itc": full.loss.itc}) == full.loss
 
 
 def test_params_file_sets_every_field_so_dvc_sees_every_number():
@@ -95,7 +105,7 @@ def test_set_overrides_single_values_and_keeps_the_rest():
     assert p.train.optimizer.lr == 3e-4
     assert p.model.gass.scales == (1, 2, 4)
     assert p.curation.detector.backend == "yolo"
-    assert p.train.optimizer.eps == 1e-3
+    assert p.train.optimizer.eps == 1e-8
 
 
 @pytest.mark.parametrize(
