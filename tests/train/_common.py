@@ -27,8 +27,9 @@ def run_training(out: Path, world_batch: int, epochs: int, mode: str = "gadms", 
     torch.manual_seed(0)
     model = PersonRetrievalModel(Architecture.from_config(MODEL))
     dataset = PairDataset(pairs(out.parent), image_transform(128, 64, AugmentConfig()), tokenizer(32), seed=0)
-    settings = RunSettings(mode=mode, epochs=epochs, batch_size=world_batch, optimizer=OptimizerConfig(lr=1e-4), warmup_epochs=1,
+    settings = RunSettings(mode=mode, epochs=epochs, batch_size=world_batch, optimizer=OptimizerConfig(lr=1e-4, eps=1e-3), warmup_epochs=1,
                            grad_clip=5.0, num_workers=workers)  # fmt: skip
-    trainer = Trainer(model, dataset, settings, MODEL, LossConfig(), out, device="cpu", progress=False)
+    # the paper's losses and Adam eps (a large eps keeps near-zero gradients from flipping updates)
+    trainer = Trainer(model, dataset, settings, MODEL, LossConfig(itc={"enabled": False}), out, device="cpu", progress=False)
     trainer.fit(resume=resume, stop_after=stop_after)
     return model
