@@ -168,10 +168,20 @@ def _maybe_torchrun(p: Params) -> None:
         raise typer.Exit(subprocess.call(cmd))
 
 
-def _print_history(history) -> None:
-    for log in history:
-        losses = "  ".join(f"{k} {v:.4f}" for k, v in log.losses.items())
-        typer.echo(f"epoch {log.epoch + 1}: {losses}  lr {log.lr:.2e}  {log.samples_per_s:.1f} samples/s  {log.seconds:.1f}s")
+def _train(params: Optional[Path], overrides: Optional[list[str]], out: Path, run) -> None:
+    """Load params, relaunch under torchrun if asked, run, and report each epoch (main process only)."""
+    import os
+
+    with _user_errors():
+        p = _params(params, overrides)
+        _maybe_torchrun(p)
+        _, history = run(p)
+        if os.environ.get("RANK", "0") != "0":
+            return
+        for log in history:
+            losses = "  ".join(f"{k} {v:.4f}" for k, v in log.losses.items())
+            typer.echo(f"epoch {log.epoch + 1}: {losses}  lr {log.lr:.2e}  {log.samples_per_s:.1f} samples/s  {log.seconds:.1f}s")
+        typer.echo(f"model: {out / 'model.safetensors'}")
 
 
 @train_app.command("pretrain")
@@ -191,12 +201,7 @@ def train_pretrain(
     """
     from gadms.train.runs import run_pretrain
 
-    with _user_errors():
-        p = _params(params, set_)
-        _maybe_torchrun(p)
-        _, history = run_pretrain(p, data, fmt, out, resume=resume, device=device)
-        _print_history(history)
-        typer.echo(f"model: {out / 'model.safetensors'}")
+    _train(params, set_, out, lambda p: run_pretrain(p, data, fmt, out, resume=resume, device=device))
 
 
 @train_app.command("finetune")
@@ -216,12 +221,7 @@ def train_finetune(
     """
     from gadms.train.runs import run_finetune
 
-    with _user_errors():
-        p = _params(params, set_)
-        _maybe_torchrun(p)
-        _, history = run_finetune(p, benchmark, root, init, out, resume=resume, device=device)
-        _print_history(history)
-        typer.echo(f"model: {out / 'model.safetensors'}")
+    _train(params, set_, out, lambda p: run_finetune(p, benchmark, root, init, out, resume=resume, device=device))
 
 
 @app.command("evaluate")
