@@ -29,6 +29,10 @@ class PathsConfig(_Section):
     work_dir: Path = Path("work")
     checkpoints_dir: Path = Path("checkpoints")
     mlruns_dir: Path = Path("mlruns")
+    web_dir: Path = Path("work/web")
+    benchmarks_dir: Path = Path("work/benchmarks")
+    templates_file: Path = Path("work/templates.json")
+    reports_dir: Path = Path("work/reports")
 
 
 class SplitFractions(_Section):
@@ -62,6 +66,11 @@ class SynthConfig(_Section):
         if self.min_images_per_identity > self.max_images_per_identity:
             raise ValueError("min_images_per_identity must be <= max_images_per_identity")
         return self
+
+
+class SourceConfig(_Section):
+    format: Literal["auto", "webdataset", "folder", "parquet"] = "auto"
+    folder_shard_size: int = Field(1000, ge=1)
 
 
 class DetectorConfig(_Section):
@@ -99,6 +108,8 @@ class TemplatesConfig(_Section):
     clusters: int = Field(50, ge=1)
     random_members: int = Field(5, ge=0)
     diversify: bool = False
+    embedder: Literal["tiny", "ViT-B-16"] = "tiny"
+    embedder_pretrained: Optional[str] = None
     llm_url: str = "http://127.0.0.1:8000/v1"
     llm_model: str = "Qwen/Qwen2.5-72B-Instruct"
     api_key_env: str = "GADMS_LLM_API_KEY"
@@ -106,6 +117,7 @@ class TemplatesConfig(_Section):
 
 class CaptioningConfig(_Section):
     backend: Literal["attributes", "vlm"] = "attributes"
+    templates_file: Optional[Path] = None
     captions_per_image: int = Field(2, ge=1, le=10)
     max_words: int = Field(60, ge=1)
     vlm_url: str = "http://127.0.0.1:8001/v1"
@@ -118,6 +130,7 @@ class CaptioningConfig(_Section):
 
 
 class CurationConfig(_Section):
+    source: SourceConfig = SourceConfig()
     detector: DetectorConfig = DetectorConfig()
     filter: FilterConfig = FilterConfig()
     crop: CropConfig = CropConfig()
@@ -125,11 +138,26 @@ class CurationConfig(_Section):
     captioning: CaptioningConfig = CaptioningConfig()
 
 
+class MostlyConfig(_Section):
+    """Per check: the share of captions (or crops) that must pass it."""
+
+    non_empty: float = Field(1.0, ge=0, le=1)
+    valid_text: float = Field(1.0, ge=0, le=1)
+    word_count: float = Field(0.99, ge=0, le=1)
+    no_speculation: float = Field(0.99, ge=0, le=1)
+    no_background: float = Field(0.99, ge=0, le=1)
+    mentions_person: float = Field(0.99, ge=0, le=1)
+    mentions_attribute: float = Field(0.99, ge=0, le=1)
+    no_placeholder: float = Field(1.0, ge=0, le=1)
+    crop_size: float = Field(1.0, ge=0, le=1)
+    crop_aspect: float = Field(0.99, ge=0, le=1)
+
+
 class ValidationConfig(_Section):
     min_words: int = Field(5, ge=0)
     max_words: int = Field(80, ge=1)
     max_duplicate_rate: float = Field(0.02, ge=0.0, le=1.0)
-    mostly: float = Field(0.99, ge=0, le=1)
+    mostly: MostlyConfig = MostlyConfig()
     min_crop_short_side: float = Field(90, ge=0)
     min_crop_aspect: float = Field(0.2, gt=0)
     max_crop_aspect: float = Field(0.7, gt=0)
@@ -250,6 +278,7 @@ class EvalConfig(_Section):
 
 
 class TrackingConfig(_Section):
+    uri: Optional[str] = None
     experiment: str = Field("gadms", min_length=1)
     registered_model: str = Field("gadms-person-retrieval", min_length=1)
     champion_alias: str = Field("champion", min_length=1)
@@ -258,6 +287,23 @@ class TrackingConfig(_Section):
 class VersioningConfig(_Section):
     remote_name: str = Field("local", min_length=1)
     remote_url: str = Field(".dvc-storage", min_length=1)
+
+
+class OrchestrationConfig(_Section):
+    task_runner: Literal["thread", "dask"] = "thread"
+    max_workers: int = Field(2, ge=1)
+    dask_address: Optional[str] = None
+    retries: int = Field(3, ge=0)
+    retry_delays_s: tuple[float, ...] = (2.0, 5.0, 15.0)
+    cache_results: bool = True
+    schedule_cron: str = "0 3 * * 1"
+    timezone: str = "UTC"
+
+
+class PipelineConfig(_Section):
+    synthesize: bool = True
+    web_scenes: int = Field(300, ge=1)
+    benchmark_identities: int = Field(120, ge=2)
 
 
 class Params(_Section):
@@ -276,6 +322,8 @@ class Params(_Section):
     eval: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()
     versioning: VersioningConfig = VersioningConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
+    pipeline: PipelineConfig = PipelineConfig()
 
 
 def _describe(error: dict[str, Any]) -> str:

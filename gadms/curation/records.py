@@ -1,0 +1,81 @@
+"""The records that flow between curation stages: source samples, detections, caption requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One sample read from a source shard.
+
+    Attributes:
+        key: the sample key (``KEY`` of ``KEY.jpg``), unique within its shard.
+        image: the encoded image bytes; ``None`` when the sample failed.
+        text: the alt text (``KEY.txt``), if any.
+        meta: the parsed ``KEY.json`` (or Parquet row); ``{}`` when absent.
+        error: why the sample cannot be used (``None`` when it is fine), e.g. ``"corrupt_image"``.
+        detail: a human-readable explanation of ``error``.
+    """
+
+    key: str
+    image: Optional[bytes]
+    text: Optional[str] = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    error: Optional[str] = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PersonDetection:
+    """One detected person with its pose.
+
+    Attributes:
+        box: ``(x0, y0, x1, y1)`` in pixels of the source image.
+        score: detection confidence in [0, 1].
+        keypoints: float array ``(17, 3)`` of COCO keypoints ``(x, y, confidence)``.
+        attributes: known attributes of the person (the synthetic ground truth), if any.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    keypoints: np.ndarray
+    attributes: Optional[dict[str, Any]] = None
+
+
+@dataclass(frozen=True)
+class Template:
+    """A caption template with placeholders, e.g. ``"A [man] wearing a [colored top] ..."``."""
+
+    id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class CaptionRequest:
+    """What a captioner needs for one person crop.
+
+    Attributes:
+        key: the curated sample key.
+        image: the crop as JPEG bytes.
+        templates: one template per caption to write (chosen by the caller, seeded).
+        attributes: known attributes of the person, if any (for the offline backend).
+        seed: a per-sample seed for any randomness the captioner needs.
+    """
+
+    key: str
+    image: bytes
+    templates: tuple[Template, ...]
+    attributes: Optional[dict[str, Any]] = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CaptionResult:
+    """The captions written for one request, or why there are none."""
+
+    captions: Optional[list[str]]
+    error: Optional[str] = None
