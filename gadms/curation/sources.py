@@ -1,0 +1,576 @@
+"""Source shards of the curation stage (SPEC 2, 7, 8): list them, stream their samples, decode images.
+
+Three input layouts are read:
+
+* ``webdataset``: img2dataset's tars (``00000.tar``, ...) holding ``KEY.jpg``
+  (or png / webp), ``KEY.txt`` and ``KEY.json`` side by side; the
+  ``00000.parquet`` status files next to the tars are not samples and are ignored.
+* ``parquet``: rows with an image column, as the published WebPerson (SPEC 7).
+* ``folder``: image files anywhere under a directory, cut into shards of
+  ``folder_shard_size`` files in path order; ``NAME.txt`` and ``NAME.json``
+  next to ``NAME.jpg`` are its text and meta.
+
+Every sample read yields exactly one :class:`SourceRecord`, usable or failed
+with one of :data:`REASONS`, so a run can account for seen = ok + failed.
+Trouble with a whole shard (not a tar, cut off, unreadable) goes to the
+caller's ``problems`` list as ``"PATH: what"``. Readers stream one sample at a
+time, never extract, follow or write anything, and leave image content to
+:func:`decode_image`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, Callable, Iterator, Literal, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from gadms.curation.records import SourceRecord
+from gadms.data.curated import split_member_name
+from gadms.data.problems import DataError
+
+MISSING_IMAGE = "missing_image"
+EMPTY_FILE = "empty_file"
+UNSAFE_MEMBER = "unsafe_member"
+BAD_TEXT = "bad_text"
+BAD_JSON = "bad_json"
+DUPLICATE_KEY = "duplicate_key"
+TRUNCATED_SHARD = "truncated_shard"
+CORRUPT_IMAGE = "corrupt_image"
+TRUNCATED_IMAGE = "truncated_image"
+TOO_LARGE = "too_large"
+REASONS = (
+    MISSING_IMAGE,
+    EMPTY_FILE,
+    UNSAFE_MEMBER,
+    BAD_TEXT,
+    BAD_JSON,
+    DUPLICATE_KEY,
+    TRUNCATED_SHARD,
+    CORRUPT_IMAGE,
+    TRUNCATED_IMAGE,
+    TOO_LARGE,
+)
+
+SourceKind = Literal["webdataset", "folder", "parquet"]
+FORMATS = ("auto", "webdataset", "parquet", "folder")
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+TEXT_COLUMNS = ("caption", "text", "caption1")
+KEY_COLUMNS = ("key", "image_path")
+BINARY_IMAGE_COLUMNS = ("jpg", "image")
+# Formats a web crawl legitimately holds; others (EPS, PSD, ...) widen the attack surface for nothing.
+DECODE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+_PARQUET_BATCH_ROWS = 64
+_END_OF_ARCHIVE = 1024  # two zero blocks close every complete tar
+_WHAT_IS_LOOKED_FOR = {
+    "auto": ".tar shards, parquet files with an image column, or image files",
+    "webdataset": ".tar shards",
+    "parquet": "parquet files with an image column",
+    "folder": "image files (" + ", ".join(IMAGE_EXTENSIONS) + ")",
+}
+
+
+@dataclass(frozen=True)
+class SourceShard:
+    """One unit of source input, read and curated as a whole.
+
+    Attributes:
+        name: stable output name of the curated shard (``"00000"``: the tar or
+            parquet stem, or the chunk number for folders).
+        path: the tar or parquet file; for folders, the input directory.
+        kind: the input layout.
+        members: for folders, the image paths (relative, POSIX) of this chunk.
+    """
+
+    name: str
+    path: Path
+    kind: SourceKind
+    members: tuple[str, ...] = ()
+
+
+class ImageDecodeError(ValueError):
+    """Image bytes that cannot be turned into pixels.
+
+    Attributes:
+        reason: one of ``empty_file``, ``corrupt_image``, ``truncated_image``, ``too_large``.
+        detail: what exactly is wrong, for a person reading the report.
+    """
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        # Keeps the exception picklable across Dask / Ray workers despite the two-argument constructor.
+        return (type(self), (self.reason, self.detail))
+
+
+# ---------------------------------------------------------------- listing
+
+
+def list_source_shards(input_dir: Path, fmt: str = "auto", folder_shard_size: int = 1000) -> list[SourceShard]:
+    """The source shards of an input directory, sorted by name.
+
+    ``auto`` picks the first layout present: ``*.tar`` files (webdataset; the
+    img2dataset ``*.parquet`` status files beside them are then ignored), else
+    ``*.parquet`` files with an image column, else image files found
+    recursively (folder). Hidden files and directories are ignored.
+
+    Args:
+        input_dir: the directory to read.
+        fmt: ``"auto"``, ``"webdataset"``, ``"parquet"`` or ``"folder"``.
+        folder_shard_size: images per shard for folder input.
+
+    Returns:
+        The shards, sorted by name.
+
+    Raises:
+        DataError: the directory is missing, the format unknown, or nothing readable is there.
+    """
+    input_dir = Path(input_dir)
+    if fmt not in FORMATS:
+        raise DataError(f"unknown source format {fmt!r} for {input_dir}; expected one of {', '.join(FORMATS)}")
+    if folder_shard_size < 1:
+        raise DataError(f"folder_shard_size must be at least 1, got {folder_shard_size}")
+    if not input_dir.is_dir():
+        raise DataError(f"source directory not found: {input_dir}")
+    listers: dict[str, Callable[[], list[SourceShard]]] = {
+        "webdataset": lambda: _tar_shards(input_dir),
+        "parquet": lambda: _parquet_shards(input_dir),
+        "folder": lambda: _folder_shards(input_dir, folder_shard_size),
+    }
+    for kind in (("webdataset", "parquet", "folder") if fmt == "auto" else (fmt,)):
+        shards = listers[kind]()
+        if shards:
+            return sorted(shards, key=lambda s: s.name)
+    raise DataError(f"no {_WHAT_IS_LOOKED_FOR[fmt]} in {input_dir}")
+
+
+def _visible_files(input_dir: Path, pattern: str) -> list[Path]:
+    """Non-hidden regular files directly in ``input_dir`` matching ``pattern``."""
+    return [p for p in input_dir.glob(pattern) if not p.name.startswith(".") and p.is_file()]
+
+
+def _tar_shards(input_dir: Path) -> list[SourceShard]:
+    """One shard per ``*.tar`` file."""
+    return [SourceShard(p.stem, p, "webdataset") for p in _visible_files(input_dir, "*.tar")]
+
+
+def _parquet_shards(input_dir: Path) -> list[SourceShard]:
+    """One shard per ``*.parquet`` with an image column (plus unreadable ones, so their trouble is reported)."""
+    with_images, unreadable = [], []
+    for path in _visible_files(input_dir, "*.parquet"):
+        try:
+            layout = _parquet_layout(pq.read_schema(path))
+        except (pa.ArrowException, OSError):
+            unreadable.append(path)
+            continue
+        if layout is not None:
+            with_images.append(path)
+    if not with_images:
+        return []
+    return [SourceShard(p.stem, p, "parquet") for p in with_images + unreadable]
+
+
+def _folder_shards(input_dir: Path, shard_size: int) -> list[SourceShard]:
+    """Consecutive chunks of ``shard_size`` images in sorted relative-path order."""
+    images = sorted(_image_files(input_dir))
+    return [
+        SourceShard(f"{number:05d}", input_dir, "folder", tuple(images[start : start + shard_size]))
+        for number, start in enumerate(range(0, len(images), shard_size))
+    ]
+
+
+def _image_files(input_dir: Path) -> Iterator[str]:
+    """Relative POSIX paths of the non-hidden image files under ``input_dir`` (directory links not followed)."""
+    for folder, dirs, files in os.walk(input_dir):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(folder, name)
+            if not name.startswith(".") and _image_extension(name) and path.is_file():
+                yield path.relative_to(input_dir).as_posix()
+
+
+def _image_extension(name: str) -> bool:
+    """Whether a file name ends with one of the image extensions (any case)."""
+    return "." in name and name.rpartition(".")[2].lower() in IMAGE_EXTENSIONS
+
+
+# ---------------------------------------------------------------- reading
+
+
+def iter_source(shard: SourceShard, problems: Optional[list[str]] = None) -> Iterator[SourceRecord]:
+    """Stream the samples of one source shard, one record per sample, in shard order.
+
+    Nothing is read before the first ``next()``, and only one sample (one
+    Parquet batch) is held at a time.
+
+    Args:
+        shard: a shard from :func:`list_source_shards`.
+        problems: shard-level trouble is appended here as ``"PATH: what"``.
+
+    Returns:
+        An iterator of records: usable (``error`` is ``None``, image bytes set) or
+        failed (``image`` is ``None``, ``error`` one of :data:`REASONS`).
+    """
+    problems = [] if problems is None else problems
+    readers = {"webdataset": _tar_records, "parquet": _parquet_records, "folder": _folder_records}
+    if shard.kind not in readers:
+        raise DataError(f"unknown source shard kind {shard.kind!r} for {shard.path}")
+    return readers[shard.kind](shard, problems)
+
+
+def _failed(key: str, reason: str, detail: str) -> SourceRecord:
+    """A record for a sample that cannot be used."""
+    return SourceRecord(key=key, image=None, error=reason, detail=detail)
+
+
+def _sample_record(key: str, image: Optional[bytes], image_name: str, text: Optional[bytes], meta: Optional[bytes]) -> SourceRecord:
+    """The record of one sample from its raw image, text and JSON bytes (``None`` when absent)."""
+    if image is None:
+        return _failed(key, MISSING_IMAGE, f"sample {key!r} has no image ({', '.join(IMAGE_EXTENSIONS)})")
+    if not image:
+        return _failed(key, EMPTY_FILE, f"{image_name} is empty")
+    try:
+        decoded_text = None if text is None else text.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return _failed(key, BAD_TEXT, f"text of {key!r} is not UTF-8 (byte {err.start})")
+    parsed = {} if meta is None else _json_object(meta)
+    if parsed is None:
+        return _failed(key, BAD_JSON, f"json of {key!r} is not a JSON object")
+    return SourceRecord(key=key, image=image, text=decoded_text, meta=parsed)
+
+
+def _json_object(data: bytes) -> Optional[dict[str, Any]]:
+    """The JSON object in ``data``, or ``None`` when it is malformed or not an object."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# ---------------------------------------------------------------- webdataset tars
+
+
+@dataclass
+class _TarSample:
+    """The members of one sample collected so far, or why the sample already failed."""
+
+    key: str
+    members: dict[str, bytes] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
+    error: Optional[tuple[str, str]] = None
+
+    def fail(self, reason: str, detail: str) -> None:
+        """Mark the sample failed, keeping the first reason found."""
+        if self.error is None:
+            self.error = (reason, detail)
+
+    def record(self) -> SourceRecord:
+        """The record for this sample."""
+        if self.error is not None:
+            return _failed(self.key, *self.error)
+        image_ext = next((e for e in IMAGE_EXTENSIONS if e in self.members), None)
+        image = None if image_ext is None else self.members[image_ext]
+        image_name = self.names.get(image_ext or "", self.key)
+        return _sample_record(self.key, image, image_name, self.members.get("txt"), self.members.get("json"))
+
+
+def _tar_records(shard: SourceShard, problems: list[str]) -> Iterator[SourceRecord]:
+    """Records of a WebDataset tar, streamed member by member; a break ends the shard and is reported."""
+    seen: set[str] = set()
+    sample: Optional[_TarSample] = None
+    try:
+        with open(shard.path, "rb") as handle:
+            try:
+                tar = tarfile.open(fileobj=handle, mode="r|")
+            except tarfile.TarError as err:
+                problems.append(f"{shard.path}: not a tar archive ({err})")
+                return
+            with tar:
+                for member in tar:
+                    if member.isdir():  # directory entries are not samples and are never created
+                        continue
+                    key, _ = split_member_name(member.name)
+                    if sample is None or key != sample.key:
+                        if sample is not None:
+                            seen.add(sample.key)
+                            yield sample.record()
+                        sample = _TarSample(key)
+                        if key in seen:
+                            sample.fail(DUPLICATE_KEY, f"key {key!r} appears again after other samples")
+                    _add_member(sample, tar, member)
+                complete = _has_end_marker(handle, tar.offset)
+        if not complete:
+            raise tarfile.ReadError("ends without the end-of-archive marker")
+    except (tarfile.TarError, OSError, EOFError) as err:
+        done = len(seen)
+        problems.append(f"{shard.path}: truncated or unreadable after {done} complete samples ({err})")
+        if sample is not None:
+            sample.error = (TRUNCATED_SHARD, f"sample {sample.key!r} is cut off by the end of {shard.path.name}")
+    if sample is not None:
+        yield sample.record()
+
+
+def _add_member(sample: _TarSample, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    """Read one member into its sample, or fail the sample when the member is unsafe or repeated."""
+    if sample.error is not None:
+        return  # the member is skipped by the stream without being read
+    name = member.name
+    if not _is_safe_name(name):
+        sample.fail(UNSAFE_MEMBER, f"member {name!r} has an absolute or '..' path")
+    elif not member.isreg():
+        sample.fail(UNSAFE_MEMBER, f"member {name!r} is a {_member_type(member)}, not a regular file")
+    else:
+        _, extension = split_member_name(name)
+        if extension in sample.members:
+            sample.fail(DUPLICATE_KEY, f"member {name!r} appears twice in sample {sample.key!r}")
+            return
+        sample.members[extension] = tar.extractfile(member).read()  # type: ignore[union-attr]
+        sample.names[extension] = name
+
+
+def _is_safe_name(name: str) -> bool:
+    """False for absolute names and names with a ``..`` component (either slash)."""
+    return not name.startswith(("/", "\\")) and ".." not in name.replace("\\", "/").split("/")
+
+
+def _member_type(member: tarfile.TarInfo) -> str:
+    """A word for a non-regular tar member."""
+    if member.issym():
+        return "symbolic link"
+    if member.islnk():
+        return "hard link"
+    if member.ischr() or member.isblk():
+        return "device"
+    if member.isfifo():
+        return "fifo"
+    return f"member of type {member.type!r}"
+
+
+def _has_end_marker(handle: BinaryIO, offset: int) -> bool:
+    """Whether the archive goes on, after its last member, with the two zero blocks a complete tar ends with."""
+    handle.seek(offset)
+    tail = handle.read(_END_OF_ARCHIVE)
+    return len(tail) == _END_OF_ARCHIVE and not any(tail)
+
+
+# ---------------------------------------------------------------- parquet
+
+
+@dataclass(frozen=True)
+class _ParquetLayout:
+    """Which columns of a Parquet file hold the image, key, text and meta."""
+
+    image: str
+    image_is_struct: bool
+    key: Optional[str]
+    text: Optional[str]
+    meta: tuple[str, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns to read."""
+        return list(dict.fromkeys([self.image, *self.meta]))
+
+
+def _is_binary(kind: pa.DataType) -> bool:
+    """Whether an Arrow type holds raw bytes."""
+    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind)
+
+
+def _is_string(kind: pa.DataType) -> bool:
+    """Whether an Arrow type holds text."""
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _is_scalar(kind: pa.DataType) -> bool:
+    """Whether an Arrow type converts to a JSON scalar (bool, number, string)."""
+    return pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind) or _is_string(kind)
+
+
+def _image_column(schema: pa.Schema) -> Optional[tuple[str, bool]]:
+    """``(name, is_struct)`` of the image column: a struct with ``bytes``, else a binary ``jpg`` / ``image``."""
+    for column in schema:
+        if pa.types.is_struct(column.type):
+            index = column.type.get_field_index("bytes")
+            if index >= 0 and _is_binary(column.type.field(index).type):
+                return column.name, True
+    for name in BINARY_IMAGE_COLUMNS:
+        if name in schema.names and _is_binary(schema.field(name).type):
+            return name, False
+    return None
+
+
+def _parquet_layout(schema: pa.Schema) -> Optional[_ParquetLayout]:
+    """How to read samples from a Parquet schema; ``None`` when it has no image column."""
+    image = _image_column(schema)
+    if image is None:
+        return None
+    scalars = tuple(c.name for c in schema if c.name != image[0] and _is_scalar(c.type))
+    key = next((c for c in KEY_COLUMNS if c in scalars), None)
+    text = next((c for c in TEXT_COLUMNS if c in scalars and _is_string(schema.field(c).type)), None)
+    return _ParquetLayout(image[0], image[1], key, text, scalars)
+
+
+def _parquet_records(shard: SourceShard, problems: list[str]) -> Iterator[SourceRecord]:
+    """Records of a Parquet shard, read batch by batch."""
+    row = 0
+    try:
+        with pq.ParquetFile(shard.path) as parquet:
+            layout = _parquet_layout(parquet.schema_arrow)
+            if layout is None:
+                problems.append(f"{shard.path}: no image column (a struct with 'bytes', or binary 'jpg' / 'image')")
+                return
+            seen: set[str] = set()
+            for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=layout.columns):
+                for values in batch.to_pylist():
+                    yield _parquet_record(values, row, layout, seen)
+                    row += 1
+    except (pa.ArrowException, OSError) as err:
+        problems.append(f"{shard.path}: unreadable parquet after {row} rows ({err})")
+
+
+def _parquet_record(values: dict[str, Any], row: int, layout: _ParquetLayout, seen: set[str]) -> SourceRecord:
+    """The record of one Parquet row."""
+    key_value = values.get(layout.key) if layout.key else None
+    key = f"{row:09d}" if key_value is None else str(key_value)
+    if key in seen:
+        return _failed(key, DUPLICATE_KEY, f"key {key!r} appears again in row {row}")
+    seen.add(key)
+    image = values[layout.image]
+    if layout.image_is_struct and image is not None:
+        image = image.get("bytes")
+    if not image:
+        return _failed(key, EMPTY_FILE, f"row {row} has no image bytes in column {layout.image!r}")
+    text = values.get(layout.text) if layout.text else None
+    meta = {c: values[c] for c in layout.meta}
+    return SourceRecord(key=key, image=bytes(image), text=text, meta=meta)
+
+
+# ---------------------------------------------------------------- folders
+
+
+def _folder_records(shard: SourceShard, problems: list[str]) -> Iterator[SourceRecord]:
+    """Records of a folder chunk, one file at a time."""
+    seen: set[str] = set()
+    for relative in shard.members:
+        key = str(PurePosixPath(relative).with_suffix(""))
+        if key in seen:
+            yield _failed(key, DUPLICATE_KEY, f"{relative} has the same name as another image of {shard.path}")
+            continue
+        seen.add(key)
+        yield _folder_record(shard.path, relative, key, problems)
+
+
+def _folder_record(root: Path, relative: str, key: str, problems: list[str]) -> SourceRecord:
+    """The record of one image file, with ``KEY.txt`` / ``KEY.json`` beside it as text and meta."""
+    path = root / relative
+    try:
+        image = path.read_bytes()
+        text = _read_if_present(root / f"{key}.txt")
+        meta = _read_if_present(root / f"{key}.json")
+    except OSError as err:
+        problems.append(f"{path}: cannot read ({err.strerror or err})")
+        return _failed(key, MISSING_IMAGE, f"{path} cannot be read ({err.strerror or err})")
+    return _sample_record(key, image, relative, text, meta)
+
+
+def _read_if_present(path: Path) -> Optional[bytes]:
+    """The bytes of a sidecar file, or ``None`` when there is none."""
+    return path.read_bytes() if path.is_file() else None
+
+
+# ---------------------------------------------------------------- decoding
+
+
+class _WatchedBytes(io.BytesIO):
+    """In-memory image data that remembers whether a reader asked for bytes past its end."""
+
+    read_past_end = False
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        """Read like ``BytesIO.read``, noting an empty answer to a non-empty request."""
+        chunk = super().read(size)
+        if not chunk and size != 0:
+            self.read_past_end = True
+        return chunk
+
+
+def decode_image(data: bytes, max_pixels: int = 50_000_000) -> np.ndarray:
+    """Decode image bytes to RGB pixels, refusing anything empty, broken, cut off or too large.
+
+    Decoding is deterministic. Palette, grey, 16-bit, CMYK and images with
+    transparency (composited over white) all become RGB; the EXIF orientation
+    is applied. A cut-off JPEG is refused even if some other code switched on
+    ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``; no global state is changed.
+
+    Args:
+        data: encoded image bytes (JPEG, PNG, WebP, GIF, BMP or TIFF).
+        max_pixels: largest width * height accepted, checked before pixels are allocated.
+
+    Returns:
+        A ``uint8`` array of shape ``(height, width, 3)``.
+
+    Raises:
+        ImageDecodeError: with reason ``empty_file``, ``corrupt_image``, ``truncated_image`` or ``too_large``.
+    """
+    if not data:
+        raise ImageDecodeError(EMPTY_FILE, "image data is empty")
+    stream = _WatchedBytes(data)
+    try:
+        with Image.open(stream, formats=DECODE_FORMATS) as image:
+            _check_pixels(image.size, max_pixels)
+            image.load()
+            if image.format in ("JPEG", "MPO") and stream.read_past_end:
+                raise ImageDecodeError(TRUNCATED_IMAGE, "JPEG data ends before the image does")
+            return np.array(_to_rgb(_upright(image)), dtype=np.uint8)
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise ImageDecodeError(TOO_LARGE, str(err)) from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(CORRUPT_IMAGE, f"not a {', '.join(DECODE_FORMATS)} image") from None
+    except Exception as err:  # Pillow's plugins raise assorted types (OSError, SyntaxError, struct.error, ...) on bad data
+        reason = TRUNCATED_IMAGE if "truncated" in str(err).lower() else CORRUPT_IMAGE
+        raise ImageDecodeError(reason, f"{type(err).__name__}: {err}") from None
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    """Refuse an image whose header announces more than ``max_pixels`` pixels."""
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageDecodeError(TOO_LARGE, f"{width}x{height} is {width * height} pixels, more than the limit of {max_pixels}")
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says; unchanged without one or with unreadable EXIF."""
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # malformed EXIF must not cost a usable picture
+        return image
+    return ImageOps.exif_transpose(image) if orientation in range(2, 9) else image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB version of an image of any mode: alpha over white, 16-bit grey scaled to 8 bits."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I;16"):
+        grey = np.round(np.asarray(image, dtype=np.float64) / 257.0).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")

@@ -1,0 +1,1 @@
+"""Corpus versioning: the curated corpus directory tracked by DVC, found again by its hash."""
