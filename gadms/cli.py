@@ -297,7 +297,7 @@ def curate_templates(
             t = p.curation.templates
             client = ChatClient(t.llm_url, t.llm_model, t.api_key_env)
         sentences = captions_from_source(captions)
-        result = mine_templates(sentences, p.curation.templates, p.seed, client=client, progress=not quiet)
+        result = mine_templates(sentences, p.curation.templates, p.seed, client=client, progress=not quiet, source=str(captions))
         write_templates(target, result)
         typer.echo(f"mined {len(result.templates)} templates from {len(sentences)} captions into {target}")
 
