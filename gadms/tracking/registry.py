@@ -1,0 +1,156 @@
+"""The model registry: every trained model becomes a version; the best one holds the champion alias.
+
+A new version is tagged with the benchmark it was measured on and its R1
+there (``benchmark``, ``R1``). The alias ``tracking.champion_alias`` moves to
+it only when there is no champion yet, or the champion was measured on the
+same benchmark and the new R1 is strictly higher. A champion measured on
+another benchmark (or without those tags) is not comparable, so nothing
+moves; the version stays registered either way. Each version also records
+the decision (``promoted``, ``promotion_reason``) for the UI.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from gadms.config import Params
+from gadms.tracking.store import using_store
+
+BENCHMARK_TAG = "benchmark"
+R1_TAG = "R1"
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The version holding the champion alias and what it was measured on."""
+
+    version: int
+    benchmark: str | None
+    r1: float | None
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """What :func:`register_and_maybe_promote` did.
+
+    Attributes:
+        version: the new version's number.
+        promoted: whether the champion alias now points at it.
+        previous_champion_version: the champion before, None when there was none.
+        previous_r1: the previous champion's R1, None when there was none or it had no R1 tag.
+        reason: one line saying why it was or was not promoted.
+    """
+
+    version: int
+    promoted: bool
+    previous_champion_version: int | None
+    previous_r1: float | None
+    reason: str
+
+
+def promotion_decision(benchmark: str, r1: float, champion: Champion | None) -> tuple[bool, str]:
+    """Whether a model with ``r1`` on ``benchmark`` should replace ``champion``.
+
+    Args:
+        benchmark: the benchmark the new model was measured on.
+        r1: its R1 (percent).
+        champion: the current champion, None when there is none.
+
+    Returns:
+        ``(promote, reason)``.
+    """
+    if champion is None:
+        return True, f"no champion yet: R1 {r1:.2f} on {benchmark} becomes the champion"
+    if champion.benchmark != benchmark or champion.r1 is None:
+        measured = f"measured on {champion.benchmark}" if champion.benchmark else "has no benchmark tag"
+        return False, f"not comparable: champion v{champion.version} {measured}, this version on {benchmark}"
+    if r1 > champion.r1:
+        return True, f"R1 {r1:.2f} beats champion v{champion.version} ({champion.r1:.2f}) on {benchmark}"
+    return False, f"R1 {r1:.2f} does not beat champion v{champion.version} ({champion.r1:.2f}) on {benchmark}"
+
+
+def current_champion(client, name: str, alias: str) -> Champion | None:
+    """The version holding ``alias`` of registered model ``name``, or None.
+
+    Args:
+        client: an ``MlflowClient``.
+        name: registered model name.
+        alias: the champion alias.
+
+    Returns:
+        The champion with its benchmark and R1 tags (None where missing or unreadable).
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException:  # no such model or alias yet
+        return None
+    return Champion(int(version.version), version.tags.get(BENCHMARK_TAG), _as_float(version.tags.get(R1_TAG)))
+
+
+def _as_float(text: str | None) -> float | None:
+    """A tag as a finite float, or None."""
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def logged_model_uri(client, run_id: str, name: str) -> str:
+    """The URI of the model named ``name`` logged in run ``run_id``.
+
+    Args:
+        client: an ``MlflowClient``.
+        run_id: the run.
+        name: the logged model's name (its artifact path in the run).
+
+    Returns:
+        ``models:/<model id>`` (MLflow 3 logged model), else ``runs:/<run id>/<name>``.
+    """
+    for output in client.get_run(run_id).outputs.model_outputs or []:
+        if client.get_logged_model(output.model_id).name == name:
+            return f"models:/{output.model_id}"
+    return f"runs:/{run_id}/{name}"
+
+
+def register_and_maybe_promote(run_id: str, model_artifact_path: str, params: Params, benchmark: str, r1: float,
+                               root: Path | None = None) -> PromotionResult:  # fmt: skip
+    """Register the run's model as a new version and move the champion alias to it if it is better.
+
+    Args:
+        run_id: the run that logged the model.
+        model_artifact_path: the logged model's name in that run (e.g. ``model``).
+        params: ``tracking.registered_model`` and ``tracking.champion_alias`` are used.
+        benchmark: the benchmark ``r1`` was measured on.
+        r1: the model's R1 there (percent).
+        root: directory a relative ``paths.mlruns_dir`` is resolved against.
+
+    Returns:
+        The new version and the promotion decision.
+
+    Raises:
+        ValueError: ``r1`` is not a number in [0, 100].
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    if not (isinstance(r1, (int, float)) and 0.0 <= r1 <= 100.0):
+        raise ValueError(f"r1 must be a percentage in [0, 100], got {r1!r}")
+    name, alias = params.tracking.registered_model, params.tracking.champion_alias
+    with using_store(params, root) as uri:
+        client = MlflowClient(uri)
+        registered = mlflow.register_model(logged_model_uri(client, run_id, model_artifact_path), name)
+    version = int(registered.version)
+    client.set_model_version_tag(name, str(version), BENCHMARK_TAG, benchmark)
+    client.set_model_version_tag(name, str(version), R1_TAG, f"{float(r1):.4f}")
+    champion = current_champion(client, name, alias)
+    promoted, reason = promotion_decision(benchmark, float(r1), champion)
+    if promoted:
+        client.set_registered_model_alias(name, alias, str(version))
+    client.set_model_version_tag(name, str(version), "promoted", str(promoted).lower())
+    client.set_model_version_tag(name, str(version), "promotion_reason", reason)
+    return PromotionResult(version, promoted, champion.version if champion else None, champion.r1 if champion else None, reason)
