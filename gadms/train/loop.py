@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -91,6 +93,14 @@ class _StepModule(nn.Module):
     def forward(self, images, tokens, identities):
         out = self.step(self.model, images, tokens, identities)
         return out.total, out.losses, out.scores
+
+
+def _worker_context(num_workers: int) -> str | None:
+    """How to start loader workers: fork normally; forkserver when other threads run (an orchestrator's engine,
+    MLflow's logging), since a forked child can inherit their locks held and die."""
+    if num_workers == 0 or threading.active_count() == 1 or sys.platform != "linux":
+        return None
+    return "forkserver"
 
 
 class Trainer:
@@ -219,7 +229,8 @@ class Trainer:
         self.dataset.set_epoch(epoch)
         micro = self._micro_batch()
         loader = DataLoader(self.dataset, batch_size=micro, sampler=self.sampler, num_workers=s.num_workers,
-                            drop_last=len(self.sampler) >= micro, pin_memory=self.dist.device.type == "cuda")  # fmt: skip
+                            drop_last=len(self.sampler) >= micro, pin_memory=self.dist.device.type == "cuda",
+                            multiprocessing_context=_worker_context(s.num_workers))  # fmt: skip
         sums: dict[str, float] = {}
         count, seen = 0, 0
         started = time.perf_counter()

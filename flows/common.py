@@ -1,0 +1,89 @@
+"""What the flows share: parameters, the task runner, stage cache keys, summaries for the Prefect UI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from gadms.config import Params, load_params
+
+
+def load(params_file: str | Path, overrides: Sequence[str] = ()) -> Params:
+    """The validated parameters of a flow run (file + ``section.key=value`` overrides)."""
+    return load_params(Path(params_file), list(overrides))
+
+
+def task_runner(params: Params) -> Any:
+    """A thread pool by default; Dask (an existing scheduler, or a local cluster) when configured.
+
+    Args:
+        params: ``orchestration.task_runner``, ``max_workers`` and ``dask_address`` are used.
+
+    Returns:
+        A Prefect task runner for ``flow.with_options(task_runner=...)``.
+    """
+    cfg = params.orchestration
+    if cfg.task_runner == "thread":
+        return ThreadPoolTaskRunner(max_workers=cfg.max_workers)
+    from prefect_dask import DaskTaskRunner
+
+    if cfg.dask_address:
+        return DaskTaskRunner(address=cfg.dask_address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={"n_workers": cfg.max_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None},
+    )
+
+
+def _plain(value: Any) -> Any:
+    """Inputs as JSON-able values for hashing (parameters as their dump, paths as text)."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def cache_on_inputs(output: str | None = None, marker: str = "", ignore: Sequence[str] = ()) -> Callable[[Any, dict[str, Any]], str | None]:
+    """A ``cache_key_fn``: the task name plus its inputs; no cache hit once the output is gone.
+
+    Args:
+        output: the name of the input holding the directory the task writes; when
+            it (or ``output/marker``) no longer exists the task runs again instead
+            of returning a stale cached result.
+        marker: a file inside the output that exists only when the task finished.
+        ignore: inputs that do not change the result (e.g. the MLflow parent run).
+
+    Returns:
+        The key function.
+    """
+
+    def key(context: Any, parameters: dict[str, Any]) -> str | None:
+        if output is not None and not (Path(parameters[output]) / marker).exists():
+            return None
+        inputs = {k: v for k, v in parameters.items() if k not in ignore}
+        text = json.dumps({"task": context.task.name, "inputs": _plain(inputs)}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    return key
+
+
+def stage_dir(work_dir: Path, stage: str, *inputs: Any) -> Path:
+    """``work_dir/runs/STAGE-HASH`` named by what decides the stage's result, so a rerun after a crash resumes there."""
+    text = json.dumps(_plain(list(inputs)), sort_keys=True, default=str)
+    return Path(work_dir) / "runs" / f"{stage}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A small markdown table for Prefect artifacts."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""Curation flow: source shards fan out over the task runner (threads, or Dask), then one finalize step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.futures import as_completed
+from tqdm import tqdm
+
+from flows.common import load, markdown_table, task_runner
+from gadms.config import Params
+from gadms.curation.run import CurationReport, ShardReport, curate_shard, finalize_curation, prepare_output
+from gadms.curation.sources import SourceShard, list_source_shards
+
+
+@task(name="list-source-shards")
+def list_shards(input_dir: Path, params: Params) -> list[SourceShard]:
+    """The source shards to curate, in name order."""
+    return list_source_shards(input_dir, params.curation.source.format, params.curation.source.folder_shard_size)
+
+
+@task(name="curate-shard", task_run_name="curate-shard-{shard.name}")
+def curate_one(shard: SourceShard, out: Path, params: Params) -> ShardReport:
+    """Curate one shard (a no-op when its done marker matches); idempotent, so safe to retry."""
+    return curate_shard(shard, out, params)
+
+
+@task(name="finalize-curation")
+def finalize(out: Path, reports: list[ShardReport]) -> CurationReport:
+    """Join the per-shard manifests and reports."""
+    return finalize_curation(out, reports)
+
+
+@flow(name="curate", log_prints=True)
+def curate_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (), input_dir: Optional[str] = None,
+                out_dir: Optional[str] = None) -> dict[str, Any]:
+    """Curate ``input_dir`` (default paths.web_dir) into ``out_dir`` (default paths.data_dir)."""
+    params = load(params_file, overrides)
+    source = Path(input_dir or params.paths.web_dir)
+    out = Path(out_dir or params.paths.data_dir)
+    prepare_output(out)
+    logger = get_run_logger()
+    shards = list_shards(source, params)
+    # Tasks that call the captioning endpoint are retried with back-off.
+    retries = params.orchestration.retries if params.curation.captioning.backend == "vlm" else 0
+    shard_task = curate_one.with_options(retries=retries, retry_delay_seconds=list(params.orchestration.retry_delays_s))
+    futures = [shard_task.submit(shard, out, params) for shard in shards]
+    reports = []
+    for future in tqdm(as_completed(futures), total=len(futures), desc="curate", unit="shard"):
+        report = future.result()
+        reports.append(report)
+        state = "already done" if report.skipped else f"{sum(report.timings.values()):.1f}s"
+        logger.info(f"shard {report.shard}: {report.seen} seen, {report.kept} kept, {report.rejected} rejected, "
+                    f"{report.failed} failed, {report.crops} crops ({state})")
+    result = finalize(out, reports)
+    logger.info(result.summary())
+    create_markdown_artifact(key="curation-report", description="Curation: counts per shard",
+                             markdown=_report_markdown(result))
+    return {"out": str(out), "totals": result.totals(), "summary": result.summary()}
+
+
+def _report_markdown(report: CurationReport) -> str:
+    rows = [(s.shard, s.seen, s.kept, s.rejected, s.failed, s.crops, ", ".join(f"{k} {v}" for k, v in sorted(s.boxes.items())))
+            for s in report.shards]
+    return "# Curation\n\n" + markdown_table(("shard", "seen", "kept", "rejected", "failed", "crops", "boxes"), rows)
+
+
+def run_curation(params_file: str = "params.yaml", overrides: Sequence[str] = (), input_dir: Optional[str] = None,
+                 out_dir: Optional[str] = None) -> dict[str, Any]:
+    """Run :func:`curate_flow` with the task runner params.yaml asks for (threads or Dask)."""
+    params = load(params_file, overrides)
+    return curate_flow.with_options(task_runner=task_runner(params))(params_file, list(overrides), input_dir, out_dir)

@@ -1,0 +1,49 @@
+"""Evaluation flow: a model on benchmark test splits (R1/R5/R10/mAP/mINP and example figures), tracked in MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from prefect import flow, task
+
+from flows.common import cache_on_inputs, load
+from gadms.config import Params
+
+
+@task(name="evaluate", task_run_name="evaluate-{setting}-{benchmark}", persist_result=True,
+      cache_key_fn=cache_on_inputs(ignore=("parent_run_id",)))
+def evaluate(params: Params, model_path: Path, model_digest: str, benchmark: str, benchmark_root: Path, setting: str,
+             data_hash: str, parent_run_id: Optional[str]) -> dict[str, float]:
+    """Evaluate ``model_path`` on ``benchmark`` and log ``<setting>/<benchmark>/*`` in a run of stage ``evaluate``."""
+    from gadms.tracking.runs import tracked_run
+    from gadms.tracking.stages import evaluate_and_log
+    from gadms.train.runs import load_any_model
+
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_any_model(model_path).eval().to(device)
+    tags = {"benchmark": benchmark, "setting": setting, "model": str(model_path)}
+    with tracked_run(params, f"evaluate {setting} {benchmark}", "evaluate", data_hash, tags, parent_run_id) as run:
+        metrics = evaluate_and_log(run, model, params, benchmark, benchmark_root, setting, device, progress=True)
+    return {**metrics, "run_id": run.run_id}  # type: ignore[dict-item]
+
+
+def file_digest(path: Path) -> str:
+    """Size and modification time of a model file: a changed model must not hit the evaluation cache."""
+    stat = Path(path).stat()
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate_flow(model: str, benchmarks: Optional[Sequence[str]] = None, setting: str = "direct", params_file: str = "params.yaml",
+                  overrides: Sequence[str] = (), data_hash: str = "unknown", parent_run_id: Optional[str] = None) -> dict[str, dict[str, float]]:
+    """Evaluate ``model`` on ``benchmarks`` (default: eval.benchmarks present under paths.benchmarks_dir)."""
+    from gadms.tracking.stages import present_benchmarks
+
+    params = load(params_file, overrides)
+    root = params.paths.benchmarks_dir
+    names = list(benchmarks) if benchmarks else present_benchmarks(params.eval.benchmarks, root)
+    path = Path(model)
+    return {name: evaluate(params, path, file_digest(path), name, root, setting, data_hash, parent_run_id) for name in names}

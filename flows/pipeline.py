@@ -1,0 +1,131 @@
+"""The whole pipeline as one flow: curate -> validate (gate) -> version (DVC) -> pretrain -> fine-tune per
+benchmark -> evaluate (direct transfer and fine-tuned) -> register/promote in MLflow.
+
+Every stage is cached on its inputs and parameters (Prefect task caching with
+persisted results), so re-running after a failure resumes from the failed
+stage; curation skips finished shards and training resumes from its last
+checkpoint. A failed quality gate ends the run as Failed and nothing
+downstream runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from flows.common import cache_on_inputs, load, markdown_table, task_runner
+from flows.curate import curate_flow
+from flows.evaluate import evaluate_flow
+from flows.finetune import finetune_flow
+from flows.pretrain import pretrain_flow
+from flows.validate import validate_flow
+from flows.version import version_flow
+from gadms.config import Params
+
+METRICS = ("R1", "R5", "R10", "mAP", "mINP")
+
+
+@task(name="synthesize-world", persist_result=True, cache_key_fn=cache_on_inputs(output="web_dir"))
+def synthesize(seed: int, synth: Any, rules: Any, scenes: int, identities: int, web_dir: Path, benchmarks_dir: Path) -> dict[str, Any]:
+    """Write the synthetic web shards and benchmark (the demo's stand-in for COYO shards and CUHK-PEDES)."""
+    from gadms.synth.benchmark import write_benchmark
+    from gadms.synth.web import write_web_shards
+
+    shutil.rmtree(web_dir, ignore_errors=True)
+    web = write_web_shards(web_dir, scenes, seed, synth, rules, progress=True)
+    bench = write_benchmark(benchmarks_dir, identities, seed, synth, progress=True)
+    return {"scenes": web.scenes, "people": web.people, "benchmark": str(bench.root)}
+
+
+@task(name="register-and-promote", persist_result=True, cache_key_fn=cache_on_inputs(), retries=3, retry_delay_seconds=[2, 5, 15])
+def promote(params: Params, run_id: str, benchmark: str, r1: float) -> dict[str, Any]:
+    """Register the fine-tuned model; move the champion alias only when it beats the champion's R1 on the same benchmark."""
+    from gadms.tracking.registry import register_and_maybe_promote
+    from gadms.tracking.stages import MODEL_NAME
+
+    result = register_and_maybe_promote(run_id, MODEL_NAME, params, benchmark, r1)
+    return {"version": result.version, "promoted": result.promoted, "reason": result.reason}
+
+
+def results_table(direct: dict[str, dict[str, float]], tuned: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
+    """One row per benchmark and setting: R1, R5, R10, mAP, mINP."""
+    rows = []
+    for name in sorted(set(direct) | set(tuned)):
+        for setting, metrics in (("direct", direct.get(name)), ("finetuned", (tuned.get(name) or {}).get("metrics"))):
+            if metrics:
+                rows.append((name, setting, *(f"{metrics[f'{setting}/{name}/{m}']:.2f}" for m in METRICS)))
+    return rows
+
+
+def format_results(rows: list[tuple[str, ...]]) -> str:
+    """The evaluation table as plain text."""
+    header = ("benchmark", "setting", *METRICS)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(str(v).rjust(w) if i > 1 else str(v).ljust(w) for i, (v, w) in enumerate(zip(row, widths)))
+                     for row in [header, *rows])
+
+
+@flow(name="gadms-pipeline", log_prints=True)
+def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Curate, gate, version, pre-train, fine-tune, evaluate, register; returns the results and run ids."""
+    from gadms.tracking.runs import tracked_run
+    from gadms.tracking.stages import present_benchmarks
+
+    params, overrides = load(params_file, overrides), list(overrides)
+    logger = get_run_logger()
+    if params.pipeline.synthesize:
+        synthesize(params.seed, params.synth, params.curation.filter, params.pipeline.web_scenes, params.pipeline.benchmark_identities,
+                   params.paths.web_dir, params.paths.benchmarks_dir)
+    curation = curate_flow.with_options(task_runner=task_runner(params))(params_file, overrides)
+    gate = validate_flow(params_file, overrides)
+    version = version_flow(params_file, overrides)
+    md5 = version["md5"]
+    benchmarks = present_benchmarks(params.eval.benchmarks, params.paths.benchmarks_dir)
+    missing = sorted(set(params.eval.benchmarks) - set(benchmarks))
+    if missing:
+        logger.warning(f"benchmarks not found under {params.paths.benchmarks_dir}, skipped: {', '.join(missing)}")
+    with tracked_run(params, "pipeline", "pipeline", md5, {"benchmarks": ",".join(benchmarks)}) as parent:
+        pre = pretrain_flow(params_file, overrides, data_hash=md5, parent_run_id=parent.run_id, gate_summary=gate["summary"])
+        direct = evaluate_flow(pre["model"], benchmarks, "direct", params_file, overrides, md5, parent.run_id)
+        tuned = {name: finetune_flow(name, pre["model"], params_file, overrides, md5, parent.run_id) for name in benchmarks}
+        promotion = None
+        if benchmarks:
+            primary = benchmarks[0]
+            promotion = promote(params, tuned[primary]["run_id"], primary, tuned[primary]["metrics"][f"finetuned/{primary}/R1"])
+            parent.set_tags({"registry.version": promotion["version"], "registry.promoted": str(promotion["promoted"]).lower()})
+        rows = results_table(direct, tuned)
+        parent.log_text(format_results(rows), "results.txt")
+    create_markdown_artifact(key="gadms-results", description="GA-DMS pipeline: retrieval results",
+                             markdown=markdown_table(("benchmark", "setting", *METRICS), rows))
+    return {"curation": curation["totals"], "gate": gate["summary"], "data_hash": md5, "pretrain_run": pre["run_id"],
+            "pipeline_run": parent.run_id, "finetune_runs": {k: v["run_id"] for k, v in tuned.items()},
+            "table": format_results(rows), "promotion": promotion}
+
+
+def run_pipeline(params_file: str = "params.yaml", overrides: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """Run :func:`pipeline_flow` in-process (Prefect's ephemeral local mode when no server is configured)."""
+    return pipeline_flow(params_file, list(overrides or []))
+
+
+def serve_schedule(params_file: str = "params.yaml", overrides: Optional[Sequence[str]] = None, name: str = "weekly-retraining") -> None:
+    """Serve the pipeline on params.yaml's cron schedule from this process (no work pool needed)."""
+    from prefect import serve
+
+    params = load(params_file, overrides or [])
+    serve(deployment_of(params, params_file, overrides or [], name))
+
+
+def deployment_of(params: Params, params_file: str, overrides: Sequence[str], name: str = "weekly-retraining") -> Any:
+    """The scheduled deployment of the pipeline (a Prefect ``RunnerDeployment``), as ``gadms deploy`` serves it."""
+    from prefect.schedules import Cron
+
+    return pipeline_flow.to_deployment(
+        name=name,
+        schedule=Cron(params.orchestration.schedule_cron, timezone=params.orchestration.timezone),
+        parameters={"params_file": params_file, "overrides": list(overrides)},
+        tags=["gadms", "retraining"],
+    )

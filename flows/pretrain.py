@@ -1,0 +1,55 @@
+"""Pre-training flow: GA-DMS on the versioned corpus, tracked in MLflow; torchrun when train.gpus > 1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from prefect import flow, get_run_logger, task
+
+from flows.common import cache_on_inputs, load, stage_dir
+from gadms.config import Params
+from gadms.train.loop import CHECKPOINT, FINAL_MODEL
+
+
+def launch_torchrun(command: list[str], params_file: str, overrides: Sequence[str], result: Path) -> dict[str, Any]:
+    """Run a ``gadms train`` command (it relaunches itself under torchrun with train.gpus processes); read its result."""
+    sets = [arg for o in overrides for arg in ("--set", o)]
+    subprocess.run([sys.executable, "-m", "gadms", *command, "--params", params_file, *sets, "--result-json", str(result)], check=True)
+    return json.loads(result.read_text(encoding="utf-8"))
+
+
+@task(name="pretrain", persist_result=True, cache_key_fn=cache_on_inputs(output="out_dir", marker=FINAL_MODEL, ignore=("parent_run_id", "gate_summary")))
+def pretrain(params: Params, params_file: str, overrides: Sequence[str], data_dir: Path, out_dir: Path, data_hash: str,
+             parent_run_id: Optional[str], gate_summary: Optional[str]) -> dict[str, Any]:
+    """Train (resuming from ``out_dir/checkpoint.pt`` after a crash) and log the run; returns run id and model path."""
+    resume = (out_dir / CHECKPOINT).is_file()
+    if resume:
+        get_run_logger().info(f"resuming pre-training from {out_dir / CHECKPOINT}")
+    if params.train.gpus > 1:
+        command = ["train", "pretrain", "--data", str(data_dir), "--out", str(out_dir), "--data-hash", data_hash,
+                   *(["--parent-run-id", parent_run_id] if parent_run_id else []), *(["--resume"] if resume else [])]
+        return launch_torchrun(command, params_file, overrides, out_dir / "result.json")
+    from gadms.tracking.stages import track_pretrain
+
+    result = track_pretrain(params, data_dir, out_dir, data_hash, benchmarks=[], parent_run_id=parent_run_id,
+                            gate_summary=gate_summary, resume=resume, progress=True)
+    return {"run_id": result.run_id, "model": str(result.model_path), "model_uri": result.model_uri}
+
+
+def pretrain_dir(params: Params, data_hash: str) -> Path:
+    """Where the pre-training of this corpus with these settings lives."""
+    return stage_dir(params.paths.work_dir, "pretrain", data_hash, params.seed, params.model, params.loss, params.train, params.augment)
+
+
+@flow(name="pretrain", log_prints=True)
+def pretrain_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (), data_dir: Optional[str] = None,
+                  data_hash: str = "unknown", parent_run_id: Optional[str] = None, gate_summary: Optional[str] = None) -> dict[str, Any]:
+    """Pre-train on ``data_dir`` (default paths.data_dir), the corpus whose DVC hash is ``data_hash``."""
+    params = load(params_file, overrides)
+    data = Path(data_dir or params.paths.data_dir)
+    out = pretrain_dir(params, data_hash)
+    return pretrain(params, params_file, list(overrides), data, out, data_hash, parent_run_id, gate_summary)

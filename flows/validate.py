@@ -1,0 +1,37 @@
+"""Validation flow: the Great Expectations caption gate; a failed gate fails the flow (nothing downstream runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from flows.common import load
+from gadms.config import ValidationConfig
+from gadms.validation import GateResult, run_quality_gate
+
+
+class QualityGateFailed(RuntimeError):
+    """The curated captions failed the quality gate; the message is the gate's summary."""
+
+
+@task(name="quality-gate")
+def run_gate(data_dir: Path, cfg: ValidationConfig, report_dir: Path) -> GateResult:
+    """Run the Expectation Suite over the corpus and write Data Docs, summary.txt and gate.json."""
+    return run_quality_gate(data_dir, cfg, report_dir)
+
+
+@flow(name="validate", log_prints=True)
+def validate_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (), data_dir: Optional[str] = None) -> dict[str, Any]:
+    """Gate the corpus in ``data_dir`` (default paths.data_dir); raise :class:`QualityGateFailed` when it fails."""
+    params = load(params_file, overrides)
+    data = Path(data_dir or params.paths.data_dir)
+    report_dir = params.paths.reports_dir / "gate"
+    result = run_gate(data, params.validation, report_dir)
+    create_markdown_artifact(key="quality-gate", description="Caption quality gate", markdown=f"```\n{result.summary}\n```")
+    get_run_logger().info(result.summary)
+    if not result.passed:
+        raise QualityGateFailed(f"quality gate failed ({', '.join(c.name for c in result.failed_checks)}); nothing downstream runs.\n{result.summary}")
+    return {"passed": True, "summary": result.summary, "fingerprint": result.fingerprint, "report_dir": str(report_dir)}
