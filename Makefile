@@ -17,7 +17,7 @@ install: $(STAMP)
 
 # Run the main job on the built-in synthetic world.
 demo: install
-	$(BIN)/gadms demo --out $(DEMO)
+	$(BIN)/gadms pipeline
 
 # Run the whole test suite (what CI runs).
 test: install

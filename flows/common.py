@@ -52,14 +52,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def cache_on_inputs(output: str | None = None, marker: str = "", ignore: Sequence[str] = ()) -> Callable[[Any, dict[str, Any]], str | None]:
-    """A ``cache_key_fn``: the task name plus its inputs; no cache hit once the output is gone.
+def cache_on_inputs(ignore: Sequence[str] = ()) -> Callable[[Any, dict[str, Any]], str | None]:
+    """A ``cache_key_fn``: the task name plus its inputs (parameters, paths, data hash).
 
     Args:
-        output: the name of the input holding the directory the task writes; when
-            it (or ``output/marker``) no longer exists the task runs again instead
-            of returning a stale cached result.
-        marker: a file inside the output that exists only when the task finished.
         ignore: inputs that do not change the result (e.g. the MLflow parent run).
 
     Returns:
@@ -67,13 +63,16 @@ def cache_on_inputs(output: str | None = None, marker: str = "", ignore: Sequenc
     """
 
     def key(context: Any, parameters: dict[str, Any]) -> str | None:
-        if output is not None and not (Path(parameters[output]) / marker).exists():
-            return None
         inputs = {k: v for k, v in parameters.items() if k not in ignore}
         text = json.dumps({"task": context.task.name, "inputs": _plain(inputs)}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     return key
+
+
+def unless_missing(task: Any, output: Path) -> Any:
+    """``task`` that ignores (and overwrites) its cached result when ``output`` is gone, e.g. a deleted run directory."""
+    return task.with_options(refresh_cache=not Path(output).exists())
 
 
 def stage_dir(work_dir: Path, stage: str, *inputs: Any) -> Path:

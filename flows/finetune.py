@@ -7,14 +7,14 @@ from typing import Any, Optional, Sequence
 
 from prefect import flow, get_run_logger, task
 
-from flows.common import cache_on_inputs, load, stage_dir
+from flows.common import cache_on_inputs, load, stage_dir, unless_missing
 from flows.pretrain import launch_torchrun
 from gadms.config import Params
 from gadms.train.loop import CHECKPOINT, FINAL_MODEL
 
 
 @task(name="finetune", task_run_name="finetune-{benchmark}", persist_result=True,
-      cache_key_fn=cache_on_inputs(output="out_dir", marker=FINAL_MODEL, ignore=("parent_run_id",)))
+      cache_key_fn=cache_on_inputs(ignore=("parent_run_id",)))
 def finetune(params: Params, params_file: str, overrides: Sequence[str], benchmark: str, benchmark_root: Path, pretrained: Path,
              out_dir: Path, data_hash: str, parent_run_id: Optional[str]) -> dict[str, Any]:
     """Fine-tune and evaluate (``finetuned/<benchmark>/*``); resumes from ``out_dir/checkpoint.pt`` after a crash."""
@@ -45,5 +45,6 @@ def finetune_flow(benchmark: str, pretrained: str, params_file: str = "params.ya
     """Fine-tune the model at ``pretrained`` on ``benchmark`` (found under paths.benchmarks_dir)."""
     params = load(params_file, overrides)
     init = Path(pretrained)
-    return finetune(params, params_file, list(overrides), benchmark, params.paths.benchmarks_dir, init,
-                    finetune_dir(params, benchmark, init), data_hash, parent_run_id)
+    out = finetune_dir(params, benchmark, init)
+    return unless_missing(finetune, out / FINAL_MODEL)(params, params_file, list(overrides), benchmark, params.paths.benchmarks_dir,
+                                                     init, out, data_hash, parent_run_id)

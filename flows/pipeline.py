@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import cache_on_inputs, load, markdown_table, task_runner
+from flows.common import cache_on_inputs, load, markdown_table, task_runner, unless_missing
 from flows.curate import curate_flow
 from flows.evaluate import evaluate_flow
 from flows.finetune import finetune_flow
@@ -29,7 +29,7 @@ from gadms.config import Params
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 
 
-@task(name="synthesize-world", persist_result=True, cache_key_fn=cache_on_inputs(output="web_dir"))
+@task(name="synthesize-world", persist_result=True, cache_key_fn=cache_on_inputs())
 def synthesize(seed: int, synth: Any, rules: Any, scenes: int, identities: int, web_dir: Path, benchmarks_dir: Path) -> dict[str, Any]:
     """Write the synthetic web shards and benchmark (the demo's stand-in for COYO shards and CUHK-PEDES)."""
     from gadms.synth.benchmark import write_benchmark
@@ -78,7 +78,8 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
     params, overrides = load(params_file, overrides), list(overrides)
     logger = get_run_logger()
     if params.pipeline.synthesize:
-        synthesize(params.seed, params.synth, params.curation.filter, params.pipeline.web_scenes, params.pipeline.benchmark_identities,
+        synthesize_once = unless_missing(synthesize, params.paths.benchmarks_dir / "CUHK-PEDES" / "reid_raw.json")
+        synthesize_once(params.seed, params.synth, params.curation.filter, params.pipeline.web_scenes, params.pipeline.benchmark_identities,
                    params.paths.web_dir, params.paths.benchmarks_dir)
     curation = curate_flow.with_options(task_runner=task_runner(params))(params_file, overrides)
     gate = validate_flow(params_file, overrides)

@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 
 from prefect import flow, get_run_logger, task
 
-from flows.common import cache_on_inputs, load, stage_dir
+from flows.common import cache_on_inputs, load, stage_dir, unless_missing
 from gadms.config import Params
 from gadms.train.loop import CHECKPOINT, FINAL_MODEL
 
@@ -22,7 +22,7 @@ def launch_torchrun(command: list[str], params_file: str, overrides: Sequence[st
     return json.loads(result.read_text(encoding="utf-8"))
 
 
-@task(name="pretrain", persist_result=True, cache_key_fn=cache_on_inputs(output="out_dir", marker=FINAL_MODEL, ignore=("parent_run_id", "gate_summary")))
+@task(name="pretrain", persist_result=True, cache_key_fn=cache_on_inputs(ignore=("parent_run_id", "gate_summary")))
 def pretrain(params: Params, params_file: str, overrides: Sequence[str], data_dir: Path, out_dir: Path, data_hash: str,
              parent_run_id: Optional[str], gate_summary: Optional[str]) -> dict[str, Any]:
     """Train (resuming from ``out_dir/checkpoint.pt`` after a crash) and log the run; returns run id and model path."""
@@ -52,4 +52,4 @@ def pretrain_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
     params = load(params_file, overrides)
     data = Path(data_dir or params.paths.data_dir)
     out = pretrain_dir(params, data_hash)
-    return pretrain(params, params_file, list(overrides), data, out, data_hash, parent_run_id, gate_summary)
+    return unless_missing(pretrain, out / FINAL_MODEL)(params, params_file, list(overrides), data, out, data_hash, parent_run_id, gate_summary)

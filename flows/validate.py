@@ -33,5 +33,5 @@ def validate_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
     create_markdown_artifact(key="quality-gate", description="Caption quality gate", markdown=f"```\n{result.summary}\n```")
     get_run_logger().info(result.summary)
     if not result.passed:
-        raise QualityGateFailed(f"quality gate failed ({', '.join(c.name for c in result.failed_checks)}); nothing downstream runs.\n{result.summary}")
+        raise QualityGateFailed(f"quality gate failed ({', '.join(result.failed_checks)}); nothing downstream runs.\n{result.summary}")
     return {"passed": True, "summary": result.summary, "fingerprint": result.fingerprint, "report_dir": str(report_dir)}

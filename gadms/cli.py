@@ -181,20 +181,52 @@ def _maybe_torchrun(p: Params) -> None:
         raise typer.Exit(subprocess.call(cmd))
 
 
-def _train(params: Optional[Path], overrides: Optional[list[str]], out: Path, run) -> None:
-    """Load params, relaunch under torchrun if asked, run, and report each epoch (main process only)."""
+TrackOpt = typer.Option(True, "--track/--no-track", help="Log the run to MLflow (params, git commit, data hash, losses, figures, metrics, model).")
+DataHashOpt = typer.Option(None, "--data-hash", help="DVC hash of the training data, logged as the tag dvc.data_hash.")
+ParentRunOpt = typer.Option(None, "--parent-run-id", help="Nest the MLflow run under this run (e.g. a pipeline's).")
+ResultJsonOpt = typer.Option(None, "--result-json", help="Also write run id, model path and metrics to this JSON file.")
+
+
+def _report(history, out: Path) -> None:
+    """Print one line per epoch and where the model is."""
+    for log in history:
+        losses = "  ".join(f"{k} {v:.4f}" for k, v in log.losses.items())
+        typer.echo(f"epoch {log.epoch + 1}: {losses}  lr {log.lr:.2e}  {log.samples_per_s:.1f} samples/s  {log.seconds:.1f}s")
+    typer.echo(f"model: {out / 'model.safetensors'}")
+
+
+def _tracked_report(p: Params, result, result_json: Optional[Path]) -> None:
+    """Print the tracked run's metrics, registry decision and how to open MLflow; optionally write them as JSON."""
+    import json
+
+    from gadms.tracking.store import ui_command
+
+    for name, value in sorted(result.metrics.items()):
+        typer.echo(f"{name:<32} {value:6.2f}")
+    if result.promotion is not None:
+        typer.echo(f"registered {p.tracking.registered_model} version {result.promotion.version}: {result.promotion.reason}")
+    typer.echo(f"model: {result.model_path}")
+    typer.echo(f"MLflow run {result.run_id}; open the UI with: {ui_command(p)}")
+    if result_json is not None:
+        payload = {"run_id": result.run_id, "model": str(result.model_path), "model_uri": result.model_uri, "metrics": result.metrics}
+        result_json.write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def _train(params: Optional[Path], overrides: Optional[list[str]], out: Path, track: bool, plain, tracked, result_json: Optional[Path]) -> None:
+    """Load params, relaunch under torchrun if asked, run (tracked or not), report on the main process only."""
     import os
 
     with _user_errors():
         p = _params(params, overrides)
         _maybe_torchrun(p)
-        _, history = run(p)
-        if os.environ.get("RANK", "0") != "0":
+        if not track:
+            _, history = plain(p)
+            if os.environ.get("RANK", "0") == "0":
+                _report(history, out)
             return
-        for log in history:
-            losses = "  ".join(f"{k} {v:.4f}" for k, v in log.losses.items())
-            typer.echo(f"epoch {log.epoch + 1}: {losses}  lr {log.lr:.2e}  {log.samples_per_s:.1f} samples/s  {log.seconds:.1f}s")
-        typer.echo(f"model: {out / 'model.safetensors'}")
+        result = tracked(p)
+        if os.environ.get("RANK", "0") == "0":
+            _tracked_report(p, result, result_json)
 
 
 @train_app.command("pretrain")
@@ -204,17 +236,26 @@ def train_pretrain(
     out: Path = typer.Option(..., "--out", help="Run directory: checkpoint.pt after each epoch, model.safetensors at the end."),
     resume: bool = typer.Option(False, "--resume", help="Continue from --out/checkpoint.pt."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    track: bool = TrackOpt,
+    data_hash: Optional[str] = DataHashOpt,
+    parent_run_id: Optional[str] = ParentRunOpt,
+    result_json: Optional[Path] = ResultJsonOpt,
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
     """GA-DMS pre-training (SPEC 5): GASS token scores, noise-masked SDM, informative-masked MTP.
 
     Settings come from params.yaml: model.* (backbone, masking), loss.*, train.* (epochs, batch_size, optimizer,
-    warmup_epochs, grad_clip, grad_accumulation, amp, num_workers, gpus).
+    warmup_epochs, grad_clip, grad_accumulation, amp, num_workers, gpus). Tracked runs also evaluate direct transfer
+    on the eval.benchmarks found under paths.benchmarks_dir.
     """
+    from gadms.tracking.stages import track_pretrain
     from gadms.train.runs import run_pretrain
 
-    _train(params, set_, out, lambda p: run_pretrain(p, data, fmt, out, resume=resume, device=device))
+    _train(params, set_, out, track,
+           lambda p: run_pretrain(p, data, fmt, out, resume=resume, device=device),
+           lambda p: track_pretrain(p, data, out, data_hash, fmt=fmt, parent_run_id=parent_run_id, resume=resume, device=device, progress=True),
+           result_json)  # fmt: skip
 
 
 @train_app.command("finetune")
@@ -225,81 +266,27 @@ def train_finetune(
     out: Path = typer.Option(..., "--out", help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue from --out/checkpoint.pt."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    track: bool = TrackOpt,
+    register: bool = typer.Option(True, "--register/--no-register", help="Register the model in MLflow and promote it to champion if it beats the champion's R1."),
+    data_hash: Optional[str] = DataHashOpt,
+    parent_run_id: Optional[str] = ParentRunOpt,
+    result_json: Optional[Path] = ResultJsonOpt,
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
     """IRRA-style fine-tuning: SDM + 15% masked language modelling (+ identity loss with finetune.id_loss).
 
-    Identity-aware batches (2 images per identity); settings under finetune.* in params.yaml.
+    Identity-aware batches (2 images per identity); settings under finetune.* in params.yaml. Tracked runs evaluate
+    the fine-tuned model on the benchmark's test split and register it.
     """
+    from gadms.tracking.stages import track_finetune_and_evaluate
     from gadms.train.runs import run_finetune
 
-    _train(params, set_, out, lambda p: run_finetune(p, benchmark, root, init, out, resume=resume, device=device))
-
-
-@curate_app.command("run")
-def curate_run(
-    input_dir: Optional[Path] = typer.Option(None, "--input", help="Source shards: img2dataset WebDataset tars, Parquet, or a folder of images (default: paths.web_dir)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Curated output directory (default: paths.data_dir)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-    params: Optional[Path] = ParamsOpt,
-    set_: Optional[list[str]] = SetOpt,
-) -> None:
-    """Run detection, filtering, cropping and captioning over every shard of --input.
-
-    Backends come from params.yaml: curation.detector.backend (precomputed: boxes and keypoints from each sample's
-    JSON, e.g. the synthetic ground truth; yolo: YOLO11 + YOLO11-Pose from local weights) and
-    curation.captioning.backend (attributes: templates filled from known attributes; vlm: an OpenAI-compatible
-    vision-language endpoint, key from the environment variable named by curation.captioning.api_key_env).
-    Writes OUT/NAME.tar per source shard, OUT/meta/ (per-shard manifests, decisions, done markers),
-    OUT/manifest.parquet and OUT/report.json. Finished shards are skipped on a rerun.
-    """
-    from gadms.curation.run import curate
-
-    with _user_errors():
-        p = _params(params, set_)
-        source = input_dir or p.paths.web_dir
-        target = out or p.paths.data_dir
-        started = time.perf_counter()
-        report = curate(source, target, p, progress=not quiet)
-        typer.echo(report.summary())
-        skipped = sum(r.skipped for r in report.shards)
-        if skipped:
-            typer.echo(f"  {skipped} shard(s) were already done and were skipped")
-        typer.echo(f"finished in {time.perf_counter() - started:.1f}s; report: {target / 'report.json'}")
-
-
-@curate_app.command("templates")
-def curate_templates(
-    captions: Path = typer.Option(..., "--captions", help="Captions to mine: a text file (one per line), a JSON list, or a benchmark root (its train captions)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Templates file to write (default: paths.templates_file)."),
-    extractor: Optional[str] = typer.Option(None, "--extractor", help="rule (offline) | llm (OpenAI-compatible endpoint at curation.templates.llm_url)."),
-    clusters: Optional[int] = typer.Option(None, "--clusters", help="k of k-means (default: curation.templates.clusters)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-    params: Optional[Path] = ParamsOpt,
-    set_: Optional[list[str]] = SetOpt,
-) -> None:
-    """Mine caption templates (SPEC 3.1-3.2): attribute words -> placeholders, k-means over CLIP text embeddings.
-
-    Keeps per cluster the template closest to the centroid plus curation.templates.random_members random ones;
-    with curation.templates.diversify the LLM writes new templates from each cluster. The output is canonical
-    JSON (same input + params -> same bytes); point curation.captioning.templates_file at it.
-    """
-    from gadms.curation.templates import captions_from_source, mine_templates, write_templates
-
-    with _user_errors():
-        p = _params(params, set_, {"curation.templates.extractor": extractor, "curation.templates.clusters": clusters})
-        target = out or p.paths.templates_file
-        client = None
-        if p.curation.templates.extractor == "llm" or p.curation.templates.diversify:
-            from gadms.curation.chat import ChatClient
-
-            t = p.curation.templates
-            client = ChatClient(t.llm_url, t.llm_model, t.api_key_env)
-        sentences = captions_from_source(captions)
-        result = mine_templates(sentences, p.curation.templates, p.seed, client=client, progress=not quiet, source=str(captions))
-        write_templates(target, result)
-        typer.echo(f"mined {len(result.templates)} templates from {len(sentences)} captions into {target}")
+    _train(params, set_, out, track,
+           lambda p: run_finetune(p, benchmark, root, init, out, resume=resume, device=device),
+           lambda p: track_finetune_and_evaluate(p, benchmark, root, init, out, data_hash, parent_run_id=parent_run_id,
+                                                 register=register, resume=resume, device=device, progress=True),
+           result_json)  # fmt: skip
 
 
 @app.command("evaluate")
@@ -537,11 +524,7 @@ def demo(
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
-    """Run the main job on the built-in synthetic world and print where its outputs are.
-
-    Today this builds the synthetic web shards and benchmark with previews; as the curation, quality-gate,
-    training and orchestration stages land, it runs the whole pipeline.
-    """
+    """Build only the synthetic world (web shards, benchmark) with preview figures; the main job is `gadms pipeline`."""
     from gadms.synth.benchmark import write_benchmark
     from gadms.synth.preview import benchmark_preview, web_preview
     from gadms.synth.web import write_web_shards

@@ -34,10 +34,24 @@ def test_full_scale_params_hold_the_papers_numbers():
     assert not p.loss.itc.enabled and p.loss.sdm.enabled and p.loss.mtp.enabled
 
 
+def test_full_scale_params_name_the_real_resources():
+    """The paper's run: COYO shards, YOLO11 weights, vLLM endpoints, CLIP weights, 8 GPUs, remote MLflow and DVC."""
+    p = load_params(REPO / "params.full.yaml")
+    d = p.curation.detector
+    assert d.backend == "yolo" and d.detector_weights.name.startswith("yolo11") and d.pose_weights.name.startswith("yolo11")
+    assert p.curation.captioning.backend == "vlm" and p.curation.captioning.vlm_url.startswith("http")
+    assert p.curation.templates.extractor == "llm" and p.curation.captioning.templates_file is not None
+    assert p.model.pretrained and p.train.gpus == 8 and not p.pipeline.synthesize
+    assert p.tracking.uri.startswith("http") and "://" in p.versioning.remote_url
+    assert p.orchestration.task_runner == "dask" and p.orchestration.dask_address
+
+
 def test_default_params_differ_from_the_paper_only_in_scale_and_optimiser():
     """The CPU default keeps every method number of the paper (masking, GASS, losses)."""
     demo, full = load_params(PARAMS), load_params(REPO / "params.full.yaml")
-    assert demo.curation == full.curation and demo.validation == full.validation
+    assert demo.curation.filter == full.curation.filter and demo.curation.crop == full.curation.crop
+    assert demo.curation.captioning.captions_per_image == full.curation.captioning.captions_per_image
+    assert demo.validation == full.validation
     assert demo.model.gass == full.model.gass and demo.model.masking == full.model.masking
     assert demo.loss.model_copy(update={"itc": full.loss.itc}) == full.loss
 
