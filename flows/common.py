@@ -12,6 +12,19 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from gadms.config import Params, load_params
 
 
+def run_logger() -> Any:
+    """The Prefect run logger inside a flow or task run; a plain logger when called outside one (``task.fn``)."""
+    import logging
+
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("gadms.flows")
+
+
 def load(params_file: str | Path, overrides: Sequence[str] = ()) -> Params:
     """The validated parameters of a flow run (file + ``section.key=value`` overrides)."""
     return load_params(Path(params_file), list(overrides))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 
-from flows.common import cache_on_inputs, load, stage_dir, unless_missing
+from flows.common import cache_on_inputs, load, run_logger, stage_dir, unless_missing
 from flows.pretrain import launch_torchrun
 from gadms.config import Params
 from gadms.train.loop import CHECKPOINT, FINAL_MODEL
@@ -20,7 +20,7 @@ def finetune(params: Params, params_file: str, overrides: Sequence[str], benchma
     """Fine-tune and evaluate (``finetuned/<benchmark>/*``); resumes from ``out_dir/checkpoint.pt`` after a crash."""
     resume = (out_dir / CHECKPOINT).is_file()
     if resume:
-        get_run_logger().info(f"resuming fine-tuning from {out_dir / CHECKPOINT}")
+        run_logger().info(f"resuming fine-tuning from {out_dir / CHECKPOINT}")
     if params.train.gpus > 1:
         command = ["train", "finetune", "--benchmark", benchmark, "--root", str(benchmark_root), "--init", str(pretrained),
                    "--out", str(out_dir), "--data-hash", data_hash, "--no-register",

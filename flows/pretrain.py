@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 
-from flows.common import cache_on_inputs, load, stage_dir, unless_missing
+from flows.common import cache_on_inputs, load, run_logger, stage_dir, unless_missing
 from gadms.config import Params
 from gadms.train.loop import CHECKPOINT, FINAL_MODEL
 
@@ -28,7 +28,7 @@ def pretrain(params: Params, params_file: str, overrides: Sequence[str], data_di
     """Train (resuming from ``out_dir/checkpoint.pt`` after a crash) and log the run; returns run id and model path."""
     resume = (out_dir / CHECKPOINT).is_file()
     if resume:
-        get_run_logger().info(f"resuming pre-training from {out_dir / CHECKPOINT}")
+        run_logger().info(f"resuming pre-training from {out_dir / CHECKPOINT}")
     if params.train.gpus > 1:
         command = ["train", "pretrain", "--data", str(data_dir), "--out", str(out_dir), "--data-hash", data_hash,
                    *(["--parent-run-id", parent_run_id] if parent_run_id else []), *(["--resume"] if resume else [])]

@@ -289,6 +289,71 @@ def train_finetune(
            result_json)  # fmt: skip
 
 
+@curate_app.command("run")
+def curate_run(
+    input_dir: Optional[Path] = typer.Option(None, "--input", help="Source shards: img2dataset WebDataset tars, Parquet, or a folder of images (default: paths.web_dir)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Curated output directory (default: paths.data_dir)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Run detection, filtering, cropping and captioning over every shard of --input.
+
+    Backends come from params.yaml: curation.detector.backend (precomputed: boxes and keypoints from each sample's
+    JSON, e.g. the synthetic ground truth; yolo: YOLO11 + YOLO11-Pose from local weights) and
+    curation.captioning.backend (attributes: templates filled from known attributes; vlm: an OpenAI-compatible
+    vision-language endpoint, key from the environment variable named by curation.captioning.api_key_env).
+    Writes OUT/NAME.tar per source shard, OUT/meta/ (per-shard manifests, decisions, done markers),
+    OUT/manifest.parquet and OUT/report.json. Finished shards are skipped on a rerun.
+    """
+    from gadms.curation.run import curate
+
+    with _user_errors():
+        p = _params(params, set_)
+        source = input_dir or p.paths.web_dir
+        target = out or p.paths.data_dir
+        started = time.perf_counter()
+        report = curate(source, target, p, progress=not quiet)
+        typer.echo(report.summary())
+        skipped = sum(r.skipped for r in report.shards)
+        if skipped:
+            typer.echo(f"  {skipped} shard(s) were already done and were skipped")
+        typer.echo(f"finished in {time.perf_counter() - started:.1f}s; report: {target / 'report.json'}")
+
+
+@curate_app.command("templates")
+def curate_templates(
+    captions: Path = typer.Option(..., "--captions", help="Captions to mine: a text file (one per line), a JSON list, or a benchmark root (its train captions)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Templates file to write (default: paths.templates_file)."),
+    extractor: Optional[str] = typer.Option(None, "--extractor", help="rule (offline) | llm (OpenAI-compatible endpoint at curation.templates.llm_url)."),
+    clusters: Optional[int] = typer.Option(None, "--clusters", help="k of k-means (default: curation.templates.clusters)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Mine caption templates (SPEC 3.1-3.2): attribute words -> placeholders, k-means over CLIP text embeddings.
+
+    Keeps per cluster the template closest to the centroid plus curation.templates.random_members random ones;
+    with curation.templates.diversify the LLM writes new templates from each cluster. The output is canonical
+    JSON (same input + params -> same bytes); point curation.captioning.templates_file at it.
+    """
+    from gadms.curation.templates import captions_from_source, mine_templates, write_templates
+
+    with _user_errors():
+        p = _params(params, set_, {"curation.templates.extractor": extractor, "curation.templates.clusters": clusters})
+        target = out or p.paths.templates_file
+        client = None
+        if p.curation.templates.extractor == "llm" or p.curation.templates.diversify:
+            from gadms.curation.chat import ChatClient
+
+            t = p.curation.templates
+            client = ChatClient(t.llm_url, t.llm_model, t.api_key_env)
+        sentences = captions_from_source(captions)
+        result = mine_templates(sentences, p.curation.templates, p.seed, client=client, progress=not quiet, source=str(captions))
+        write_templates(target, result)
+        typer.echo(f"mined {len(result.templates)} templates from {len(sentences)} captions into {target}")
+
+
 @app.command("evaluate")
 def evaluate(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="model.safetensors, checkpoint.pt or a run directory."),

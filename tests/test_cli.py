@@ -27,8 +27,12 @@ def _text(output: str) -> str:
 def test_help_explains_every_command():
     result = _invoke("--help")
     assert result.exit_code == 0
-    for command in ("synth", "params", "demo"):
+    for command in ("synth", "params", "curate", "validate", "data", "train", "evaluate", "pipeline", "deploy", "demo"):
         assert command in result.output
+    for group, commands in (("curate", ("run", "templates")), ("data", ("stats", "version", "push", "pull", "checkout")),
+                            ("train", ("pretrain", "finetune"))):  # fmt: skip
+        listed = _invoke(group, "--help").output
+        assert all(c in listed for c in commands), group
     synth = _text(_invoke("synth", "--help").output)
     assert "17 COCO keypoints" in synth and "web" in synth and "benchmark" in synth
     assert "--caption-noise" in _text(_invoke("synth", "benchmark", "--help").output)
@@ -91,3 +95,16 @@ def test_demo_runs_and_says_where_outputs_are(tmp_path):
     for path in ("web/00000.tar", "benchmark/CUHK-PEDES/reid_raw.json", "web_preview.png", "benchmark_preview.png"):
         assert (tmp_path / path).is_file()
         assert str(tmp_path) in result.output
+
+
+def test_curate_then_validate_from_the_command_line(tmp_path):
+    web, data, report = tmp_path / "web", tmp_path / "data", tmp_path / "gate"
+    assert _invoke("synth", "web", "--out", str(web), "--scenes", "30", "--quiet").exit_code == 0
+    curated = _invoke("curate", "run", "--input", str(web), "--out", str(data), "--quiet")
+    assert curated.exit_code == 0 and "30 images seen" in curated.output and "person crops" in curated.output
+    gate = _invoke("validate", "--data", str(data), "--report", str(report))
+    assert gate.exit_code == 0 and "PASSED" in gate.output
+    captions = tmp_path / "captions.txt"
+    captions.write_text("A man in a red jacket and blue jeans.\nThe woman wears a white dress and black shoes.\n")
+    mined = _invoke("curate", "templates", "--captions", str(captions), "--out", str(tmp_path / "t.json"), "--quiet")
+    assert mined.exit_code == 0 and json.loads((tmp_path / "t.json").read_text())["templates"]

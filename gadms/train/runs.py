@@ -87,10 +87,17 @@ def load_any_model(path: Path) -> PersonRetrievalModel:
     return model
 
 
+def seeded_model(arch: Architecture, seed: int) -> PersonRetrievalModel:
+    """A freshly initialised model whose weights depend only on ``seed`` (the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return PersonRetrievalModel(arch)
+
+
 def run_pretrain(params: Params, data: Path, fmt: str, out: Path, resume: bool = False, device: str = "auto",
                  progress: bool = True, on_epoch: Callable[[EpochLog], None] | None = None) -> tuple[PersonRetrievalModel, list[EpochLog]]:  # fmt: skip
     """GA-DMS pre-training on a caption corpus; writes ``out/checkpoint.pt`` and ``out/model.safetensors``."""
-    model = PersonRetrievalModel(Architecture.from_config(params.model))
+    model = seeded_model(Architecture.from_config(params.model), params.seed)
     if params.model.pretrained and not (resume and (Path(out) / CHECKPOINT).is_file()):
         model.load_clip_weights(params.model.pretrained)
     dataset = _dataset(params, corpus_pairs(fmt, Path(data)), params.model.context_length)
@@ -104,7 +111,7 @@ def run_finetune(params: Params, benchmark: str, root: Path, init: Path | None, 
     pairs, num_ids = benchmark_pairs(benchmark, Path(root))
     f = params.finetune
     arch = Architecture.from_config(params.model, num_identities=num_ids if f.id_loss else 0)
-    model = PersonRetrievalModel(arch)
+    model = seeded_model(arch, params.seed)
     if init is not None:
         source = load_any_model(init)
         if (source.arch.backbone, source.arch.image_height, source.arch.image_width) != (arch.backbone, arch.image_height, arch.image_width):

@@ -3,7 +3,6 @@
 import hashlib
 import io
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -137,7 +136,8 @@ def test_a_killed_run_restarted_gives_the_same_bytes(web, curated, tmp_path):
     while not list((target / "meta").glob("*.report.json")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.01)
     killed_early = proc.poll() is None
-    os.kill(proc.pid, signal.SIGKILL)
+    if killed_early:
+        proc.send_signal(signal.SIGKILL)
     proc.wait()
     if killed_early:
         assert len(list((target / "meta").glob("*.report.json"))) < 3
