@@ -70,9 +70,12 @@ class UserError(Exception):
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Report expected failures as ``error: ...`` on one line, exit status 2."""
+    from gadms.curation.chat import ChatError
+    from gadms.versioning.dvc import VersioningError
+
     try:
         yield
-    except (ConfigError, UserError, ValueError, OSError) as exc:
+    except (ConfigError, UserError, ValueError, OSError, VersioningError, ChatError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(2) from None
@@ -443,6 +446,15 @@ def _repo_root() -> Path:
     return Path(top)
 
 
+def _dvc_repo(p: Params) -> Path:
+    """The repository root, set up for DVC with the configured default remote."""
+    from gadms.versioning.dvc import ensure_repo
+
+    root = _repo_root()
+    ensure_repo(root, p.versioning.remote_name, p.versioning.remote_url)
+    return root
+
+
 def _data_dir(data: Optional[Path], p: Params) -> Path:
     return (data or p.paths.data_dir).resolve()
 
@@ -460,14 +472,14 @@ def data_version(
     Prints the DVC hash: `gadms data checkout --hash HASH` brings this corpus back byte for byte.
     """
     from gadms.validation.gate import require_passed_gate
-    from gadms.versioning.dvc import describe, ensure_repo, push, track
+    from gadms.versioning.dvc import describe, push, track
 
     with _user_errors():
         p = _params(params, set_)
-        root, target = _repo_root(), _data_dir(data, p)
+        target = _data_dir(data, p)
         if not skip_gate:
             require_passed_gate(target, p.paths.reports_dir / "gate")
-        ensure_repo(root, p.versioning.remote_name, p.versioning.remote_url)
+        root = _dvc_repo(p)
         version = track(root, target)
         typer.echo(f"versioned {describe(version)}")
         if push_:
@@ -479,12 +491,11 @@ def data_version(
 @data_app.command("push")
 def data_push(params: Optional[Path] = ParamsOpt, set_: Optional[list[str]] = SetOpt) -> None:
     """Upload the tracked corpus to the DVC remote (versioning.remote_name)."""
-    from gadms.versioning.dvc import ensure_repo, push
+    from gadms.versioning.dvc import push
 
     with _user_errors():
         p = _params(params, set_)
-        root = _repo_root()
-        ensure_repo(root, p.versioning.remote_name, p.versioning.remote_url)
+        root = _dvc_repo(p)
         push(root, p.versioning.remote_name)
         typer.echo(f"pushed to DVC remote '{p.versioning.remote_name}'")
 
@@ -496,12 +507,11 @@ def data_pull(
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
     """Download the corpus data.dvc points at from the DVC remote and check it out."""
-    from gadms.versioning.dvc import describe, ensure_repo, pull
+    from gadms.versioning.dvc import describe, pull
 
     with _user_errors():
         p = _params(params, set_)
-        root = _repo_root()
-        ensure_repo(root, p.versioning.remote_name, p.versioning.remote_url)
+        root = _dvc_repo(p)
         typer.echo(f"pulled {describe(pull(root, _data_dir(data, p), p.versioning.remote_name))}")
 
 
@@ -514,12 +524,11 @@ def data_checkout(
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
     """Bring back exactly the corpus whose DVC hash is --hash (from the cache, else the remote); data.dvc follows."""
-    from gadms.versioning.dvc import checkout_hash, describe, ensure_repo
+    from gadms.versioning.dvc import checkout_hash, describe
 
     with _user_errors():
         p = _params(params, set_)
-        root = _repo_root()
-        ensure_repo(root, p.versioning.remote_name, p.versioning.remote_url)
+        root = _dvc_repo(p)
         version = checkout_hash(root, _data_dir(data, p), md5, p.versioning.remote_name, force=force)
         typer.echo(f"checked out {describe(version)}")
 

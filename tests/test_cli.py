@@ -108,3 +108,15 @@ def test_curate_then_validate_from_the_command_line(tmp_path):
     captions.write_text("A man in a red jacket and blue jeans.\nThe woman wears a white dress and black shoes.\n")
     mined = _invoke("curate", "templates", "--captions", str(captions), "--out", str(tmp_path / "t.json"), "--quiet")
     assert mined.exit_code == 0 and json.loads((tmp_path / "t.json").read_text())["templates"]
+
+
+def test_data_commands_refuse_ungated_data_and_unknown_hashes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(["git", "init", "-q"], check=True)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "00000.tar").write_bytes(b"")
+    versioned = runner.invoke(app, ["data", "version"])
+    assert versioned.exit_code == 2 and versioned.output.startswith("error: ") and "gate" in versioned.output
+    assert not (tmp_path / "data.dvc").exists()
+    unknown = runner.invoke(app, ["data", "checkout", "--hash", "0123456789abcdef0123456789abcdef"])
+    assert unknown.exit_code == 2 and "error: no corpus with DVC hash 0123456789abcdef" in unknown.output
