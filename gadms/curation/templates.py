@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 import numpy as np
 
 from gadms.config import TemplatesConfig
+from gadms.curation.kmeans import kmeans_labels, quantise, squared_distances
 from gadms.curation.records import Template
 from gadms.data.problems import DataError
 
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "gadms-templates/1"
 DEFAULT_TEMPLATES_FILE = "default_templates.json"
+EMBED_GRID = float(1 << 16)  # template embeddings are rounded to multiples of 1/EMBED_GRID
 
 # The placeholder vocabulary: what each stands for. Lower-case, bracketed; the
 # gender noun and the pronouns agree with the person's gender when filled.
@@ -738,16 +740,6 @@ def unique_in_order(texts: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(texts))
 
 
-def _kmeans_labels(embeddings: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Cluster labels of L2-normalised rows (k-means with a fixed initialisation seed)."""
-    from sklearn.cluster import KMeans
-
-    if k == len(embeddings):
-        return np.arange(k)
-    model = KMeans(n_clusters=k, n_init=10, random_state=seed)
-    return model.fit_predict(embeddings.astype(np.float64))
-
-
 def _normalise(rows: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     return rows / np.maximum(norms, 1e-12)
@@ -775,17 +767,18 @@ def cluster_templates(templates: list[str], embeddings: np.ndarray, k: int, rand
     if not unique:
         return []
     vectors = _normalise(np.asarray(embeddings, dtype=np.float64)[[first[t] for t in unique]])
-    labels = _kmeans_labels(vectors, min(k, len(unique)), seed)
+    labels = kmeans_labels(vectors, min(k, len(unique)), seed)
     rng = np.random.default_rng(seed)
     order = sorted(set(labels.tolist()), key=lambda label: int(np.flatnonzero(labels == label)[0]))
     return [_cluster(index, np.flatnonzero(labels == label), unique, vectors, random_members, rng) for index, label in enumerate(order)]
 
 
 def _cluster(index: int, rows: np.ndarray, unique: list[str], vectors: np.ndarray, random_members: int, rng: np.random.Generator) -> TemplateCluster:
-    """Build one cluster from its member rows."""
-    centroid = vectors[rows].mean(axis=0)
-    centroid = centroid / max(float(np.linalg.norm(centroid)), 1e-12)
-    best = int(rows[int(np.argmax(vectors[rows] @ centroid))])
+    """Build one cluster from its member rows (the representative: nearest the centroid, exact on any CPU)."""
+    members = quantise(vectors[rows])
+    sums = members.sum(axis=0, keepdims=True)
+    distances = squared_distances(members, sums, np.array([len(rows)], dtype=np.int64))[:, 0]
+    best = int(rows[int(np.argmin(distances))])
     others = [int(r) for r in rows if r != best]
     picked = sorted(rng.choice(others, size=min(random_members, len(others)), replace=False).tolist()) if others else []
     return TemplateCluster(index, unique[best], tuple(unique[r] for r in picked), len(rows))
@@ -806,7 +799,10 @@ def _text_embedder(cfg: TemplatesConfig, seed: int) -> Any:
 
 
 def embed_templates(texts: Sequence[str], cfg: TemplatesConfig, seed: int, batch_size: int = 64) -> np.ndarray:
-    """L2-normalised CLIP text embeddings of ``texts`` (deterministic for a seed).
+    """L2-normalised CLIP text embeddings of ``texts`` (deterministic for a seed, on any CPU).
+
+    The text tower runs in float64 and the rows are rounded to a ``2**-16`` grid, so
+    the last-bit differences between CPUs' float kernels do not reach the result.
 
     Args:
         texts: templates or captions.
@@ -821,16 +817,16 @@ def embed_templates(texts: Sequence[str], cfg: TemplatesConfig, seed: int, batch
 
     from gadms.model.backbone import tokenizer
 
-    model = _text_embedder(cfg, seed)
+    model = _text_embedder(cfg, seed).double()
     tokenize_batch = tokenizer()
     rows = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             tokens = tokenize_batch(list(texts[start : start + batch_size]))
-            rows.append(model.encode_text(tokens, normalize=True).float().numpy())
+            rows.append(model.encode_text(tokens, normalize=True).numpy())
     if not rows:
         return np.zeros((0, model.text_projection.shape[1]), dtype=np.float32)
-    return np.concatenate(rows).astype(np.float32)
+    return (np.rint(np.concatenate(rows) * EMBED_GRID) / EMBED_GRID).astype(np.float32)
 
 
 # ---------------------------------------------------------------- mining

@@ -377,3 +377,51 @@ def test_caption_source_errors_are_one_line(tmp_path, name, content, message):
     with pytest.raises(DataError, match=message) as caught:
         captions_from_source(path)
     assert "\n" not in str(caught.value)
+
+
+# ------------------------------------------------------------------ CPU independence
+
+
+def test_kmeans_matches_sklearn_on_separated_groups():
+    from sklearn.cluster import KMeans
+
+    from gadms.curation.kmeans import kmeans_labels
+
+    rng = np.random.default_rng(4)
+    centers = np.eye(16)[:5]
+    rows = np.concatenate([c + rng.normal(0, 0.05, (30, 16)) for c in centers])
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    ours = kmeans_labels(rows, 5, seed=0)
+    reference = KMeans(n_clusters=5, n_init=10, random_state=0).fit_predict(rows)
+    pairs = {(int(a), int(b)) for a, b in zip(ours, reference)}
+    assert len(pairs) == 5  # the same partition, up to label names
+
+
+def test_clustering_ignores_last_bit_differences_between_cpus():
+    """Float kernels differ in the last bits between CPUs; the clustering must not."""
+    texts = [f"t{i}" for i in range(120)]
+    rows = np.random.default_rng(5).normal(size=(120, 64))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    noisy = rows * (1 + np.random.default_rng(6).normal(0, 1e-12, rows.shape))
+    first = cluster_templates(texts, rows, k=12, random_members=1, seed=0)
+    assert first == cluster_templates(texts, noisy, k=12, random_members=1, seed=0)
+    assert first == cluster_templates(texts, rows[::-1][::-1].copy(), k=12, random_members=1, seed=0)
+
+
+def test_template_embeddings_ignore_last_bit_differences(monkeypatch):
+    """The text tower's output is rounded: a 1e-12 change in its float64 result changes no byte."""
+    import gadms.curation.templates as templates
+
+    cfg = TemplatesConfig(embedder="tiny")
+    texts = [row.text for row in default_templates()[:20]]
+    clean = embed_templates(texts, cfg, seed=0)
+    real_embedder = templates._text_embedder
+
+    def jittered(*args):
+        model = real_embedder(*args)
+        encode = model.encode_text
+        model.encode_text = lambda tokens, normalize: encode(tokens, normalize=normalize) * (1 + 1e-12)
+        return model
+
+    monkeypatch.setattr(templates, "_text_embedder", jittered)
+    assert embed_templates(texts, cfg, seed=0).tobytes() == clean.tobytes()
