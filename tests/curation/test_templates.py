@@ -385,7 +385,7 @@ def test_caption_source_errors_are_one_line(tmp_path, name, content, message):
 def test_kmeans_matches_sklearn_on_separated_groups():
     from sklearn.cluster import KMeans
 
-    from gadms.curation.kmeans import kmeans_labels
+    from gadms.curation.templates.kmeans import kmeans_labels
 
     rng = np.random.default_rng(4)
     centers = np.eye(16)[:5]
@@ -410,7 +410,7 @@ def test_clustering_ignores_last_bit_differences_between_cpus():
 
 def test_template_embeddings_ignore_last_bit_differences(monkeypatch):
     """The text tower's output is rounded: a 1e-12 change in its float64 result changes no byte."""
-    import gadms.curation.templates as templates
+    import gadms.curation.templates.clustering as templates
 
     cfg = TemplatesConfig(embedder="tiny")
     texts = [row.text for row in default_templates()[:20]]
