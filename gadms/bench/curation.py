@@ -36,7 +36,7 @@ def curation_rates(scenes: int) -> tuple[int, Counter]:
     with tempfile.TemporaryDirectory() as tmp:
         web = Path(tmp) / "web"
         write_web_shards(web, scenes, 0, params.synth, params.curation.filter, progress=False)
-        seen, timings = 0, Counter()
+        seen, timings = 0, Counter[str]()
         for shard in list_source_shards(web):
             report = curate_shard(shard, Path(tmp) / "out", params)
             seen += report.seen

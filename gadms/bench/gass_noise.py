@@ -58,7 +58,7 @@ class NoisyCaption:
 
 
 def _load_image(path: Path, height: int, width: int) -> torch.Tensor:
-    image = Image.open(path).convert("RGB").resize((width, height), Image.BICUBIC)
+    image = Image.open(path).convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
     return (torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255 - _MEAN) / _STD
 
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     results = noise_detection_auroc(args.identities, args.steps, args.batch, args.lr, args.noise, args.seed, figure=args.figure)
     run = results.pop("run")
     print(f"tiny backbone, {args.identities} identities, {args.steps} steps x {args.batch}, trained in {run['train_s']:.0f}s")
-    print(f"AUROC that a correct attribute word scores above a known-wrong one (0.5 = chance)")
+    print("AUROC that a correct attribute word scores above a known-wrong one (0.5 = chance)")
     print(f"{'captions':<30} {'gass':>6} {'cosine':>7} {'random':>7}")
     for name, row in results.items():
         print(f"{name:<30} {row['gass']:>6.3f} {row['cosine']:>7.3f} {row['random']:>7.3f}")

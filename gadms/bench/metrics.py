@@ -26,6 +26,7 @@ import os
 import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -94,13 +95,13 @@ def _inputs(kind: str, num_queries: int, num_gallery: int, dim: int) -> tuple[to
     return F.normalize(queries, dim=1) @ F.normalize(gallery, dim=1).T, query_ids, gallery_ids
 
 
-def _run(kind: str, inputs: tuple[torch.Tensor, ...], chunk: int) -> dict[str, float]:
+def _run(kind: str, inputs: tuple[Any, ...], chunk: int) -> dict[str, float]:
     """One evaluation with the implementation ``kind`` names."""
     if kind == "common":
         return common_retrieval_metrics(*inputs)
     if kind == "ours":
-        return retrieval_metrics(*inputs, KS, chunk)
-    return retrieval_metrics_from_features(*inputs, KS, chunk)
+        return retrieval_metrics(*inputs, ks=KS, chunk=chunk)  # type: ignore[misc]
+    return retrieval_metrics_from_features(*inputs, ks=KS, chunk=chunk)  # type: ignore[misc]
 
 
 def _measure(kind: str, num_queries: int, num_gallery: int, dim: int, chunk: int, repeats: int) -> dict:

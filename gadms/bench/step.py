@@ -29,9 +29,11 @@ CAPTIONS = (
 )
 
 
-def _time_step(model, step: TrainingStep, images, tokens, optimizer, repeats: int) -> tuple[float, float]:
+def _time_step(model, step: TrainingStep, images, tokens, optimizer, repeats: int) -> tuple[float, float, float]:
     """Median seconds per step, median seconds spent scoring tokens, mean tokens masked for MTP."""
-    totals, scoring, masked = [], [], []
+    totals: list[float] = []
+    scoring: list[float] = []
+    masked: list[int] = []
     for i in range(repeats + 1):  # the first run warms up
         optimizer.zero_grad(set_to_none=True)
         started = time.perf_counter()
@@ -42,7 +44,7 @@ def _time_step(model, step: TrainingStep, images, tokens, optimizer, repeats: in
         if i:
             totals.append(elapsed)
             scoring.append(out.timings["scoring_s"])
-            masked.append(int(out.informative_mask.sum()))
+            masked.append(0 if out.informative_mask is None else int(out.informative_mask.sum()))
     return statistics.median(totals), statistics.median(scoring), statistics.mean(masked)
 
 
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         ("GA-DMS, GASS one backward", "gadms", True),
         ("GA-DMS, GASS L backwards", "gadms", False),
     ):
-        step = TrainingStep(model_cfg, loss_cfg, mode=mode)
+        step = TrainingStep(model_cfg, loss_cfg, mode=mode)  # type: ignore[arg-type]
         step.gass_one_pass = one_pass
         seconds, scoring, masked = _time_step(model, step, images, tokens, optimizer, args.repeats)
         rows.append((label, seconds, scoring, masked))

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     model = PersonRetrievalModel(Architecture.from_config(cfg))
     rates = {}
     for label, mode, loss in (("GA-DMS (SDM + MTP, GASS)", "gadms", LossConfig()), ("IRRA-style (SDM + MLM)", "irra", LossConfig())):
-        rates[label] = _step_rate(model, TrainingStep(cfg, loss, mode=mode), images, tokens, args.steps)
+        rates[label] = _step_rate(model, TrainingStep(cfg, loss, mode=mode), images, tokens, args.steps)  # type: ignore[arg-type]
     print(f"{args.backbone} at {h}x{w}, batch {args.batch}, {torch.get_num_threads()} threads")
     for label, rate in rates.items():
         print(f"  train step {label:<28} {rate:8.1f} samples/s")

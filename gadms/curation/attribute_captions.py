@@ -171,7 +171,7 @@ def _is_placeholder(token: str | None) -> bool:
 
 
 def _is_word(token: str | None) -> bool:
-    return bool(token) and not _is_placeholder(token) and token not in _PUNCTUATION  # type: ignore[operator]
+    return bool(token) and not _is_placeholder(token) and token not in _PUNCTUATION
 
 
 def _np_start(tokens: Sequence[str], i: int) -> bool:
@@ -412,7 +412,8 @@ def limit_words(caption: str, max_words: int) -> str:
     """
     if len(caption.split()) <= max_words:
         return caption
-    sentences, kept = [s + "." for s in caption.rstrip(".").split(". ")], []
+    sentences = [s + "." for s in caption.rstrip(".").split(". ")]
+    kept: list[str] = []
     for sentence in sentences:
         if len(" ".join(kept + [sentence]).split()) > max_words:
             break

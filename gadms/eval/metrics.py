@@ -68,7 +68,7 @@ def retrieval_metrics(
     similarity = torch.as_tensor(similarity).detach()
     if similarity.dim() != 2:
         raise ValueError(f"similarity must be (num_queries, num_gallery), got shape {tuple(similarity.shape)}")
-    positives = _positives(query_ids, gallery_ids, similarity.shape, similarity.device)
+    positives = _positives(query_ids, gallery_ids, (similarity.shape[0], similarity.shape[1]), similarity.device)
     step = max(1, min(chunk, _COPY_BUDGET // max(1, similarity.shape[1])))
 
     def chunks() -> Iterator[tuple[int, torch.Tensor]]:  # copies: ranking overwrites positives

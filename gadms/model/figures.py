@@ -75,7 +75,7 @@ def token_score_figure(tokens: torch.Tensor, scores: torch.Tensor, decoder: dict
     ax.set_ylim(0, len(lines) * line_height)
     ax.axis("off")
     fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # Agg canvas
     for i, line in enumerate(lines):
         y = (len(lines) - i - 0.5) * line_height
         x = 0.005

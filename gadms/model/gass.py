@@ -119,7 +119,7 @@ class GassScorer:
         valid = valid_token_mask(tokens)
         with torch.no_grad():
             total = sum(self._layer_score(g, layer, out.eos_index, valid) for g, layer in zip(grads, out.layers))
-            score = F.relu(total / len(grads))
+            score = F.relu(torch.as_tensor(total) / len(grads))
             return minmax(score, valid).detach()
 
 

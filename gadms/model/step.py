@@ -133,7 +133,7 @@ class TrainingStep:
             weights["tic_loss"] = cfg.tic.weight
         if not out:
             raise ValueError("loss: every loss term is disabled; enable at least one of sdm, itc, mtp, id, tic")
-        total = sum(weights[name] * value for name, value in out.items())
+        total: torch.Tensor = sum(weights[name] * value for name, value in out.items())  # type: ignore[assignment]
         return StepOutput(out, total, scores, noise_mask, informative_mask, {"scoring_s": self.last_scoring_s})
 
 

@@ -10,6 +10,7 @@ available, without copying or re-implementing any particular transformer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +44,7 @@ class TextOutput:
     layers: list[LayerInternals] = field(default_factory=list)
 
 
-def _tower(model: nn.Module) -> nn.Module:
+def _tower(model: nn.Module) -> Any:
     """The module holding the text tower's parts (CLIP itself, or CustomTextCLIP.text)."""
     return model.text if hasattr(model, "text") and hasattr(model.text, "transformer") else model
 
@@ -53,7 +54,7 @@ def text_layers(model: nn.Module) -> int:
     return len(_tower(model).transformer.resblocks)
 
 
-def _attention(block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, LayerInternals]:
+def _attention(block: Any, x: torch.Tensor, attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, LayerInternals]:
     """Re-run ``block``'s self-attention from its own weights, keeping the internals."""
     attn: nn.MultiheadAttention = block.attn
     b, n, d = x.shape
@@ -73,7 +74,7 @@ def _attention(block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None
     return output, LayerInternals(q, k, v, weights, output, attn.out_proj.weight)
 
 
-def _block_with_internals(block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, LayerInternals]:
+def _block_with_internals(block: Any, x: torch.Tensor, attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, LayerInternals]:
     output, internals = _attention(block, x, attn_mask)
     x = x + block.ls_1(output)
     x = x + block.ls_2(block.mlp(block.ln_2(x)))

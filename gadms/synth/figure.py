@@ -284,8 +284,8 @@ def draw_figure(identity: Identity, pose: Pose, place: Placement, size: tuple[in
     layers.segment(j["neck"], (hx, hy), 0.045 * u, skin, "head")
     if identity.top_type == "shirt":
         ny = j["neck"][1] + 0.02 * u
-        for side in (-1, 1):
-            layers.polygon([(cx, ny + 0.03 * u), (cx + side * 0.04 * u, ny - 0.01 * u), (cx + side * 0.005 * u, ny - 0.01 * u)], (240, 240, 240), "torso")
+        for sign in (-1, 1):
+            layers.polygon([(cx, ny + 0.03 * u), (cx + sign * 0.04 * u, ny - 0.01 * u), (cx + sign * 0.005 * u, ny - 0.01 * u)], (240, 240, 240), "torso")
     if identity.bag_type == "shoulder bag":
         strap_top = (ls[0] - 0.03 * u, ls[1] + 0.005 * u)
         bag = (rh[0] - 0.09 * u, rh[1] - 0.085 * u, rh[0] - 0.015 * u, rh[1] - 0.005 * u)
@@ -319,8 +319,8 @@ def draw_figure(identity: Identity, pose: Pose, place: Placement, size: tuple[in
         layers.ellipse(wr[0], wr[1], _HAND_R * u, _HAND_R * u, skin, "hand")
 
     # Head: ears, face, eyes, then hair and hat on top.
-    for side in (-1, 1):
-        layers.ellipse(hx + side * 0.05 * u, hy, 0.012 * u, 0.02 * u, _shade(skin, 0.92), "head")
+    for sign in (-1, 1):
+        layers.ellipse(hx + sign * 0.05 * u, hy, 0.012 * u, 0.02 * u, _shade(skin, 0.92), "head")
     layers.ellipse(hx, hy, _HEAD_RX * u, _HEAD_RY * u, skin, "head")
     for side in ("left", "right"):
         ex, ey = j[f"{side}_eye"]

@@ -14,7 +14,7 @@ _DECISION_COLORS = {"keep": (40, 220, 60)}
 _REJECT_COLOR = (235, 50, 50)
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow built without FreeType

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -191,7 +192,7 @@ def write_web_shards(out: Path, scenes: int, seed: int, synth: SynthConfig, rule
                 image, people = scene_truth(spec, rules)
                 jpg = jpeg_bytes(image, synth.jpeg_quality)
                 text = alt_text(spec.people[0].identity if spec.people else None, np.random.default_rng([seed, 0x7E47, i]))
-                meta = {
+                meta: dict[str, Any] = {
                     "key": key,
                     "url": f"https://synthetic.invalid/web/{seed}/{i}.jpg",
                     "caption": text,

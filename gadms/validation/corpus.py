@@ -160,7 +160,7 @@ def _tar_samples(shard_name: str, reader: _HashingReader) -> Iterator[RawSample]
                 if key is not None:
                     yield _raw_sample(shard_name, key, members)
                 key, members = member_key, {}
-            members[extension] = tar.extractfile(member).read() if extension == "json" else b""  # type: ignore[union-attr]
+            members[extension] = tar.extractfile(member).read() if extension == "json" else b""
     if key is not None:
         yield _raw_sample(shard_name, key, members)
 

@@ -126,7 +126,7 @@ def ephemeral_context(docs_dir: Path) -> Any:
         "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
     }
-    context.add_data_docs_site(site_name=_SITE, site_config=site)
+    context.add_data_docs_site(site_name=_SITE, site_config=site)  # type: ignore[arg-type]
     return context
 
 

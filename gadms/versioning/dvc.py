@@ -361,7 +361,7 @@ def _pointer_yaml(previous: str | None, name: str, md5: str, version: DataVersio
         out.update(size=version.size, nfiles=version.files)
     out.update(hash="md5", path=name)
     out.update({key: value for key, value in old.items() if key not in {"md5", "size", "nfiles", "hash", "path"}})
-    outs = document.get("outs") if isinstance(document.get("outs"), list) else []
+    outs = document["outs"] if isinstance(document.get("outs"), list) else []
     document["outs"] = [out, *(entry for entry in outs if entry is not old)]
     return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 

@@ -94,7 +94,7 @@ def _extract(sentences: list[str], cfg: TemplatesConfig, seed: int, client: "Cha
     if progress:
         from tqdm import tqdm
 
-        sentences = tqdm(sentences, desc="templates", unit="caption")  # type: ignore[assignment]
+        sentences = tqdm(sentences, desc="templates", unit="caption")
     return [extract_template_rule(s) for s in sentences]
 
 
