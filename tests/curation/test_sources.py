@@ -421,7 +421,7 @@ def test_image_decode_error_survives_pickling_between_workers() -> None:
 def test_reasons_list_every_failure_once() -> None:
     expected = {
         "missing_image", "empty_file", "unsafe_member", "bad_text", "bad_json", "duplicate_key",
-        "truncated_shard", "corrupt_image", "truncated_image", "too_large",
+        "truncated_shard", "corrupt_image", "truncated_image", "too_large", "corrupt_row_group",
     }
     assert len(sources.REASONS) == len(expected) and set(sources.REASONS) == expected
     assert (sources.UNSAFE_MEMBER, sources.TRUNCATED_SHARD, sources.TOO_LARGE) == ("unsafe_member", "truncated_shard", "too_large")
