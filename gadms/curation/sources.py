@@ -384,8 +384,9 @@ class _RecentBytes:
         self.tail = b""
 
     def read(self, size: int = -1) -> bytes:
-        """Read like a file, remembering the last ``keep`` bytes."""
-        data = self.source.read(size)
+        """Read like a file (a short read at most once per call), remembering the last ``keep`` bytes."""
+        # read1: a gzip stream cut off raises on the read after the last good bytes instead of losing them
+        data = self.source.read1(size) if hasattr(self.source, "read1") else self.source.read(size)
         self.position += len(data)
         self.tail = (self.tail + data)[-self.keep :]
         return data
