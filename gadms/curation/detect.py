@@ -133,7 +133,9 @@ def _list_of_objects(value: Any, where: str) -> list[dict[str, Any]]:
 def _numbers(value: Any) -> np.ndarray | None:
     """``value`` as a float array when it is a (nested) list of finite JSON numbers (not booleans), else ``None``."""
     def numeric(v: Any) -> bool:
-        return all(numeric(x) for x in v) if isinstance(v, list) else isinstance(v, (int, float)) and not isinstance(v, bool)
+        if isinstance(v, list):
+            return all(numeric(x) for x in v)
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
 
     if not isinstance(value, list) or not numeric(value):
         return None
@@ -147,9 +149,11 @@ def _numbers(value: Any) -> np.ndarray | None:
 def _box(value: Any, where: str) -> tuple[float, float, float, float]:
     """A box of four finite numbers with positive width and height, within any sensible image."""
     box = _numbers(value)
-    if box is None or box.shape != (4,) or not (box[0] < box[2] and box[1] < box[3]) or np.abs(box).max() > _MAX_COORDINATE:
+    if box is None or box.shape != (4,) or not (box[0] < box[2] and box[1] < box[3]) or box.max() > _MAX_COORDINATE \
+            or box.min() < -_MAX_COORDINATE:
         raise BadDetectionRecord(f"{where}.box must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1, got {_shown(value)}")
-    return tuple(float(v) for v in box)  # type: ignore[return-value]
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return x0, y0, x1, y1
 
 
 def _score(value: Any, where: str) -> float:

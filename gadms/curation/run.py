@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
-import os
 import re
 import threading
 import time
@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 from tqdm import tqdm
 
 from gadms.config import Params
@@ -46,6 +47,7 @@ from gadms.curation.detect import BadDetectionRecord, Detector, build_detector, 
 from gadms.curation.filter import KEEP, crop_box, crop_image, filter_decision, visible_keypoints
 from gadms.curation.records import CaptionRequest, CaptionResult, PersonDetection, SourceRecord, Template
 from gadms.curation.sources import (
+    DECODE_FORMATS,
     ImageDecodeError,
     SourceShard,
     decode_image,
@@ -321,7 +323,8 @@ def shard_fingerprint(shard: SourceShard, stages_fingerprint: str) -> dict[str, 
         raise CurationError(f"{shard.path}: cannot read shard {shard.name} ({err.strerror or err})") from None
     identity = {"name": shard.name, "kind": shard.kind, "members": list(shard.members), "input": digest,
                 "params": stages_fingerprint}
-    return {"input": digest, "params": stages_fingerprint, "fingerprint": hashlib.sha256(json_bytes(identity)).hexdigest()}
+    fingerprint = hashlib.sha256(json_bytes(identity)).hexdigest()
+    return {"input": digest, "params": stages_fingerprint, "fingerprint": fingerprint}
 
 
 def read_marker(out: Path, name: str) -> dict[str, Any] | None:
@@ -385,6 +388,7 @@ def curate_shard(shard: SourceShard, out: Path, params: Params, progress: bool =
             crops = _detect_and_crop(batch, shard, stages, report, decisions, used)
             _caption_and_write(crops, batch, stages, tar, report, manifest)
             bar.update(len(batch))
+            del batch, crops  # free the decoded pixels before the next batch is decoded
     bar.close()
     meta = out / META_DIR
     write_bytes_atomic(meta / f"{shard.name}.parquet", _parquet_bytes(manifest, MANIFEST_SCHEMA))
@@ -412,12 +416,13 @@ def _batches(records: Iterable[SourceRecord], stages: CurationStages,
         if record is None:
             break
         report.seen += 1
+        if batch and pixels + _announced_pixels(record) > budget:  # hand the batch on before decoding more
+            yield batch
+            batch, pixels = [], 0
+            start = time.perf_counter()
         record, image = _decoded(record, stages)
         report.timings["read_decode"] += time.perf_counter() - start
         area = 0 if image is None else image.shape[0] * image.shape[1]
-        if batch and pixels + area > budget:
-            yield batch
-            batch, pixels = [], 0
         batch.append((record, image))
         pixels += area
         if len(batch) == size:
@@ -425,6 +430,17 @@ def _batches(records: Iterable[SourceRecord], stages: CurationStages,
             batch, pixels = [], 0
     if batch:
         yield batch
+
+
+def _announced_pixels(record: SourceRecord) -> int:
+    """Width * height from the image header (nothing is decoded); 0 when there is no readable header."""
+    if record.error is not None or not record.image:
+        return 0
+    try:
+        with Image.open(io.BytesIO(record.image), formats=DECODE_FORMATS) as image:
+            return image.size[0] * image.size[1]
+    except Exception:  # noqa: BLE001  (Pillow raises assorted types; decode_image reports what is wrong)
+        return 0
 
 
 def _decoded(record: SourceRecord, stages: CurationStages) -> tuple[SourceRecord, np.ndarray | None]:
@@ -435,7 +451,8 @@ def _decoded(record: SourceRecord, stages: CurationStages) -> tuple[SourceRecord
         try:
             precomputed_detections(record.meta)
         except BadDetectionRecord as err:
-            return SourceRecord(record.key, None, record.text, record.meta, BAD_DETECTIONS, f"{record.key}: {err}"), None
+            detail = f"{record.key}: {err}"
+            return SourceRecord(record.key, None, record.text, record.meta, BAD_DETECTIONS, detail), None
     try:
         return record, decode_image(record.image, stages.params.curation.source.max_image_pixels)
     except ImageDecodeError as err:
@@ -467,7 +484,8 @@ def _detect_and_crop(batch: list[tuple[SourceRecord, np.ndarray | None]], shard:
             box = crop_box(person.box, params.curation.crop.margin, image.shape[1], image.shape[0])
             jpeg = jpeg_bytes(np.ascontiguousarray(crop_image(image, box)), params.curation.crop.jpeg_quality)
             crop_seconds += time.perf_counter() - crop_start
-            crops.append(_Crop(curated_key(shard.name, record.key, index, used), shard.name, record, index, person, box, jpeg, templates, int(rng.integers(2**31))))
+            key = curated_key(shard.name, record.key, index, used)
+            crops.append(_Crop(key, shard.name, record, index, person, box, jpeg, templates, int(rng.integers(2**31))))
     report.timings["crop_encode"] += crop_seconds
     report.timings["filter"] += time.perf_counter() - start - crop_seconds
     return crops
@@ -591,10 +609,10 @@ def finalize_curation(out: Path, reports: Sequence[ShardReport], params: Params 
         name = marker.name[: -len(".report.json")]
         raw = None if name in names or name.startswith(".") else read_marker(out, name)
         if raw is not None:
-            report = ShardReport.from_dict(raw["report"])
-            report.earlier = True
-            report.other_params = own_params is not None and raw.get("params") != own_params
-            earlier.append(report)
+            kept = ShardReport.from_dict(raw["report"])
+            kept.earlier = True
+            kept.other_params = own_params is not None and raw.get("params") != own_params
+            earlier.append(kept)
     ordered = sorted([*reports, *earlier], key=lambda r: r.shard)
     tables = [pq.read_table(out / META_DIR / f"{r.shard}.parquet") for r in ordered]
     table = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
@@ -669,8 +687,7 @@ def open_output(input_dir: Path, out: Path, shards: Sequence[SourceShard]) -> It
     out = Path(out)
     check_output_location(input_dir, out, shards)
     out.mkdir(parents=True, exist_ok=True)
-    handle = open(out / LOCK, "a+b")
-    try:
+    with open(out / LOCK, "a+b") as handle:  # closing the file releases the lock
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -678,8 +695,6 @@ def open_output(input_dir: Path, out: Path, shards: Sequence[SourceShard]) -> It
                                 "finish or choose another --out") from None
         prepare_output(out)
         yield out
-    finally:
-        handle.close()
 
 
 def prepare_output(out: Path) -> None:

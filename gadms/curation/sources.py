@@ -29,6 +29,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import os
 import tarfile
@@ -177,7 +178,7 @@ def list_source_shards(input_dir: Path, fmt: str = "auto", folder_shard_size: in
 
 def _unique_names(shards: list[SourceShard]) -> list[SourceShard]:
     """The shards, refusing two that would be curated under one name (``a.tar`` next to ``a.tar.gz``)."""
-    for first, second in zip(shards, shards[1:]):
+    for first, second in itertools.pairwise(shards):
         if first.name == second.name:
             raise DataError(f"{first.path} and {second.path} would both be curated as shard {first.name!r}; keep one")
     return shards
@@ -407,14 +408,14 @@ def _open_tar_bytes(handle: BinaryIO) -> _RecentBytes:
 
 
 def _tar_records(shard: SourceShard, problems: list[str], max_member_bytes: int) -> Iterator[SourceRecord]:
-    """Records of a WebDataset tar (or gzipped tar), streamed member by member; a break ends the shard and is reported."""
+    """Records of a (gzipped) WebDataset tar, streamed member by member; a break ends the shard and is reported."""
     seen: set[str] = set()
     sample: Optional[_TarSample] = None
     try:
         with open(shard.path, "rb") as handle:
             stream = _open_tar_bytes(handle)
             try:
-                tar = tarfile.open(fileobj=stream, mode="r|", tarinfo=_CappedTarInfo)  # type: ignore[arg-type]
+                tar = tarfile.open(fileobj=stream, mode="r|", tarinfo=_CappedTarInfo)  # type: ignore[call-overload]
             except (tarfile.TarError, EOFError, zlib.error) as err:
                 problems.append(f"{shard.path}: not a tar archive ({err})")
                 return
@@ -578,7 +579,8 @@ def _parquet_records(shard: SourceShard, problems: list[str], max_member_bytes: 
                 try:
                     table = parquet.read_row_group(group, columns=layout.columns)
                 except (pa.ArrowException, OSError) as err:
-                    problems.append(f"{shard.path}: row group {group} (rows {row} to {row + rows - 1}) is unreadable ({err})")
+                    span = f"rows {row} to {row + rows - 1}"
+                    problems.append(f"{shard.path}: row group {group} ({span}) is unreadable ({err})")
                     yield from _unreadable_rows(shard.path, group, row, rows)
                     row += rows
                     continue
@@ -594,7 +596,8 @@ def _parquet_records(shard: SourceShard, problems: list[str], max_member_bytes: 
 def _unreadable_rows(path: Path, group: int, first: int, rows: int) -> Iterator[SourceRecord]:
     """One failed record per row of a corrupt row group (its row count is believed up to the file's size)."""
     for row in range(first, first + min(rows, path.stat().st_size)):
-        yield _failed(f"{row:09d}", CORRUPT_ROW_GROUP, f"row {row} is in row group {group} of {path.name}, which is unreadable")
+        detail = f"row {row} is in row group {group} of {path.name}, which is unreadable"
+        yield _failed(f"{row:09d}", CORRUPT_ROW_GROUP, detail)
 
 
 def _parquet_record(values: dict[str, Any], row: int, layout: _ParquetLayout, seen: set[str],
@@ -611,7 +614,8 @@ def _parquet_record(values: dict[str, Any], row: int, layout: _ParquetLayout, se
     if not image:
         return _failed(key, EMPTY_FILE, f"row {row} has no image bytes in column {layout.image!r}")
     if len(image) > max_member_bytes:
-        return _failed(key, TOO_LARGE, f"row {row} holds an image of {len(image)} bytes, more than the limit of {max_member_bytes}")
+        detail = f"row {row} holds an image of {len(image)} bytes, more than the limit of {max_member_bytes}"
+        return _failed(key, TOO_LARGE, detail)
     text = values.get(layout.text) if layout.text else None
     meta = {c: values[c] for c in layout.meta}
     return SourceRecord(key=key, image=bytes(image), text=text, meta=meta)
@@ -745,7 +749,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         grey = np.round(np.asarray(image, dtype=np.float64) / 257.0).astype(np.uint8)
         return Image.fromarray(grey, mode="L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")  # convert() would copy an RGBA image
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         white.alpha_composite(rgba)  # in place: one full-size copy fewer than Image.alpha_composite
         del rgba

@@ -49,7 +49,8 @@ def person_sample(key: str, seed: int = 0, meta: dict | None = None) -> list[tup
 
 
 def _tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def _keys(out: Path) -> list[str]:
@@ -194,8 +195,10 @@ BAD_METAS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_METAS))
-def test_a_malformed_detection_record_fails_one_sample_and_the_run_goes_on(tmp_path: Path, params: Params, case: str) -> None:
-    entries = [*person_sample("a", seed=1), *person_sample("bad", seed=2, meta=BAD_METAS[case]), *person_sample("c", seed=3)]
+def test_a_malformed_detection_record_fails_one_sample_and_the_run_goes_on(tmp_path: Path, params: Params,
+                                                                           case: str) -> None:
+    bad = person_sample("bad", seed=2, meta=BAD_METAS[case])
+    entries = [*person_sample("a", seed=1), *bad, *person_sample("c", seed=3)]
     write_tar(tmp_path / "web" / "00000.tar", entries)
     report = curate(tmp_path / "web", tmp_path / "out", params, progress=False)
     (shard,) = report.shards
@@ -229,7 +232,8 @@ def test_long_keys_and_deep_folder_paths_are_curated(tmp_path: Path, params: Par
 def test_max_image_pixels_refuses_larger_images_before_decoding(tmp_path: Path, params: Params) -> None:
     write_tar(tmp_path / "web" / "00000.tar", person_sample("a"))  # 200 x 400 = 80000 pixels
     assert curate(tmp_path / "web", tmp_path / "default", params, progress=False).totals()["crops"] == 1
-    capped = curate(tmp_path / "web", tmp_path / "capped", _with(params, "source", max_image_pixels=79_999), progress=False)
+    capped = _with(params, "source", max_image_pixels=79_999)
+    capped = curate(tmp_path / "web", tmp_path / "capped", capped, progress=False)
     assert capped.totals()["failures"] == {"too_large": 1} and capped.totals()["crops"] == 0
 
 
@@ -237,14 +241,16 @@ def test_max_member_bytes_refuses_larger_images_without_reading_them(tmp_path: P
     entries = person_sample("a")
     write_tar(tmp_path / "web" / "00000.tar", entries)
     size = len(entries[0][1])
-    assert curate(tmp_path / "web", tmp_path / "fits", _with(params, "source", max_member_bytes=size), progress=False).totals()["crops"] == 1
-    capped = curate(tmp_path / "web", tmp_path / "capped", _with(params, "source", max_member_bytes=size - 1), progress=False)
+    fits = curate(tmp_path / "web", tmp_path / "fits", _with(params, "source", max_member_bytes=size), progress=False)
+    assert fits.totals()["crops"] == 1
+    capped = _with(params, "source", max_member_bytes=size - 1)
+    capped = curate(tmp_path / "web", tmp_path / "capped", capped, progress=False)
     assert capped.totals()["failures"] == {"too_large": 1}
 
 
 def test_a_batch_never_holds_more_decoded_pixels_than_the_cap(tmp_path: Path, params: Params) -> None:
     from gadms.curation.run import ShardReport, _batches, stages_for
-    from gadms.curation.sources import list_source_shards, iter_source
+    from gadms.curation.sources import iter_source, list_source_shards
 
     entries = [m for i in range(6) for m in person_sample(f"s{i}", seed=i)]  # six images of 80000 pixels
     write_tar(tmp_path / "web" / "00000.tar", entries)
