@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from flows.common import load, markdown_table, task_runner
 from gadms.config import Params
-from gadms.curation.run import CurationReport, ShardReport, curate_shard, finalize_curation, prepare_output
+from gadms.curation.run import CurationReport, ShardReport, curate_shard, finalize_curation, open_output
 from gadms.curation.sources import SourceShard, list_source_shards
 
 
@@ -29,9 +29,9 @@ def curate_one(shard: SourceShard, out: Path, params: Params) -> ShardReport:
 
 
 @task(name="finalize-curation")
-def finalize(out: Path, reports: list[ShardReport]) -> CurationReport:
-    """Join the per-shard manifests and reports."""
-    return finalize_curation(out, reports)
+def finalize(out: Path, reports: list[ShardReport], params: Params) -> CurationReport:
+    """Join the per-shard manifests and reports (of this run and of earlier runs into ``out``)."""
+    return finalize_curation(out, reports, params)
 
 
 @flow(name="curate", log_prints=True)
@@ -41,21 +41,22 @@ def curate_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (),
     params = load(params_file, overrides)
     source = Path(input_dir or params.paths.web_dir)
     out = Path(out_dir or params.paths.data_dir)
-    prepare_output(out)
     logger = get_run_logger()
     shards = list_shards(source, params)
-    # Tasks that call the captioning endpoint are retried with back-off.
-    retries = params.orchestration.retries if params.curation.captioning.backend == "vlm" else 0
-    shard_task = curate_one.with_options(retries=retries, retry_delay_seconds=list(params.orchestration.retry_delays_s))
-    futures = [shard_task.submit(shard, out, params) for shard in shards]
-    reports = []
-    for future in tqdm(as_completed(futures), total=len(futures), desc="curate", unit="shard"):
-        report = future.result()
-        reports.append(report)
-        state = "already done" if report.skipped else f"{sum(report.timings.values()):.1f}s"
-        logger.info(f"shard {report.shard}: {report.seen} seen, {report.kept} kept, {report.rejected} rejected, "
-                    f"{report.failed} failed, {report.crops} crops ({state})")
-    result = finalize(out, reports)
+    with open_output(source, out, shards):  # refuses an unsafe --out, and a second run on the same one
+        # Tasks that call the captioning endpoint are retried with back-off.
+        retries = params.orchestration.retries if params.curation.captioning.backend == "vlm" else 0
+        delays = list(params.orchestration.retry_delays_s)
+        shard_task = curate_one.with_options(retries=retries, retry_delay_seconds=delays)
+        futures = [shard_task.submit(shard, out, params) for shard in shards]
+        reports = []
+        for future in tqdm(as_completed(futures), total=len(futures), desc="curate", unit="shard"):
+            report = future.result()
+            reports.append(report)
+            state = "already done" if report.skipped else f"{sum(report.timings.values()):.1f}s"
+            logger.info(f"shard {report.shard}: {report.seen} seen, {report.kept} kept, {report.rejected} rejected, "
+                        f"{report.failed} failed, {report.crops} crops ({state})")
+        result = finalize(out, reports, params)
     logger.info(result.summary())
     create_markdown_artifact(key="curation-report", description="Curation: counts per shard",
                              markdown=_report_markdown(result))

@@ -71,6 +71,8 @@ class SynthConfig(_Section):
 class SourceConfig(_Section):
     format: Literal["auto", "webdataset", "folder", "parquet"] = "auto"
     folder_shard_size: int = Field(1000, ge=1)
+    max_member_bytes: int = Field(32 * 2**20, ge=1)  # larger images (tar member, file, Parquet cell): too_large
+    max_image_pixels: int = Field(16_000_000, ge=1)  # larger width*height: too_large, refused before decoding
 
 
 class DetectorConfig(_Section):

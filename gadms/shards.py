@@ -58,6 +58,8 @@ class ShardWriter:
 
     Members appear in the order they are added; callers add samples in key
     order. Use as a context manager: the tar is renamed into place on exit.
+    Names of up to 100 ASCII characters get a plain ustar header; longer ones a
+    PAX extended header (the same bytes as ustar for every name that fits).
     """
 
     def __init__(self, path: Path):
@@ -67,7 +69,7 @@ class ShardWriter:
 
     def __enter__(self) -> "ShardWriter":
         tmp = self._ctx.__enter__()
-        self._tar = tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT)
+        self._tar = tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT)
         return self
 
     def add(self, name: str, data: bytes) -> None:

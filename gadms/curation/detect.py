@@ -25,6 +25,7 @@ PERSON_CLASS = 0  # COCO class id of "person"
 # Synthetic ground truth marks keypoints 0 (outside), 1 (occluded), 2 (visible);
 # as confidences they sit below and above any sensible visibility threshold.
 _VISIBILITY_CONFIDENCE = {0: 0.0, 1: 0.1, 2: 1.0}
+_MAX_COORDINATE = 1e7  # pixels; far beyond any decodable image, keeps crop arithmetic finite
 
 
 class DetectorError(ValueError):
@@ -61,6 +62,10 @@ class PrecomputedDetector:
         return [precomputed_detections(record.meta) for record in records]
 
 
+class BadDetectionRecord(ValueError):
+    """A sample's ``detections`` or ``synthetic`` JSON is malformed; the message says which entry and why."""
+
+
 def precomputed_detections(meta: dict[str, Any]) -> list[PersonDetection]:
     """Parse ``detections`` or the synthetic ground truth of one sample.
 
@@ -70,25 +75,107 @@ def precomputed_detections(meta: dict[str, Any]) -> list[PersonDetection]:
     Returns:
         One detection per person present in the image; synthetic people whose
         box is ``null`` (entirely outside the picture) are not detections.
+
+    Raises:
+        BadDetectionRecord: an entry is malformed (box not 4 finite numbers with x0 < x1 and y0 < y1, score not
+            in [0, 1], keypoints not 17 finite triples, a synthetic visibility other than 0, 1 or 2, ...).
     """
-    if isinstance(meta.get("detections"), list):
-        return [_detection_from_dict(d) for d in meta["detections"]]
-    people = (meta.get("synthetic") or {}).get("people") or []
-    found = []
-    for person in people:
-        if person.get("box") is None:
-            continue
-        kps = np.asarray(person["keypoints"], dtype=np.float64).reshape(NUM_KEYPOINTS, 3).copy()
-        kps[:, 2] = [_VISIBILITY_CONFIDENCE[int(v)] for v in kps[:, 2]]
-        attributes = {**person.get("identity", {}), "pose": person.get("pose")}
-        found.append(PersonDetection(tuple(float(v) for v in person["box"]), float(person["score"]), kps, attributes))  # type: ignore[arg-type]
-    return found
+    if "detections" in meta and meta["detections"] is not None:
+        entries = _list_of_objects(meta["detections"], "detections")
+        return [_detection_from_dict(d, f"detections[{i}]") for i, d in enumerate(entries)]
+    synthetic = meta.get("synthetic")
+    if synthetic is None:
+        return []
+    if not isinstance(synthetic, dict):
+        raise BadDetectionRecord(f"'synthetic' must be an object, got {_shown(synthetic)}")
+    people = _list_of_objects(synthetic.get("people") or [], "synthetic.people")
+    return [_synthetic_person(p, f"synthetic.people[{i}]") for i, p in enumerate(people) if p.get("box") is not None]
 
 
-def _detection_from_dict(entry: dict[str, Any]) -> PersonDetection:
+def _synthetic_person(person: dict[str, Any], where: str) -> PersonDetection:
+    """One person of the synthetic ground truth (keypoint visibility 0, 1, 2 as confidences)."""
+    kps = _keypoints(person.get("keypoints"), where)
+    visibility = kps[:, 2]
+    if not np.isin(visibility, list(_VISIBILITY_CONFIDENCE)).all():
+        raise BadDetectionRecord(f"{where}.keypoints: visibility must be 0, 1 or 2, got {_shown(visibility.tolist())}")
+    kps[:, 2] = [_VISIBILITY_CONFIDENCE[int(v)] for v in visibility]
+    attributes = {**_attributes(person.get("identity", {}), f"{where}.identity"), "pose": person.get("pose")}
+    _attributes({"pose": attributes["pose"]}, where)
+    return PersonDetection(_box(person.get("box"), where), _score(person.get("score"), where), kps, attributes)
+
+
+def _detection_from_dict(entry: dict[str, Any], where: str = "detection") -> PersonDetection:
     """One ``{"box", "score", "keypoints"[, "attributes"]}`` entry of a detection job's output."""
-    kps = np.asarray(entry.get("keypoints") or np.zeros((NUM_KEYPOINTS, 3)), dtype=np.float64).reshape(NUM_KEYPOINTS, 3)
-    return PersonDetection(tuple(float(v) for v in entry["box"]), float(entry["score"]), kps, entry.get("attributes"))  # type: ignore[arg-type]
+    raw = entry.get("keypoints")
+    kps = np.zeros((NUM_KEYPOINTS, 3)) if raw is None or (isinstance(raw, list) and not raw) else _keypoints(raw, where)
+    attributes = entry.get("attributes")
+    attributes = None if attributes is None else _attributes(attributes, f"{where}.attributes")
+    return PersonDetection(_box(entry.get("box"), where), _score(entry.get("score"), where), kps, attributes)
+
+
+def _attributes(value: Any, where: str) -> dict[str, Any]:
+    """Person attributes: an object of JSON scalars (what the captioners can put into words)."""
+    if not isinstance(value, dict):
+        raise BadDetectionRecord(f"{where} must be an object, got {_shown(value)}")
+    for key, item in value.items():
+        if item is not None and not isinstance(item, (str, int, float, bool)):
+            raise BadDetectionRecord(f"{where}.{key} must be a string, number or null, got {_shown(item)}")
+    return value
+
+
+def _list_of_objects(value: Any, where: str) -> list[dict[str, Any]]:
+    """``value`` if it is a list of JSON objects."""
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise BadDetectionRecord(f"{where!r} must be a list of objects, got {_shown(value)}")
+    return value
+
+
+def _numbers(value: Any) -> np.ndarray | None:
+    """``value`` as a float array when it is a (nested) list of finite JSON numbers (not booleans), else ``None``."""
+    def numeric(v: Any) -> bool:
+        if isinstance(v, list):
+            return all(numeric(x) for x in v)
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not isinstance(value, list) or not numeric(value):
+        return None
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (ValueError, OverflowError):  # ragged lists, integers beyond float range
+        return None
+    return array if np.isfinite(array).all() else None
+
+
+def _box(value: Any, where: str) -> tuple[float, float, float, float]:
+    """A box of four finite numbers with positive width and height, within any sensible image."""
+    box = _numbers(value)
+    if box is None or box.shape != (4,) or not (box[0] < box[2] and box[1] < box[3]) or box.max() > _MAX_COORDINATE \
+            or box.min() < -_MAX_COORDINATE:
+        raise BadDetectionRecord(f"{where}.box must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1, got {_shown(value)}")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return x0, y0, x1, y1
+
+
+def _score(value: Any, where: str) -> float:
+    """A confidence in [0, 1]."""
+    score = _numbers([value])
+    if score is None or not 0.0 <= score[0] <= 1.0:
+        raise BadDetectionRecord(f"{where}.score must be a number in [0, 1], got {_shown(value)}")
+    return float(score[0])
+
+
+def _keypoints(value: Any, where: str) -> np.ndarray:
+    """17 keypoints of three finite numbers each (flat or nested)."""
+    kps = _numbers(value)
+    if kps is None or kps.size != NUM_KEYPOINTS * 3 or np.abs(kps).max() > _MAX_COORDINATE:
+        raise BadDetectionRecord(f"{where}.keypoints must be 17 [x, y, confidence] triples, got {_shown(value)}")
+    return kps.reshape(NUM_KEYPOINTS, 3).copy()
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A short rendering of a bad value for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def resolve_device(name: str) -> str:

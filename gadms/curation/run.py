@@ -5,10 +5,16 @@ own (so shards can fan out over threads or a Dask cluster) and written
 atomically: ``OUT/NAME.tar`` (per person ``KEY.jpg`` crop + ``KEY.json``),
 ``OUT/meta/NAME.parquet`` (manifest rows), ``OUT/meta/NAME.decisions.parquet``
 (every box with its decision) and, last, ``OUT/meta/NAME.report.json``, the
-shard's done marker. A rerun skips shards whose marker matches the input and
-parameters; a killed run leaves at most temporary files, so the restart writes
-the same bytes as an uninterrupted run. :func:`finalize_curation` joins the
-per-shard files into ``OUT/manifest.parquet`` and ``OUT/report.json``.
+shard's done marker. A rerun skips shards whose marker matches a hash of the
+input shard's bytes and the parameters; a killed run leaves at most temporary
+files, so the restart writes the same bytes as an uninterrupted run.
+:func:`finalize_curation` joins the per-shard files of every finished shard in
+``OUT`` (this run's and earlier runs': curating new input shards into an existing
+corpus adds to it) into ``OUT/manifest.parquet`` and ``OUT/report.json``.
+
+One run at a time writes to an ``OUT``: :func:`open_output` takes an exclusive
+lock on ``OUT/.lock`` and refuses an ``OUT`` from which the run would overwrite
+any input file.
 
 Everything written is a function of the input bytes, the parameters and the
 seed (timings are returned, never written), so the DVC hash of ``OUT`` is
@@ -17,34 +23,49 @@ reproducible.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import io
 import json
 import re
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 from tqdm import tqdm
 
 from gadms.config import Params
-from gadms.curation.detect import Detector, build_detector
+from gadms.curation.detect import BadDetectionRecord, Detector, build_detector, precomputed_detections
 from gadms.curation.filter import KEEP, crop_box, crop_image, filter_decision, visible_keypoints
 from gadms.curation.records import CaptionRequest, CaptionResult, PersonDetection, SourceRecord, Template
-from gadms.curation.sources import ImageDecodeError, SourceShard, decode_image, iter_source, list_source_shards
+from gadms.curation.sources import (
+    DECODE_FORMATS,
+    ImageDecodeError,
+    SourceShard,
+    decode_image,
+    iter_source,
+    list_source_shards,
+    shard_digest,
+)
 from gadms.shards import ShardWriter, jpeg_bytes, json_bytes, write_bytes_atomic
 
 META_DIR = "meta"
 MANIFEST = "manifest.parquet"
 REPORT = "report.json"
+LOCK = ".lock"
 CAPTION_FAILED = "caption_failed"
+BAD_DETECTIONS = "bad_detections"
 CAPTION_BATCH = 64
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_KEY_BASE_CHARS = 48  # readable part of a curated key; the hash after it keeps keys unique (tar names stay short)
 _SHARD_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -69,6 +90,10 @@ class ShardReport:
         problems: shard-level trouble (e.g. a truncated tar).
         timings: seconds per stage (not written to disk: it is not reproducible).
         skipped: True when the shard was already done and was not processed again.
+        replaced: why a finished shard of this name was curated again (``"input changed"``,
+            ``"parameters changed"``); empty when there was none.
+        earlier: True for a finished shard of an earlier run that is not in this run's input (kept as it is).
+        other_params: True when an ``earlier`` shard was curated with other parameters than this run's.
     """
 
     shard: str
@@ -83,6 +108,9 @@ class ShardReport:
     problems: list[str] = field(default_factory=list)
     timings: Counter = field(default_factory=Counter)
     skipped: bool = False
+    replaced: str = ""
+    earlier: bool = False
+    other_params: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The reproducible part of the report, for JSON."""
@@ -140,7 +168,22 @@ class CurationReport:
         problems = [p for s in self.shards for p in s.problems]
         if problems:
             lines.append(f"  {len(problems)} shard problems, first: {problems[0]}")
+        replaced = [f"{s.shard} ({s.replaced})" for s in self.shards if s.replaced]
+        if replaced:
+            lines.append(f"  re-curated {len(replaced)} finished shard(s), replacing them: {_listed(replaced)}")
+        earlier = [s for s in self.shards if s.earlier]
+        if earlier:
+            other = sum(s.other_params for s in earlier)
+            note = f" ({other} curated with other parameters)" if other else ""
+            lines.append(f"  kept {len(earlier)} shard(s) of earlier runs that are not in this input{note}: "
+                         f"{_listed([s.shard for s in earlier])}")
         return "\n".join(lines)
+
+
+def _listed(names: Sequence[str], limit: int = 5) -> str:
+    """The first few names, comma-separated, with how many more there are."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 @dataclass
@@ -236,12 +279,28 @@ def choose_templates(templates: Sequence[Template], count: int, rng: np.random.G
     return tuple(templates[int(i)] for i in picks)
 
 
-def curated_key(source_key: str, person_index: int, used: set[str]) -> str:
-    """A WebDataset-safe, shard-unique key for one person crop (no dots or slashes)."""
-    base = _KEY_UNSAFE.sub("_", source_key).strip("_") or "sample"
-    key, n = f"{base}_{person_index}", 1
+def curated_key(shard: str, source_key: str, person_index: int, used: set[str]) -> str:
+    """A WebDataset-safe key for one person crop, unique in the corpus and the same on every run.
+
+    ``BASE_HASH_INDEX``: the source key with unsafe characters replaced (cut to
+    48 characters, for reading), 16 hex digits of SHA-256 of the exact shard name
+    and source key (so ``a b`` and ``a+b`` differ), and the person's index. No dots
+    or slashes; at most about 70 characters, whatever the source key.
+
+    Args:
+        shard: the source shard's name.
+        source_key: the sample's key in its source shard.
+        person_index: the person's index among the sample's detections.
+        used: keys already given in this shard (a clash of the hash, never seen in practice, gets a suffix).
+
+    Returns:
+        The key.
+    """
+    base = _KEY_UNSAFE.sub("_", source_key).strip("_")[:_KEY_BASE_CHARS].strip("_") or "sample"
+    digest = hashlib.sha256(f"{shard}/{source_key}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    key, n = f"{base}_{digest}_{person_index}", 1
     while key in used:
-        key, n = f"{base}_{person_index}_{n}", n + 1
+        key, n = f"{base}_{digest}_{person_index}_{n}", n + 1
     used.add(key)
     return key
 
@@ -251,26 +310,50 @@ def marker_path(out: Path, name: str) -> Path:
     return out / META_DIR / f"{name}.report.json"
 
 
-def shard_fingerprint(shard: SourceShard, stages_fingerprint: str) -> str:
-    """Identity of the work on one shard: its input (name, kind, size, members) and the parameters."""
-    paths = [shard.path / m for m in shard.members] if shard.kind == "folder" else [shard.path]
-    sizes = [p.stat().st_size for p in paths]
-    identity = {"name": shard.name, "kind": shard.kind, "members": list(shard.members), "sizes": sizes, "params": stages_fingerprint}
-    return hashlib.sha256(json_bytes(identity)).hexdigest()
+def shard_fingerprint(shard: SourceShard, stages_fingerprint: str) -> dict[str, str]:
+    """Identity of the work on one shard: a hash of its input bytes, and the parameters.
+
+    Returns:
+        ``{"input": SHA-256 of the input, "params": the stages' fingerprint, "fingerprint": hash of both and
+        the shard's name and kind}``.
+    """
+    try:
+        digest = shard_digest(shard)
+    except OSError as err:
+        raise CurationError(f"{shard.path}: cannot read shard {shard.name} ({err.strerror or err})") from None
+    identity = {"name": shard.name, "kind": shard.kind, "members": list(shard.members), "input": digest,
+                "params": stages_fingerprint}
+    fingerprint = hashlib.sha256(json_bytes(identity)).hexdigest()
+    return {"input": digest, "params": stages_fingerprint, "fingerprint": fingerprint}
 
 
-def finished_report(out: Path, shard: SourceShard, fingerprint: str) -> ShardReport | None:
-    """The report of a shard already done with the same input and parameters, else ``None``."""
-    path = marker_path(out, shard.name)
-    if not path.is_file() or not (out / f"{shard.name}.tar").is_file():
+def read_marker(out: Path, name: str) -> dict[str, Any] | None:
+    """The done marker of shard ``name`` when it and the shard's files are all there, else ``None``."""
+    path = marker_path(out, name)
+    if not path.is_file() or not (out / f"{name}.tar").is_file() or not (out / META_DIR / f"{name}.parquet").is_file():
         return None
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        ShardReport.from_dict(raw["report"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if raw.get("fingerprint") != fingerprint:
+    return raw if isinstance(raw, dict) else None
+
+
+def finished_report(out: Path, shard: SourceShard, fingerprint: dict[str, str]) -> ShardReport | None:
+    """The report of a shard already done with the same input and parameters, else ``None``."""
+    raw = read_marker(out, shard.name)
+    if raw is None or raw.get("fingerprint") != fingerprint["fingerprint"]:
         return None
     return ShardReport.from_dict(raw["report"])
+
+
+def _replacement_reason(out: Path, name: str, fingerprint: dict[str, str]) -> str:
+    """Why a finished shard of this name is about to be replaced; empty when there is none."""
+    raw = read_marker(out, name)
+    if raw is None:
+        return ""
+    return "parameters changed" if raw.get("input") == fingerprint["input"] else "input changed"
 
 
 def curate_shard(shard: SourceShard, out: Path, params: Params, progress: bool = False) -> ShardReport:
@@ -293,27 +376,39 @@ def curate_shard(shard: SourceShard, out: Path, params: Params, progress: bool =
     done = finished_report(out, shard, fingerprint)
     if done is not None:
         return done
-    report = ShardReport(shard.name)
+    report = ShardReport(shard.name, replaced=_replacement_reason(out, shard.name, fingerprint))
     manifest: list[dict[str, Any]] = []
     decisions: list[dict[str, Any]] = []
+    used: set[str] = set()
+    source = params.curation.source
+    records = iter_source(shard, report.problems, max_member_bytes=source.max_member_bytes)
     bar = tqdm(desc=f"curate {shard.name}", unit="img", disable=not progress, leave=False)
     with ShardWriter(out / f"{shard.name}.tar") as tar:
-        for batch in _batches(iter_source(shard, report.problems), params.curation.detector.batch_size, report):
-            crops = _detect_and_crop(batch, shard, stages, report, decisions)
+        for batch in _batches(records, stages, report):
+            crops = _detect_and_crop(batch, shard, stages, report, decisions, used)
             _caption_and_write(crops, batch, stages, tar, report, manifest)
             bar.update(len(batch))
+            del batch, crops  # free the decoded pixels before the next batch is decoded
     bar.close()
     meta = out / META_DIR
     write_bytes_atomic(meta / f"{shard.name}.parquet", _parquet_bytes(manifest, MANIFEST_SCHEMA))
     write_bytes_atomic(meta / f"{shard.name}.decisions.parquet", _parquet_bytes(decisions, DECISIONS_SCHEMA))
     assert report.seen == report.kept + report.rejected + report.failed, report
-    write_bytes_atomic(marker_path(out, shard.name), json_bytes({"fingerprint": fingerprint, "report": report.to_dict()}))
+    write_bytes_atomic(marker_path(out, shard.name), json_bytes({**fingerprint, "report": report.to_dict()}))
     return report
 
 
-def _batches(records: Iterable[SourceRecord], size: int, report: ShardReport) -> Iterator[list[tuple[SourceRecord, np.ndarray | None]]]:
-    """Decode records into batches of ``(record, image)``; unusable records come with ``None``."""
+def _batches(records: Iterable[SourceRecord], stages: CurationStages,
+             report: ShardReport) -> Iterator[list[tuple[SourceRecord, np.ndarray | None]]]:
+    """Decode records into batches of ``(record, image)``; unusable records come with ``None``.
+
+    A batch holds at most ``detector.batch_size`` images and at most
+    ``source.max_image_pixels`` decoded pixels in all (one image up to the cap
+    makes a batch of its own), so memory does not grow with the batch size.
+    """
+    size, budget = stages.params.curation.detector.batch_size, stages.params.curation.source.max_image_pixels
     batch: list[tuple[SourceRecord, np.ndarray | None]] = []
+    pixels = 0
     it = iter(records)
     while True:
         start = time.perf_counter()
@@ -321,24 +416,52 @@ def _batches(records: Iterable[SourceRecord], size: int, report: ShardReport) ->
         if record is None:
             break
         report.seen += 1
-        image = None
-        if record.error is None and record.image is not None:
-            try:
-                image = decode_image(record.image)
-            except ImageDecodeError as err:
-                record = SourceRecord(record.key, None, record.text, record.meta, err.reason, err.detail)
+        if batch and pixels + _announced_pixels(record) > budget:  # hand the batch on before decoding more
+            yield batch
+            batch, pixels = [], 0
+            start = time.perf_counter()
+        record, image = _decoded(record, stages)
         report.timings["read_decode"] += time.perf_counter() - start
+        area = 0 if image is None else image.shape[0] * image.shape[1]
         batch.append((record, image))
+        pixels += area
         if len(batch) == size:
             yield batch
-            batch = []
+            batch, pixels = [], 0
     if batch:
         yield batch
 
 
+def _announced_pixels(record: SourceRecord) -> int:
+    """Width * height from the image header (nothing is decoded); 0 when there is no readable header."""
+    if record.error is not None or not record.image:
+        return 0
+    try:
+        with Image.open(io.BytesIO(record.image), formats=DECODE_FORMATS) as image:
+            return image.size[0] * image.size[1]
+    except Exception:  # noqa: BLE001  (Pillow raises assorted types; decode_image reports what is wrong)
+        return 0
+
+
+def _decoded(record: SourceRecord, stages: CurationStages) -> tuple[SourceRecord, np.ndarray | None]:
+    """The record with its pixels, or the record turned failed (undecodable image, malformed detections)."""
+    if record.error is not None or record.image is None:
+        return record, None
+    if stages.params.curation.detector.backend == "precomputed":
+        try:
+            precomputed_detections(record.meta)
+        except BadDetectionRecord as err:
+            detail = f"{record.key}: {err}"
+            return SourceRecord(record.key, None, record.text, record.meta, BAD_DETECTIONS, detail), None
+    try:
+        return record, decode_image(record.image, stages.params.curation.source.max_image_pixels)
+    except ImageDecodeError as err:
+        return SourceRecord(record.key, None, record.text, record.meta, err.reason, err.detail), None
+
+
 def _detect_and_crop(batch: list[tuple[SourceRecord, np.ndarray | None]], shard: SourceShard, stages: CurationStages,
-                     report: ShardReport, decisions: list[dict[str, Any]]) -> list[_Crop]:
-    """Detect, filter and crop the people of a batch; record every decision."""
+                     report: ShardReport, decisions: list[dict[str, Any]], used: set[str]) -> list[_Crop]:
+    """Detect, filter and crop the people of a batch; record every decision (``used``: the shard's keys so far)."""
     usable = [(r, im) for r, im in batch if im is not None]
     start = time.perf_counter()
     found = stages.detect([im for _, im in usable], [r for r, _ in usable])
@@ -346,7 +469,6 @@ def _detect_and_crop(batch: list[tuple[SourceRecord, np.ndarray | None]], shard:
     start = time.perf_counter()
     params = stages.params
     crops: list[_Crop] = []
-    used: set[str] = set()
     crop_seconds = 0.0
     for (record, image), people in zip(usable, found):
         assert image is not None
@@ -362,7 +484,8 @@ def _detect_and_crop(batch: list[tuple[SourceRecord, np.ndarray | None]], shard:
             box = crop_box(person.box, params.curation.crop.margin, image.shape[1], image.shape[0])
             jpeg = jpeg_bytes(np.ascontiguousarray(crop_image(image, box)), params.curation.crop.jpeg_quality)
             crop_seconds += time.perf_counter() - crop_start
-            crops.append(_Crop(curated_key(record.key, index, used), shard.name, record, index, person, box, jpeg, templates, int(rng.integers(2**31))))
+            key = curated_key(shard.name, record.key, index, used)
+            crops.append(_Crop(key, shard.name, record, index, person, box, jpeg, templates, int(rng.integers(2**31))))
     report.timings["crop_encode"] += crop_seconds
     report.timings["filter"] += time.perf_counter() - start - crop_seconds
     return crops
@@ -464,24 +587,33 @@ def _parquet_bytes(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def finalize_curation(out: Path, reports: Sequence[ShardReport]) -> CurationReport:
-    """Join per-shard manifests into ``manifest.parquet``, write ``report.json``, drop stale shards.
+def finalize_curation(out: Path, reports: Sequence[ShardReport], params: Params | None = None) -> CurationReport:
+    """Join the manifests of every finished shard in ``out`` into ``manifest.parquet`` and write ``report.json``.
+
+    Finished shards of earlier runs that are not among ``reports`` (other input
+    curated into the same corpus) are kept and included, never deleted.
 
     Args:
         out: the curated output directory.
         reports: the reports of this run's shards (any order).
+        params: this run's parameters, to tell which earlier shards were curated with other ones.
 
     Returns:
-        The run's report, shards in name order.
+        The run's report, shards in name order (earlier shards marked ``earlier``).
     """
     out = Path(out)
-    ordered = sorted(reports, key=lambda r: r.shard)
-    names = {r.shard for r in ordered}
+    names = {r.shard for r in reports}
+    own_params = stages_for(params).fingerprint() if params is not None else None
+    earlier = []
     for marker in sorted((out / META_DIR).glob("*.report.json")):
         name = marker.name[: -len(".report.json")]
-        if name not in names:  # a shard of an earlier run whose input is gone
-            for path in (out / f"{name}.tar", out / META_DIR / f"{name}.parquet", out / META_DIR / f"{name}.decisions.parquet", marker):
-                path.unlink(missing_ok=True)
+        raw = None if name in names or name.startswith(".") else read_marker(out, name)
+        if raw is not None:
+            kept = ShardReport.from_dict(raw["report"])
+            kept.earlier = True
+            kept.other_params = own_params is not None and raw.get("params") != own_params
+            earlier.append(kept)
+    ordered = sorted([*reports, *earlier], key=lambda r: r.shard)
     tables = [pq.read_table(out / META_DIR / f"{r.shard}.parquet") for r in ordered]
     table = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
     sink = pa.BufferOutputStream()
@@ -492,10 +624,83 @@ def finalize_curation(out: Path, reports: Sequence[ShardReport]) -> CurationRepo
     return report
 
 
+def check_output_location(input_dir: Path, out: Path, shards: Sequence[SourceShard]) -> None:
+    """Refuse an output directory that is the input directory, or where the run would write over an input file.
+
+    Paths are compared with symbolic links resolved. An ``out`` inside the input
+    directory (or the other way round) is fine as long as no file the run writes
+    is an input file.
+
+    Raises:
+        CurationError: naming the input file that would be overwritten.
+    """
+    source, target = Path(input_dir).resolve(), Path(out).resolve()
+    if source == target:
+        raise CurationError(f"--out {out} is the input directory {input_dir}: curating would overwrite the source "
+                            "shards; choose another --out")
+    written = {(target / rel).resolve(): rel for rel in _written_names(shards)}
+    for path in _input_files(shards, source):
+        if path in written:
+            raise CurationError(f"--out {out} would overwrite the input file {path} (as {written[path]}); "
+                                "choose another --out")
+
+
+def _written_names(shards: Sequence[SourceShard]) -> list[str]:
+    """Every path, relative to the output directory, that curating ``shards`` writes or replaces."""
+    names = [MANIFEST, REPORT, LOCK]
+    for shard in shards:
+        names += [f"{shard.name}.tar", f"{META_DIR}/{shard.name}.parquet",
+                  f"{META_DIR}/{shard.name}.decisions.parquet", f"{META_DIR}/{shard.name}.report.json"]
+    return names
+
+
+def _input_files(shards: Sequence[SourceShard], source: Path) -> Iterator[Path]:
+    """The resolved paths of the files the shards are read from (for folders: images and their sidecars)."""
+    for shard in shards:
+        if shard.kind != "folder":
+            yield shard.path.resolve()
+            continue
+        for relative in shard.members:
+            key = str(PurePosixPath(relative).with_suffix(""))
+            for name in (relative, f"{key}.txt", f"{key}.json"):
+                yield source / name
+
+
+@contextmanager
+def open_output(input_dir: Path, out: Path, shards: Sequence[SourceShard]) -> Iterator[Path]:
+    """Check, create and lock ``out`` for one curation run; the lock is held until the block ends.
+
+    The lock is ``fcntl.flock`` on ``OUT/.lock``: the kernel drops it when the
+    process ends, even by ``kill -9``, so a crashed run never blocks the next.
+
+    Args:
+        input_dir: the source directory.
+        out: the curated output directory (created).
+        shards: the source shards the run will curate.
+
+    Yields:
+        ``out``.
+
+    Raises:
+        CurationError: ``out`` is unsafe for this input (see :func:`check_output_location`), or another run holds it.
+    """
+    out = Path(out)
+    check_output_location(input_dir, out, shards)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK, "a+b") as handle:  # closing the file releases the lock
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CurationError(f"{out} is being curated by another run (it holds {out / LOCK}); wait for it to "
+                                "finish or choose another --out") from None
+        prepare_output(out)
+        yield out
+
+
 def prepare_output(out: Path) -> None:
     """Create ``out`` and delete temporary files an interrupted run left behind.
 
-    Call once before shards are handed out (not while other processes write to ``out``).
+    Call once before shards are handed out, holding the lock of :func:`open_output`.
     """
     out = Path(out)
     (out / META_DIR).mkdir(parents=True, exist_ok=True)
@@ -510,21 +715,24 @@ def curate(input_dir: Path, out: Path, params: Params, progress: bool = True,
 
     Args:
         input_dir: web shards (WebDataset tars, Parquet files or a folder of images).
-        out: the curated output directory (created).
+        out: the curated output directory (created; finished shards of earlier runs in it are kept).
         params: all parameters.
         progress: show progress bars.
         on_shard: called with each shard's report as it finishes.
 
     Returns:
         The run's report.
+
+    Raises:
+        CurationError: ``out`` is unsafe for this input, or another run is writing to it.
     """
     source = params.curation.source
     shards = list_source_shards(Path(input_dir), source.format, source.folder_shard_size)
-    prepare_output(Path(out))
-    reports = []
-    for shard in tqdm(shards, desc="curate", unit="shard", disable=not progress):
-        report = curate_shard(shard, Path(out), params, progress=progress)
-        reports.append(report)
-        if on_shard is not None:
-            on_shard(report)
-    return finalize_curation(Path(out), reports)
+    with open_output(Path(input_dir), Path(out), shards):
+        reports = []
+        for shard in tqdm(shards, desc="curate", unit="shard", disable=not progress):
+            report = curate_shard(shard, Path(out), params, progress=progress)
+            reports.append(report)
+            if on_shard is not None:
+                on_shard(report)
+        return finalize_curation(Path(out), reports, params)

@@ -2,8 +2,9 @@
 
 Three input layouts are read:
 
-* ``webdataset``: img2dataset's tars (``00000.tar``, ...) holding ``KEY.jpg``
-  (or png / webp), ``KEY.txt`` and ``KEY.json`` side by side; the
+* ``webdataset``: img2dataset's tars (``00000.tar``, ``00000.tar.gz`` or
+  ``00000.tgz``; a gzip-compressed ``.tar`` is recognised by its bytes) holding
+  ``KEY.jpg`` (or png / webp), ``KEY.txt`` and ``KEY.json`` side by side; the
   ``00000.parquet`` status files next to the tars are not samples and are ignored.
 * ``parquet``: rows with an image column, as the published WebPerson (SPEC 7).
 * ``folder``: image files anywhere under a directory, cut into shards of
@@ -15,15 +16,24 @@ with one of :data:`REASONS`, so a run can account for seen = ok + failed.
 Trouble with a whole shard (not a tar, cut off, unreadable) goes to the
 caller's ``problems`` list as ``"PATH: what"``. Readers stream one sample at a
 time, never extract, follow or write anything, and leave image content to
-:func:`decode_image`.
+:func:`decode_image`. Memory is bounded whatever the input: an image larger than
+``max_member_bytes`` (a text or JSON larger than :data:`MAX_SIDECAR_BYTES`)
+fails its sample as ``too_large`` without being read, an image announcing more
+than ``max_image_pixels`` is refused before it is decoded, and a Parquet shard
+is read one row group at a time (a corrupt group fails its rows, the others
+are read).
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
+import itertools
 import json
 import os
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Callable, Iterator, Literal, Optional
@@ -33,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from gadms.config import SourceConfig
 from gadms.curation.records import SourceRecord
 from gadms.data.curated import split_member_name
 from gadms.data.problems import DataError
@@ -47,6 +58,7 @@ TRUNCATED_SHARD = "truncated_shard"
 CORRUPT_IMAGE = "corrupt_image"
 TRUNCATED_IMAGE = "truncated_image"
 TOO_LARGE = "too_large"
+CORRUPT_ROW_GROUP = "corrupt_row_group"
 REASONS = (
     MISSING_IMAGE,
     EMPTY_FILE,
@@ -58,6 +70,7 @@ REASONS = (
     CORRUPT_IMAGE,
     TRUNCATED_IMAGE,
     TOO_LARGE,
+    CORRUPT_ROW_GROUP,
 )
 
 SourceKind = Literal["webdataset", "folder", "parquet"]
@@ -68,11 +81,19 @@ KEY_COLUMNS = ("key", "image_path")
 BINARY_IMAGE_COLUMNS = ("jpg", "image")
 # Formats a web crawl legitimately holds; others (EPS, PSD, ...) widen the attack surface for nothing.
 DECODE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+_DEFAULTS = SourceConfig()
+# Text and JSON sidecars are small; a JSON of many MB can expand tenfold as Python objects, so they get a fixed cap.
+MAX_SIDECAR_BYTES = 1 << 20
+# GNU long names and PAX headers are read whole by tarfile; a hostile one could announce gigabytes.
+_MAX_EXTENDED_HEADER_BYTES = 1 << 20
 _PARQUET_BATCH_ROWS = 64
+_HASH_CHUNK = 1 << 20
 _END_OF_ARCHIVE = 1024  # two zero blocks close every complete tar
+_GZIP_MAGIC = b"\x1f\x8b"
 _WHAT_IS_LOOKED_FOR = {
-    "auto": ".tar shards, parquet files with an image column, or image files",
-    "webdataset": ".tar shards",
+    "auto": ".tar / .tar.gz shards, parquet files with an image column, or image files",
+    "webdataset": ".tar / .tar.gz shards",
     "parquet": "parquet files with an image column",
     "folder": "image files (" + ", ".join(IMAGE_EXTENSIONS) + ")",
 }
@@ -151,8 +172,16 @@ def list_source_shards(input_dir: Path, fmt: str = "auto", folder_shard_size: in
     for kind in (("webdataset", "parquet", "folder") if fmt == "auto" else (fmt,)):
         shards = listers[kind]()
         if shards:
-            return sorted(shards, key=lambda s: s.name)
+            return _unique_names(sorted(shards, key=lambda s: (s.name, s.path)))
     raise DataError(f"no {_WHAT_IS_LOOKED_FOR[fmt]} in {input_dir}")
+
+
+def _unique_names(shards: list[SourceShard]) -> list[SourceShard]:
+    """The shards, refusing two that would be curated under one name (``a.tar`` next to ``a.tar.gz``)."""
+    for first, second in itertools.pairwise(shards):
+        if first.name == second.name:
+            raise DataError(f"{first.path} and {second.path} would both be curated as shard {first.name!r}; keep one")
+    return shards
 
 
 def _visible_files(input_dir: Path, pattern: str) -> list[Path]:
@@ -161,8 +190,15 @@ def _visible_files(input_dir: Path, pattern: str) -> list[Path]:
 
 
 def _tar_shards(input_dir: Path) -> list[SourceShard]:
-    """One shard per ``*.tar`` file."""
-    return [SourceShard(p.stem, p, "webdataset") for p in _visible_files(input_dir, "*.tar")]
+    """One shard per ``*.tar``, ``*.tar.gz`` or ``*.tgz`` file, named without the suffix."""
+    found = [p for suffix in TAR_SUFFIXES for p in _visible_files(input_dir, f"*{suffix}")]
+    return [SourceShard(_tar_stem(p.name), p, "webdataset") for p in found]
+
+
+def _tar_stem(name: str) -> str:
+    """``00000`` for ``00000.tar``, ``00000.tar.gz`` and ``00000.tgz``."""
+    suffix = next(s for s in sorted(TAR_SUFFIXES, key=len, reverse=True) if name.endswith(s))
+    return name[: -len(suffix)]
 
 
 def _parquet_shards(input_dir: Path) -> list[SourceShard]:
@@ -208,15 +244,18 @@ def _image_extension(name: str) -> bool:
 # ---------------------------------------------------------------- reading
 
 
-def iter_source(shard: SourceShard, problems: Optional[list[str]] = None) -> Iterator[SourceRecord]:
+def iter_source(shard: SourceShard, problems: Optional[list[str]] = None,
+                max_member_bytes: int = _DEFAULTS.max_member_bytes) -> Iterator[SourceRecord]:
     """Stream the samples of one source shard, one record per sample, in shard order.
 
     Nothing is read before the first ``next()``, and only one sample (one
-    Parquet batch) is held at a time.
+    Parquet row group) is held at a time.
 
     Args:
         shard: a shard from :func:`list_source_shards`.
         problems: shard-level trouble is appended here as ``"PATH: what"``.
+        max_member_bytes: an image (tar member, file or Parquet cell) larger than this fails as ``too_large``
+            without being read.
 
     Returns:
         An iterator of records: usable (``error`` is ``None``, image bytes set) or
@@ -226,7 +265,42 @@ def iter_source(shard: SourceShard, problems: Optional[list[str]] = None) -> Ite
     readers = {"webdataset": _tar_records, "parquet": _parquet_records, "folder": _folder_records}
     if shard.kind not in readers:
         raise DataError(f"unknown source shard kind {shard.kind!r} for {shard.path}")
-    return readers[shard.kind](shard, problems)
+    return readers[shard.kind](shard, problems, max_member_bytes)
+
+
+def shard_digest(shard: SourceShard) -> str:
+    """SHA-256 of the bytes a shard is read from (for folders: each image and its sidecars, with their names).
+
+    Args:
+        shard: a shard from :func:`list_source_shards`.
+
+    Returns:
+        The hex digest; it changes whenever any byte of the input changes.
+
+    Raises:
+        OSError: a file cannot be read.
+    """
+    digest = hashlib.sha256()
+    if shard.kind != "folder":
+        _hash_file(digest, shard.path)
+        return digest.hexdigest()
+    for relative in shard.members:
+        key = str(PurePosixPath(relative).with_suffix(""))
+        for name in (relative, f"{key}.txt", f"{key}.json"):
+            path = shard.path / name
+            present = name == relative or path.is_file()
+            digest.update(json.dumps([name, present]).encode("utf-8"))
+            if present:
+                _hash_file(digest, path)
+    return digest.hexdigest()
+
+
+def _hash_file(digest: Any, path: Path) -> None:
+    """Feed a file's length and bytes to ``digest``, a chunk at a time."""
+    with open(path, "rb") as handle:
+        digest.update(str(os.fstat(handle.fileno()).st_size).encode("ascii") + b":")
+        for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
 
 
 def _failed(key: str, reason: str, detail: str) -> SourceRecord:
@@ -286,15 +360,63 @@ class _TarSample:
         return _sample_record(self.key, image, image_name, self.members.get("txt"), self.members.get("json"))
 
 
-def _tar_records(shard: SourceShard, problems: list[str]) -> Iterator[SourceRecord]:
-    """Records of a WebDataset tar, streamed member by member; a break ends the shard and is reported."""
+class _CappedTarInfo(tarfile.TarInfo):
+    """A tar header that refuses GNU long-name and PAX extended headers beyond a small size before reading them."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        extended = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                    tarfile.SOLARIS_XHDTYPE)
+        if self.type in extended and self.size > _MAX_EXTENDED_HEADER_BYTES:
+            raise tarfile.ReadError(f"extended header of {self.size} bytes, more than {_MAX_EXTENDED_HEADER_BYTES}")
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+
+class _RecentBytes:
+    """A forward-only byte stream (plain or gunzipped) that keeps the last bytes it gave out.
+
+    The tar stream reader reads ahead of the archive's end; what it read is kept
+    so that the end-of-archive blocks can still be checked.
+    """
+
+    def __init__(self, source: BinaryIO, keep: int = 1 << 16):
+        self.source = source
+        self.keep = keep
+        self.position = 0
+        self.tail = b""
+
+    def read(self, size: int = -1) -> bytes:
+        """Read like a file (a short read at most once per call), remembering the last ``keep`` bytes."""
+        # read1: a gzip stream cut off raises on the read after the last good bytes instead of losing them
+        data = self.source.read1(size) if hasattr(self.source, "read1") else self.source.read(size)
+        self.position += len(data)
+        self.tail = (self.tail + data)[-self.keep :]
+        return data
+
+    def bytes_at(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes from absolute ``offset`` (at most ``keep`` back), reading on as needed."""
+        while self.position < offset + length and self.read(length):
+            pass
+        start = offset - (self.position - len(self.tail))
+        return self.tail[start : start + length] if start >= 0 else b""
+
+
+def _open_tar_bytes(handle: BinaryIO) -> _RecentBytes:
+    """The archive bytes of a shard file, gunzipped when it starts with the gzip magic."""
+    compressed = handle.read(2) == _GZIP_MAGIC
+    handle.seek(0)
+    return _RecentBytes(gzip.GzipFile(fileobj=handle, mode="rb") if compressed else handle)  # type: ignore[arg-type]
+
+
+def _tar_records(shard: SourceShard, problems: list[str], max_member_bytes: int) -> Iterator[SourceRecord]:
+    """Records of a (gzipped) WebDataset tar, streamed member by member; a break ends the shard and is reported."""
     seen: set[str] = set()
     sample: Optional[_TarSample] = None
     try:
         with open(shard.path, "rb") as handle:
+            stream = _open_tar_bytes(handle)
             try:
-                tar = tarfile.open(fileobj=handle, mode="r|")
-            except tarfile.TarError as err:
+                tar = tarfile.open(fileobj=stream, mode="r|", tarinfo=_CappedTarInfo)  # type: ignore[call-overload]
+            except (tarfile.TarError, EOFError, zlib.error) as err:
                 problems.append(f"{shard.path}: not a tar archive ({err})")
                 return
             with tar:
@@ -309,11 +431,11 @@ def _tar_records(shard: SourceShard, problems: list[str]) -> Iterator[SourceReco
                         sample = _TarSample(key)
                         if key in seen:
                             sample.fail(DUPLICATE_KEY, f"key {key!r} appears again after other samples")
-                    _add_member(sample, tar, member)
-                complete = _has_end_marker(handle, tar.offset)
+                    _add_member(sample, tar, member, max_member_bytes)
+                complete = _has_end_marker(stream, tar.offset)
         if not complete:
             raise tarfile.ReadError("ends without the end-of-archive marker")
-    except (tarfile.TarError, OSError, EOFError) as err:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
         done = len(seen)
         problems.append(f"{shard.path}: truncated or unreadable after {done} complete samples ({err})")
         if sample is not None:
@@ -322,22 +444,42 @@ def _tar_records(shard: SourceShard, problems: list[str]) -> Iterator[SourceReco
         yield sample.record()
 
 
-def _add_member(sample: _TarSample, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-    """Read one member into its sample, or fail the sample when the member is unsafe or repeated."""
+def _add_member(sample: _TarSample, tar: tarfile.TarFile, member: tarfile.TarInfo, max_member_bytes: int) -> None:
+    """Read one member into its sample, or fail the sample when the member is unsafe, repeated or too large.
+
+    Members of other types than image, ``txt`` and ``json`` are not used and not read.
+    """
     if sample.error is not None:
         return  # the member is skipped by the stream without being read
     name = member.name
-    if not _is_safe_name(name):
+    if not _is_utf8(name):
+        sample.fail(UNSAFE_MEMBER, f"member name {name.encode('utf-8', 'surrogateescape')!r} is not UTF-8")
+    elif not _is_safe_name(name):
         sample.fail(UNSAFE_MEMBER, f"member {name!r} has an absolute or '..' path")
     elif not member.isreg():
         sample.fail(UNSAFE_MEMBER, f"member {name!r} is a {_member_type(member)}, not a regular file")
     else:
         _, extension = split_member_name(name)
-        if extension in sample.members:
+        if extension in sample.names:
             sample.fail(DUPLICATE_KEY, f"member {name!r} appears twice in sample {sample.key!r}")
             return
-        sample.members[extension] = tar.extractfile(member).read()  # type: ignore[union-attr]
         sample.names[extension] = name
+        limit = max_member_bytes if extension in IMAGE_EXTENSIONS else min(max_member_bytes, MAX_SIDECAR_BYTES)
+        if extension not in (*IMAGE_EXTENSIONS, "txt", "json"):
+            return
+        if member.size > limit:
+            sample.fail(TOO_LARGE, f"member {name!r} holds {member.size} bytes, more than the limit of {limit}")
+            return
+        sample.members[extension] = tar.extractfile(member).read()  # type: ignore[union-attr]
+
+
+def _is_utf8(name: str) -> bool:
+    """False for a name tarfile could only decode with escaped (non-UTF-8) bytes."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_safe_name(name: str) -> bool:
@@ -358,10 +500,9 @@ def _member_type(member: tarfile.TarInfo) -> str:
     return f"member of type {member.type!r}"
 
 
-def _has_end_marker(handle: BinaryIO, offset: int) -> bool:
+def _has_end_marker(stream: _RecentBytes, offset: int) -> bool:
     """Whether the archive goes on, after its last member, with the two zero blocks a complete tar ends with."""
-    handle.seek(offset)
-    tail = handle.read(_END_OF_ARCHIVE)
+    tail = stream.bytes_at(offset, _END_OF_ARCHIVE)
     return len(tail) == _END_OF_ARCHIVE and not any(tail)
 
 
@@ -423,8 +564,8 @@ def _parquet_layout(schema: pa.Schema) -> Optional[_ParquetLayout]:
     return _ParquetLayout(image[0], image[1], key, text, scalars)
 
 
-def _parquet_records(shard: SourceShard, problems: list[str]) -> Iterator[SourceRecord]:
-    """Records of a Parquet shard, read batch by batch."""
+def _parquet_records(shard: SourceShard, problems: list[str], max_member_bytes: int) -> Iterator[SourceRecord]:
+    """Records of a Parquet shard, read row group by row group; a corrupt group fails its rows and the next follows."""
     row = 0
     try:
         with pq.ParquetFile(shard.path) as parquet:
@@ -433,15 +574,34 @@ def _parquet_records(shard: SourceShard, problems: list[str]) -> Iterator[Source
                 problems.append(f"{shard.path}: no image column (a struct with 'bytes', or binary 'jpg' / 'image')")
                 return
             seen: set[str] = set()
-            for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=layout.columns):
-                for values in batch.to_pylist():
-                    yield _parquet_record(values, row, layout, seen)
-                    row += 1
+            for group in range(parquet.num_row_groups):
+                rows = parquet.metadata.row_group(group).num_rows
+                try:
+                    table = parquet.read_row_group(group, columns=layout.columns)
+                except (pa.ArrowException, OSError) as err:
+                    span = f"rows {row} to {row + rows - 1}"
+                    problems.append(f"{shard.path}: row group {group} ({span}) is unreadable ({err})")
+                    yield from _unreadable_rows(shard.path, group, row, rows)
+                    row += rows
+                    continue
+                for batch in table.to_batches(max_chunksize=_PARQUET_BATCH_ROWS):
+                    for values in batch.to_pylist():
+                        yield _parquet_record(values, row, layout, seen, max_member_bytes)
+                        row += 1
+                del table
     except (pa.ArrowException, OSError) as err:
         problems.append(f"{shard.path}: unreadable parquet after {row} rows ({err})")
 
 
-def _parquet_record(values: dict[str, Any], row: int, layout: _ParquetLayout, seen: set[str]) -> SourceRecord:
+def _unreadable_rows(path: Path, group: int, first: int, rows: int) -> Iterator[SourceRecord]:
+    """One failed record per row of a corrupt row group (its row count is believed up to the file's size)."""
+    for row in range(first, first + min(rows, path.stat().st_size)):
+        detail = f"row {row} is in row group {group} of {path.name}, which is unreadable"
+        yield _failed(f"{row:09d}", CORRUPT_ROW_GROUP, detail)
+
+
+def _parquet_record(values: dict[str, Any], row: int, layout: _ParquetLayout, seen: set[str],
+                    max_member_bytes: int) -> SourceRecord:
     """The record of one Parquet row."""
     key_value = values.get(layout.key) if layout.key else None
     key = f"{row:09d}" if key_value is None else str(key_value)
@@ -453,6 +613,9 @@ def _parquet_record(values: dict[str, Any], row: int, layout: _ParquetLayout, se
         image = image.get("bytes")
     if not image:
         return _failed(key, EMPTY_FILE, f"row {row} has no image bytes in column {layout.image!r}")
+    if len(image) > max_member_bytes:
+        detail = f"row {row} holds an image of {len(image)} bytes, more than the limit of {max_member_bytes}"
+        return _failed(key, TOO_LARGE, detail)
     text = values.get(layout.text) if layout.text else None
     meta = {c: values[c] for c in layout.meta}
     return SourceRecord(key=key, image=bytes(image), text=text, meta=meta)
@@ -461,7 +624,7 @@ def _parquet_record(values: dict[str, Any], row: int, layout: _ParquetLayout, se
 # ---------------------------------------------------------------- folders
 
 
-def _folder_records(shard: SourceShard, problems: list[str]) -> Iterator[SourceRecord]:
+def _folder_records(shard: SourceShard, problems: list[str], max_member_bytes: int) -> Iterator[SourceRecord]:
     """Records of a folder chunk, one file at a time."""
     seen: set[str] = set()
     for relative in shard.members:
@@ -470,25 +633,41 @@ def _folder_records(shard: SourceShard, problems: list[str]) -> Iterator[SourceR
             yield _failed(key, DUPLICATE_KEY, f"{relative} has the same name as another image of {shard.path}")
             continue
         seen.add(key)
-        yield _folder_record(shard.path, relative, key, problems)
+        yield _folder_record(shard.path, relative, key, problems, max_member_bytes)
 
 
-def _folder_record(root: Path, relative: str, key: str, problems: list[str]) -> SourceRecord:
+def _folder_record(root: Path, relative: str, key: str, problems: list[str], max_member_bytes: int) -> SourceRecord:
     """The record of one image file, with ``KEY.txt`` / ``KEY.json`` beside it as text and meta."""
     path = root / relative
     try:
-        image = path.read_bytes()
-        text = _read_if_present(root / f"{key}.txt")
-        meta = _read_if_present(root / f"{key}.json")
+        image = _read_capped(path, max_member_bytes)
+        text = _read_if_present(root / f"{key}.txt", min(max_member_bytes, MAX_SIDECAR_BYTES))
+        meta = _read_if_present(root / f"{key}.json", min(max_member_bytes, MAX_SIDECAR_BYTES))
+    except _TooLarge as err:
+        return _failed(key, TOO_LARGE, str(err))
     except OSError as err:
         problems.append(f"{path}: cannot read ({err.strerror or err})")
         return _failed(key, MISSING_IMAGE, f"{path} cannot be read ({err.strerror or err})")
     return _sample_record(key, image, relative, text, meta)
 
 
-def _read_if_present(path: Path) -> Optional[bytes]:
+class _TooLarge(Exception):
+    """A file larger than its byte cap (not read)."""
+
+
+def _read_capped(path: Path, limit: int) -> bytes:
+    """The bytes of a file, refusing one of more than ``limit`` bytes before reading it."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        data = b"" if size > limit else handle.read(limit + 1)
+        if size > limit or len(data) > limit:
+            raise _TooLarge(f"{path.name} holds {max(size, len(data))} bytes, more than the limit of {limit}")
+        return data
+
+
+def _read_if_present(path: Path, limit: int) -> Optional[bytes]:
     """The bytes of a sidecar file, or ``None`` when there is none."""
-    return path.read_bytes() if path.is_file() else None
+    return _read_capped(path, limit) if path.is_file() else None
 
 
 # ---------------------------------------------------------------- decoding
@@ -507,7 +686,7 @@ class _WatchedBytes(io.BytesIO):
         return chunk
 
 
-def decode_image(data: bytes, max_pixels: int = 50_000_000) -> np.ndarray:
+def decode_image(data: bytes, max_pixels: int = _DEFAULTS.max_image_pixels) -> np.ndarray:
     """Decode image bytes to RGB pixels, refusing anything empty, broken, cut off or too large.
 
     Decoding is deterministic. Palette, grey, 16-bit, CMYK and images with
@@ -570,7 +749,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         grey = np.round(np.asarray(image, dtype=np.float64) / 257.0).astype(np.uint8)
         return Image.fromarray(grey, mode="L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")  # convert() would copy an RGBA image
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+        white.alpha_composite(rgba)  # in place: one full-size copy fewer than Image.alpha_composite
+        del rgba
+        return white.convert("RGB")
     return image.convert("RGB")

@@ -25,6 +25,7 @@ CAPTION_COLUMNS = ("caption1", "caption2")
 NO_BYTES = "rows without image bytes"
 NO_CAPTIONS = "rows without captions"
 EMPTY_CAPTION = "empty captions dropped"
+UNREADABLE_ROWS = "rows in unreadable row groups"
 
 
 def parquet_files(root_or_files: Path | str | Iterable[Path | str]) -> list[Path]:
@@ -57,8 +58,9 @@ def iter_webperson(root_or_files: Path | str | Iterable[Path | str], tally: Stre
     """Stream ``(image_bytes, captions, key)`` from WebPerson Parquet shards, row group by row group.
 
     A row without image bytes or without any non-empty caption is skipped; an
-    empty caption next to a good one is dropped. A shard that cannot be read is
-    skipped from the point of failure. Image bytes are not decoded here.
+    empty caption next to a good one is dropped. A shard that cannot be opened
+    is skipped, and so is an unreadable row group (counted; the shard's other
+    row groups are read). Image bytes are not decoded here.
 
     Args:
         root_or_files: a directory of shards, one shard, or a list of shards.
@@ -94,7 +96,7 @@ def count_webperson(root_or_files: Path | str | Iterable[Path | str]) -> StreamT
 
 
 def _row_groups(path: Path, tally: StreamTally, columns: list[str] | None) -> Iterator[tuple[pa.Table, int]]:
-    """Each row group of one shard with the index of its first row; an unreadable shard ends early."""
+    """Each readable row group of one shard with the index of its first row; an unreadable group is skipped."""
     tally.shards += 1
     try:
         shard = pq.ParquetFile(path)
@@ -105,11 +107,14 @@ def _row_groups(path: Path, tally: StreamTally, columns: list[str] | None) -> It
     names = [n for n in ("image", "image_path", *CAPTION_COLUMNS) if n in shard.schema_arrow.names] if columns is None else columns
     first_row = 0
     for group in range(shard.num_row_groups):
+        rows = shard.metadata.row_group(group).num_rows
         try:
             table = shard.read_row_group(group, columns=names)
-        except (pa.ArrowException, OSError) as err:
-            tally.bad_shards.append(f"{path}: row group {group}: {err}")
-            return
+        except (pa.ArrowException, OSError) as err:  # the other row groups are still read
+            tally.bad_shards.append(f"{path}: row group {group} (rows {first_row} to {first_row + rows - 1}): {err}")
+            tally.skipped[UNREADABLE_ROWS] += rows
+            first_row += rows
+            continue
         yield table, first_row
         first_row += table.num_rows
 

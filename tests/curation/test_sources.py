@@ -421,7 +421,149 @@ def test_image_decode_error_survives_pickling_between_workers() -> None:
 def test_reasons_list_every_failure_once() -> None:
     expected = {
         "missing_image", "empty_file", "unsafe_member", "bad_text", "bad_json", "duplicate_key",
-        "truncated_shard", "corrupt_image", "truncated_image", "too_large",
+        "truncated_shard", "corrupt_image", "truncated_image", "too_large", "corrupt_row_group",
     }
     assert len(sources.REASONS) == len(expected) and set(sources.REASONS) == expected
     assert (sources.UNSAFE_MEMBER, sources.TRUNCATED_SHARD, sources.TOO_LARGE) == ("unsafe_member", "truncated_shard", "too_large")
+
+
+# ---------------------------------------------------------------- caps on what is read
+
+
+def test_an_image_member_over_the_byte_cap_fails_unread_and_the_next_sample_is_read(tmp_path: Path) -> None:
+    big = image_bytes(2, size=(96, 64))
+    shard = single_tar(tmp_path, [*GOOD_A, ("b.jpg", big), ("b.txt", b"x"), *GOOD_C])
+    records = list(iter_source(shard, max_member_bytes=len(big) - 1))
+    assert [(r.key, r.error) for r in records] == [("a", None), ("b", "too_large"), ("c", None)]
+    assert str(len(big)) in records[1].detail
+    assert [r.error for r in iter_source(shard, max_member_bytes=len(big))] == [None, None, None]
+
+
+def test_a_json_sidecar_over_its_cap_fails_the_sample(tmp_path: Path) -> None:
+    huge = json.dumps({"key": "b", "pad": [[]] * (sources.MAX_SIDECAR_BYTES // 3)}).encode("utf-8")
+    shard = single_tar(tmp_path, [*GOOD_A, ("b.jpg", image_bytes(2)), ("b.json", huge), *GOOD_C])
+    assert [(r.key, r.error) for r in read_all(shard)[0]] == [("a", None), ("b", "too_large"), ("c", None)]
+
+
+def test_an_oversized_extended_tar_header_is_a_shard_problem_not_a_memory_spike(tmp_path: Path) -> None:
+    path = tmp_path / "in" / "00000.tar"
+    path.parent.mkdir()
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in GOOD_A:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo("b.jpg")
+        info.pax_headers = {"comment": "x" * (2 << 20)}
+        tar.addfile(info, io.BytesIO(b""))
+    (shard,) = list_source_shards(tmp_path / "in")
+    records, problems = read_all(shard)
+    assert [(r.key, r.error) for r in records] == [("a", "truncated_shard")]  # the break comes before a is known whole
+    assert len(problems) == 1 and "extended header of 2097169 bytes" in problems[0]
+
+
+def test_folder_and_parquet_images_over_the_byte_cap_fail(tmp_path: Path) -> None:
+    small, big = image_bytes(1, size=(8, 8)), image_bytes(2, size=(96, 64))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "small.jpg").write_bytes(small)
+    (tmp_path / "folder" / "big.jpg").write_bytes(big)
+    (shard,) = list_source_shards(tmp_path / "folder")
+    outcome = {r.key: r.error for r in iter_source(shard, max_member_bytes=len(small))}
+    assert outcome == {"big": "too_large", "small": None}
+    (tmp_path / "pq").mkdir()
+    pq.write_table(pa.table({"key": ["small", "big"], "jpg": [small, big]}), tmp_path / "pq" / "a.parquet")
+    (shard,) = list_source_shards(tmp_path / "pq")
+    outcome = {r.key: r.error for r in iter_source(shard, max_member_bytes=len(small))}
+    assert outcome == {"big": "too_large", "small": None}
+
+
+def test_decode_image_refuses_more_pixels_than_its_cap_before_decoding() -> None:
+    data = image_bytes(0, size=(100, 50), fmt="PNG")
+    assert decode_image(data, max_pixels=5000).shape == (50, 100, 3)
+    with pytest.raises(ImageDecodeError) as err:
+        decode_image(data, max_pixels=4999)
+    assert err.value.reason == "too_large"
+
+
+# ---------------------------------------------------------------- corrupt Parquet row groups
+
+
+def corrupt_row_group(path: Path, group: int) -> None:
+    """Scramble the first page header of every column chunk of one row group (the rest of the file stays whole)."""
+    metadata = pq.ParquetFile(path).metadata
+    data = bytearray(path.read_bytes())
+    for column in range(metadata.num_columns):
+        chunk = metadata.row_group(group).column(column)
+        start = chunk.dictionary_page_offset or chunk.data_page_offset
+        for i in range(start, start + 24):
+            data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupt_parquet_row_group_fails_its_rows_and_the_readable_groups_are_read(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / "a.parquet"
+    images = [image_bytes(i, size=(8, 8)) for i in range(30)]
+    pq.write_table(pa.table({"jpg": images, "caption": [f"c{i}" for i in range(30)]}), path, row_group_size=10)
+    corrupt_row_group(path, 1)
+    (shard,) = list_source_shards(tmp_path / "in")
+    records, problems = read_all(shard)
+    assert len(records) == 30
+    assert [r.key for r in records] == [f"{i:09d}" for i in range(30)]
+    assert [r.error for r in records] == [None] * 10 + ["corrupt_row_group"] * 10 + [None] * 10
+    assert [r.image for r in records if r.error is None] == images[:10] + images[20:]
+    assert len(problems) == 1 and "row group 1 (rows 10 to 19)" in problems[0]
+
+
+# ---------------------------------------------------------------- gzip-compressed tars
+
+
+def _gzip(path: Path, target: Path) -> Path:
+    import gzip
+
+    target.write_bytes(gzip.compress(path.read_bytes(), mtime=0))
+    return target
+
+
+def test_gzip_compressed_tars_are_listed_and_read_like_plain_ones(tmp_path: Path) -> None:
+    plain = write_tar(tmp_path / "plain" / "00000.tar", [*GOOD_A, *sample("b", seed=2), *GOOD_C])
+    (tmp_path / "in").mkdir()
+    _gzip(plain, tmp_path / "in" / "00000.tar.gz")
+    _gzip(plain, tmp_path / "in" / "00001.tgz")
+    _gzip(plain, tmp_path / "in" / "00002.tar")  # gzip bytes behind a .tar name
+    shards = list_source_shards(tmp_path / "in")
+    assert [s.name for s in shards] == ["00000", "00001", "00002"]
+    expected, _ = read_all(list_source_shards(tmp_path / "plain")[0])
+    for shard in shards:
+        assert read_all(shard) == (expected, [])
+
+
+def test_a_cut_or_corrupt_gzip_tar_is_a_shard_problem_and_keeps_what_came_before(tmp_path: Path) -> None:
+    plain = write_tar(tmp_path / "plain" / "00000.tar", [*GOOD_A, *sample("b", seed=2), *GOOD_C])
+    (tmp_path / "in").mkdir()
+    packed = _gzip(plain, tmp_path / "in" / "00000.tar.gz").read_bytes()
+    (tmp_path / "in" / "00000.tar.gz").write_bytes(packed[: len(packed) * 2 // 3])
+    (tmp_path / "in" / "00001.tar.gz").write_bytes(packed[:10] + bytes(200) + packed[210:])
+    cut, corrupt = list_source_shards(tmp_path / "in")
+    records, problems = read_all(cut)
+    assert records[0].key == "a" and records[0].error is None and records[-1].error == "truncated_shard"
+    assert len(problems) == 1 and str(cut.path) in problems[0]
+    records, problems = read_all(corrupt)
+    assert all(r.error is not None for r in records) and len(problems) == 1 and str(corrupt.path) in problems[0]
+
+
+def test_a_gzip_tar_without_its_end_marker_is_reported(tmp_path: Path) -> None:
+    plain = write_tar(tmp_path / "plain" / "00000.tar", [*GOOD_A, *GOOD_C])
+    drop_end_marker(plain)
+    (tmp_path / "in").mkdir()
+    _gzip(plain, tmp_path / "in" / "00000.tar.gz")
+    (shard,) = list_source_shards(tmp_path / "in")
+    records, problems = read_all(shard)
+    assert [r.error for r in records] == [None, "truncated_shard"] and "end-of-archive" in problems[0]
+
+
+def test_a_tar_and_a_tar_gz_of_one_name_are_refused(tmp_path: Path) -> None:
+    plain = write_tar(tmp_path / "in" / "00000.tar", GOOD_A)
+    _gzip(plain, tmp_path / "in" / "00000.tar.gz")
+    with pytest.raises(DataError, match=r"00000\.tar and .*00000\.tar\.gz would both be curated as shard '00000'"):
+        list_source_shards(tmp_path / "in")

@@ -405,3 +405,26 @@ def test_format_stats_is_an_aligned_table():
     assert table[-1].split() == ["total", "13,003", "40,206", "80,440"]
     assert len({len(line) for line in table}) == 1
     assert lines[-1] == "problems: 2 (2 missing image)"
+
+
+def test_webperson_skips_a_corrupt_row_group_and_reads_the_others(tmp_path):
+    jpeg = _jpeg((10, 120, 200))
+    rows = [{"image": {"bytes": jpeg, "path": f"p{i}.jpg"}, "image_path": f"imgs/{i}.jpg", "caption1": f"caption {i}",
+             "caption2": "second"} for i in range(30)]
+    path = tmp_path / "web" / "train-00000.parquet"
+    _write_webperson(path, rows, row_group_size=10)
+    metadata = pq.ParquetFile(path).metadata
+    data = bytearray(path.read_bytes())
+    for column in range(metadata.num_columns):  # scramble the first page header of each column chunk of group 1
+        chunk = metadata.row_group(1).column(column)
+        start = chunk.dictionary_page_offset or chunk.data_page_offset
+        data[start : start + 24] = bytes(b ^ 0x5A for b in data[start : start + 24])
+    path.write_bytes(bytes(data))
+
+    tally = StreamTally()
+    samples = list(iter_webperson(path, tally))
+    assert [s.key for s in samples] == [f"imgs/{i}.jpg" for i in [*range(10), *range(20, 30)]]
+    assert tally.skipped["rows in unreadable row groups"] == 10
+    assert len(tally.bad_shards) == 1 and "row group 1 (rows 10 to 19)" in tally.bad_shards[0]
+    counted = count_webperson(path)
+    assert (counted.samples, dict(counted.skipped)) == (20, dict(tally.skipped))
