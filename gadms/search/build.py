@@ -13,22 +13,37 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Iterator
 
-import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from gadms.data.pipeline import image_transform, open_image
 from gadms.model.backbone import BACKBONES
-from gadms.search.index import EMBEDDINGS_FILE, META_FILE, SOURCES_FILE, IndexMeta, check_model, read_meta, read_records, write_meta
+from gadms.search.index import (
+    EMBEDDINGS_FILE,
+    META_FILE,
+    SOURCES_FILE,
+    IndexMeta,
+    check_model,
+    read_meta,
+    read_records,
+    write_meta,
+)
 from gadms.search.model import SearchModel
-from gadms.search.ranking import APPROX_FILE, ApproximateIndex, default_nlist, probe_queries_from, train_approximate, tune_nprobe
+from gadms.search.ranking import (
+    APPROX_FILE,
+    ApproximateIndex,
+    default_nlist,
+    probe_queries_from,
+    train_approximate,
+    tune_nprobe,
+)
 from gadms.search.sources import Gallery, GalleryItem
 
 APPROX_THRESHOLD = 100_000

@@ -28,7 +28,7 @@ def index_command(
     model: Optional[str] = typer.Option(
         None, "--model", help="MLflow model URI, run directory, model.safetensors or checkpoint.pt "
         "(default: models:/<tracking.registered_model>@<tracking.champion_alias>, i.e. models:/gadms-person-retrieval@champion).",
-    ),  # fmt: skip
+    ),
     images: Optional[Path] = typer.Option(None, "--images", help="A folder of images, read recursively."),
     benchmark: Optional[str] = typer.Option(None, "--benchmark", help="cuhk-pedes | icfg-pedes | rstpreid (with --root)."),
     root: Optional[Path] = typer.Option(None, "--root", help="The benchmark directory or its parent."),

@@ -51,7 +51,7 @@ class ModelIdentity:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, raw: dict) -> "ModelIdentity":
+    def from_json(cls, raw: dict) -> ModelIdentity:
         """Read back :meth:`to_json`'s dict."""
         return cls(str(raw["digest"]), str(raw["label"]), str(raw["source"]), dict(raw["architecture"]))
 

@@ -120,7 +120,7 @@ class ApproximateIndex:
         return path
 
     @classmethod
-    def load(cls, directory: Path, meta: dict) -> "ApproximateIndex":
+    def load(cls, directory: Path, meta: dict) -> ApproximateIndex:
         """Read an index written by :meth:`save` with the settings recorded in ``meta``."""
         import faiss
 
