@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+import torch
 
-from gadms.eval.evaluate import encode_texts
+from gadms.model.backbone import tokenizer
 from gadms.search.index import SearchIndex
 from gadms.search.model import SearchError, SearchModel
 from gadms.search.ranking import exact_top_k, recall_at_k
@@ -62,9 +64,19 @@ class SearchRun:
     seconds: float
 
 
-def embed_queries(searcher: SearchModel, queries: list[str]) -> np.ndarray:
-    """``(Q, E)`` float32 unit embeddings of the query texts."""
-    return encode_texts(searcher.model, queries, device=searcher.device).numpy().astype(np.float32)
+@lru_cache(maxsize=4)
+def _tokenizer(context_length: int):
+    """CLIP's tokenizer, built once (building it reads the BPE vocabulary: tens of milliseconds)."""
+    return tokenizer(context_length)
+
+
+@torch.no_grad()
+def embed_queries(searcher: SearchModel, queries: list[str], batch: int = 256) -> np.ndarray:
+    """``(Q, E)`` float32 unit embeddings of the query texts (as :func:`gadms.eval.evaluate.encode_texts`)."""
+    tok = _tokenizer(searcher.model.arch.context_length)
+    out = [searcher.model.embed_texts(tok(queries[s : s + batch]).to(searcher.device)).float().cpu().numpy()
+           for s in range(0, len(queries), batch)]  # fmt: skip
+    return np.concatenate(out).astype(np.float32)
 
 
 def run_queries(index: SearchIndex, searcher: SearchModel, queries: list[str], k: int = 10, mode: str = "auto",
