@@ -13,7 +13,10 @@ an alias is pinned to the version it pointed at, so an index keeps working
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +26,7 @@ import torch
 from gadms.config import Params
 from gadms.model.retrieval import PersonRetrievalModel
 
+_PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
 
@@ -139,7 +143,7 @@ def _from_mlflow(uri: str, params: Params, root: Path | None) -> tuple[PersonRet
     with using_store(params, root) as store:
         try:
             label, pinned = _pin_registry_uri(MlflowClient(store), uri)
-            with tempfile.TemporaryDirectory(prefix="gadms-model-") as scratch:
+            with tempfile.TemporaryDirectory(prefix="gadms-model-") as scratch, _no_download_bar():
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=pinned, dst_path=scratch))
                 weights = sorted(local.rglob("*.safetensors"))
                 if len(weights) != 1:
@@ -147,6 +151,20 @@ def _from_mlflow(uri: str, params: Params, root: Path | None) -> tuple[PersonRet
                 return load_model(weights[0]), label, pinned
         except MlflowException as exc:
             raise SearchError(f"--model {uri}: {exc.message.splitlines()[0]} (store {store})") from None
+
+
+@contextmanager
+def _no_download_bar() -> Iterator[None]:
+    """Silence MLflow's per-file download bar (a logged model carries the gadms code: a hundred files)."""
+    saved = os.environ.get(_PROGRESS_ENV)
+    os.environ[_PROGRESS_ENV] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(_PROGRESS_ENV, None)
+        else:
+            os.environ[_PROGRESS_ENV] = saved
 
 
 def _pin_registry_uri(client, uri: str) -> tuple[str, str]:
