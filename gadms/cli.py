@@ -17,6 +17,7 @@ import typer
 import yaml
 
 from gadms.config import ConfigError, Params, load_params
+from gadms.search.commands import add_search_commands
 
 app = typer.Typer(
     help="GA-DMS text-based person retrieval: curate web images into a person-caption corpus, "
@@ -58,6 +59,7 @@ app.add_typer(curate_app, name="curate")
 app.add_typer(params_app, name="params")
 app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
+add_search_commands(app)  # gadms index / search / serve
 
 ParamsOpt = typer.Option(None, "--params", help="Parameter file (default: ./params.yaml, else built-in defaults).")
 SetOpt = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override one parameter, e.g. --set train.lr=3e-4 (repeatable).")

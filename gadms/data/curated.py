@@ -68,6 +68,19 @@ def iter_curated(directory: Path | str, tally: StreamTally | None = None) -> Ite
         logger.warning(tally.report(f"curated shards {directory}"))
 
 
+def iter_shard(shard: Path | str, tally: StreamTally | None = None) -> Iterator[Sample]:
+    """Stream the samples of one curated shard (skips and counts as :func:`iter_curated` does).
+
+    Args:
+        shard: a ``.tar`` shard.
+        tally: filled with counts of what was yielded and skipped, if given.
+
+    Returns:
+        An iterator of ``Sample``.
+    """
+    return _shard_samples(Path(shard), StreamTally() if tally is None else tally)
+
+
 def count_curated(directory: Path | str) -> StreamTally:
     """Count samples, captions, skipped samples and bad shards of a curated directory.
 

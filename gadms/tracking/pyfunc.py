@@ -1,11 +1,21 @@
 """The retrieval model as an MLflow pyfunc: text or images in, L2-normalised embeddings out.
 
 ``mlflow.pyfunc.load_model(uri).predict(df)`` takes a pandas DataFrame with
-exactly one of two columns:
+a ``text`` column, an ``image`` column, or both (both are optional in the
+signature); each row sets exactly one of them:
 
-- ``text``: captions (strings) -> their text embeddings;
-- ``image``: encoded images (JPEG or PNG bytes; base64 strings are accepted
-  too, which is how a REST client sends binary columns) -> image embeddings.
+- ``text``: a caption (string) -> its text embedding;
+- ``image``: an encoded image (JPEG or PNG bytes; a base64 string is accepted
+  too, which is how a REST client sends binary columns) -> its image embedding.
+
+In process, a frame may mix caption rows and image rows (the other column
+null); a row with both or neither is refused. Over REST (``mlflow models
+serve``, ``POST /invocations``) send one column per request, e.g.
+``{"dataframe_split": {"columns": ["text"], "data": [["a man in red"]]}}`` or
+``{"dataframe_split": {"columns": ["image"], "data": [["<base64 JPEG>"]]}}``:
+MLflow's server decodes every cell of a binary column as base64, so a null
+image cell next to a caption fails there before the model sees it. The
+logged model's metadata (``input``) says the same.
 
 It returns a float32 array ``(rows, embed_dim)``; rows are unit vectors, so
 the cosine similarity of a caption and an image is their dot product. The
@@ -43,6 +53,8 @@ from gadms.model.retrieval import Architecture, PersonRetrievalModel, save_model
 WEIGHTS_ARTIFACT = "model"
 TEXT_COLUMN = "text"
 IMAGE_COLUMN = "image"
+INPUT_CONTRACT = ("each row sets exactly one of the columns 'text' (a caption) or 'image' (JPEG/PNG bytes, base64 over REST); "
+                  "over REST send one of the two columns per request")
 EXAMPLE_CAPTION = "A woman in a red coat and black trousers carrying a white bag."
 REQUIREMENTS = ("mlflow", "torch", "torchvision", "open_clip_torch", "safetensors", "pillow", "numpy", "pandas", "pydantic", "pyyaml", "tqdm")
 _MODEL_CODE = (
@@ -110,32 +122,49 @@ def image_bytes(value: Any) -> bytes:
 
 
 def embed_frame(model: PersonRetrievalModel, frame: pd.DataFrame, device: str = "cpu") -> np.ndarray:
-    """Embed a DataFrame's ``text`` or ``image`` column (the pyfunc's ``predict``).
+    """Embed each row's ``text`` or ``image`` (the pyfunc's ``predict``).
 
     Args:
         model: the model, on ``device``.
-        frame: exactly one of the columns ``text`` and ``image``.
+        frame: a ``text`` and/or an ``image`` column; each row sets exactly one of them.
         device: where to encode.
 
     Returns:
         ``(rows, embed_dim)`` float32 L2-normalised embeddings, in row order.
+
+    Raises:
+        ValueError: neither column, or a row with both or neither value.
     """
     from gadms.eval.evaluate import encode_images, encode_texts
 
-    columns = [c for c in (TEXT_COLUMN, IMAGE_COLUMN) if c in frame.columns]
-    if len(columns) != 1:
-        raise ValueError(f"input needs exactly one of the columns 'text' or 'image', got {list(frame.columns)}")
-    if len(frame) == 0:
-        return np.zeros((0, BACKBONES[model.arch.backbone].embed_dim), dtype=np.float32)
-    if columns[0] == TEXT_COLUMN:
-        features = encode_texts(model, [str(t) for t in frame[TEXT_COLUMN]], device=device)
-    else:
-        features = encode_images(model, [image_bytes(v) for v in frame[IMAGE_COLUMN]], device=device)
-    return features.numpy().astype(np.float32)
+    if TEXT_COLUMN not in frame.columns and IMAGE_COLUMN not in frame.columns:
+        raise ValueError(f"input needs exactly one of the columns 'text' or 'image' per row, got columns {list(frame.columns)}")
+    texts, images = _column_cells(frame, TEXT_COLUMN), _column_cells(frame, IMAGE_COLUMN)
+    for row, (text, image) in enumerate(zip(texts, images)):
+        if (text is None) == (image is None):
+            raise ValueError(f"row {row}: set exactly one of the columns 'text' or 'image' (got {'both' if text is not None else 'neither'})")
+    out = np.zeros((len(frame), BACKBONES[model.arch.backbone].embed_dim), dtype=np.float32)
+    text_rows = [i for i, t in enumerate(texts) if t is not None]
+    image_rows = [i for i, v in enumerate(images) if v is not None]
+    if text_rows:
+        out[text_rows] = encode_texts(model, [str(texts[i]) for i in text_rows], device=device).numpy()
+    if image_rows:
+        out[image_rows] = encode_images(model, [image_bytes(images[i]) for i in image_rows], device=device).numpy()
+    return out
+
+
+def _column_cells(frame: pd.DataFrame, column: str) -> list[Any]:
+    """The column's cells with missing values (absent column, None, NaN) as None."""
+    if column not in frame.columns:
+        return [None] * len(frame)
+    return [None if value is None or (isinstance(value, float) and np.isnan(value)) else value for value in frame[column]]
 
 
 def embedding_signature(embed_dim: int) -> ModelSignature:
     """The pyfunc's signature: optional ``text`` (string) and ``image`` (binary) columns in, ``(-1, embed_dim)`` float32 out.
+
+    Both columns are optional because a request may carry either or both; each row sets exactly one
+    (see :func:`embed_frame`).
 
     Args:
         embed_dim: the embedding width.
@@ -200,6 +229,7 @@ def log_retrieval_model(model: PersonRetrievalModel | Path, name: str = "model",
             signature=embedding_signature(BACKBONES[arch.backbone].embed_dim),
             input_example=pd.DataFrame({TEXT_COLUMN: [EXAMPLE_CAPTION]}),
             pip_requirements=pinned_requirements(),
-            metadata={"gadms_architecture": json.dumps(asdict(arch), sort_keys=True), "output": "L2-normalised embeddings"},
+            metadata={"gadms_architecture": json.dumps(asdict(arch), sort_keys=True), "output": "L2-normalised embeddings",
+                      "input": INPUT_CONTRACT},
             registered_model_name=registered_model_name,
         )

@@ -1,0 +1,185 @@
+"""The ``gadms index``, ``gadms search`` and ``gadms serve`` commands (added to the main app by :func:`add_search_commands`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+ParamsOpt = typer.Option(None, "--params", help="Parameter file (default: ./params.yaml, else built-in defaults).")
+SetOpt = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override one parameter (repeatable).")
+DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N.")
+SearchModelOpt = typer.Option(
+    None, "--model", help="Model for the queries (default: the one the index was built with); another model is refused."
+)
+
+
+def _cli():
+    """The main CLI module, for its shared error handling and parameter loading (imported late: it imports us)."""
+    from gadms import cli
+
+    return cli
+
+
+def index_command(
+    out: Path = typer.Option(..., "--out", help="Index directory (created, or extended with the new images)."),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="MLflow model URI, run directory, model.safetensors or checkpoint.pt "
+        "(default: models:/<tracking.registered_model>@<tracking.champion_alias>, i.e. models:/gadms-person-retrieval@champion).",
+    ),
+    images: Optional[Path] = typer.Option(None, "--images", help="A folder of images, read recursively."),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="cuhk-pedes | icfg-pedes | rstpreid (with --root)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="The benchmark directory or its parent."),
+    split: str = typer.Option("test", "--split", help="Benchmark split whose images are indexed."),
+    curated: Optional[Path] = typer.Option(None, "--curated", help="A directory of curated shards (KEY.jpg crops)."),
+    batch: int = typer.Option(64, "--batch", min=1, help="Images encoded at once."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Threads decoding images."),
+    approx_threshold: int = typer.Option(100_000, "--approx-threshold", min=0, help="Rows from which a FAISS approximate index is built."),
+    device: str = DeviceOpt,
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Encode a gallery into a search index (embeddings, each image's source, the model's identity).
+
+    Give exactly one of --images, --benchmark (with --root) and --curated. Indexing again into the same --out
+    encodes only images not indexed yet; an index is extended only with the model that built it. Images that
+    cannot be decoded are skipped and counted.
+    """
+    from gadms.search.build import build_index
+    from gadms.search.model import load_search_model
+
+    cli = _cli()
+    with cli._user_errors():
+        p = cli._params(params, set_)
+        gallery = _gallery(images, benchmark, root, split, curated)
+        searcher = load_search_model(model or f"models:/{p.tracking.registered_model}@{p.tracking.champion_alias}", p, device)
+        report = build_index(out, gallery, searcher, batch, workers, approx_threshold, p.seed, progress=not quiet)
+        rate = report.added / report.seconds if report.seconds > 0 else 0.0
+        typer.echo(f"index {out}: {report.count} images, model {searcher.identity.label} (weights {searcher.identity.digest[:12]})")
+        typer.echo(f"this run: {report.found} found = {report.already} already indexed + {report.added} added "
+                   f"+ {sum(report.skipped.values())} skipped; {report.seconds:.1f}s ({rate:.1f} images/s on {searcher.device})")  # fmt: skip
+        for reason, n in sorted(report.skipped.items()):
+            typer.echo(f"  skipped {n} ({reason})")
+        for example in report.examples:
+            typer.echo(f"    e.g. {example}")
+        if report.approximate:
+            a = report.approximate
+            typer.echo(f"approximate index: FAISS IVF-Flat, {a['nlist']} cells, nprobe {a['nprobe']}, "
+                       f"recall@10 vs exact {a['recall_at_10']:.3f} on {a['probe_queries']} probe queries")  # fmt: skip
+
+
+def _gallery(images: Optional[Path], benchmark: Optional[str], root: Optional[Path], split: str, curated: Optional[Path]):
+    """The one gallery source the options name."""
+    from gadms.search.model import SearchError
+    from gadms.search.sources import benchmark_gallery, curated_gallery, folder_gallery
+
+    given = [name for name, value in (("--images", images), ("--benchmark", benchmark), ("--curated", curated)) if value is not None]
+    if len(given) != 1:
+        raise SearchError(f"give exactly one of --images, --benchmark, --curated (got {', '.join(given) or 'none'})")
+    if images is not None:
+        return folder_gallery(images)
+    if curated is not None:
+        return curated_gallery(curated)
+    if root is None:
+        raise SearchError("--benchmark needs --root (the benchmark directory or its parent)")
+    return benchmark_gallery(benchmark, root, split)  # type: ignore[arg-type]
+
+
+def read_query_file(path: Path) -> list[str]:
+    """One query per line; blank lines and lines starting with ``#`` are left out."""
+    from gadms.search.model import SearchError
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SearchError(f"--queries {path}: cannot read ({type(exc).__name__})") from None
+    queries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not queries:
+        raise SearchError(f"--queries {path}: no queries in the file")
+    return queries
+
+
+def open_checked(index_dir: Path, model: Optional[str], p, device: str):
+    """Open an index and load its model (or ``model``, which must have the same weights).
+
+    Returns:
+        ``(index, searcher)``.
+    """
+    from gadms.search.index import check_model, open_index
+    from gadms.search.model import load_search_model
+
+    index = open_index(index_dir)
+    searcher = load_search_model(model or index.meta.model.source, p, device)
+    check_model(index.meta, searcher.identity, index_dir)
+    return index, searcher
+
+
+def search_command(
+    index_dir: Path = typer.Argument(..., metavar="INDEX", help="The index directory (from gadms index)."),
+    query: Optional[str] = typer.Argument(None, help="The text query, e.g. \"a woman in a beige puffer coat\"."),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="A file of queries, one per line (with or without QUERY)."),
+    top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Results per query."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: one object for one query, a list for several."),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="Also draw the queries with their top-k images to this PNG."),
+    mode: str = typer.Option("auto", "--mode", help="auto (approximate when the index has one) | exact | approximate."),
+    check_recall: bool = typer.Option(False, "--check-recall", help="With approximate search, also search exactly and print recall@k."),
+    model: Optional[str] = SearchModelOpt,
+    device: str = DeviceOpt,
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Rank the indexed images for text queries: the top-k with cosine scores, as a table, JSON or a figure."""
+    from gadms.search.figures import write_search_figure
+    from gadms.search.model import SearchError
+    from gadms.search.query import format_results, run_queries
+
+    cli = _cli()
+    with cli._user_errors():
+        p = cli._params(params, set_)
+        texts = ([query] if query is not None else []) + (read_query_file(queries) if queries is not None else [])
+        if not texts:
+            raise SearchError("give a QUERY or --queries FILE")
+        index, searcher = open_checked(index_dir, model, p, device)
+        run = run_queries(index, searcher, texts, top_k, mode, check_recall)
+        label = index.meta.model.label
+        if as_json:
+            objects = [r.to_json(label) for r in run.results]
+            typer.echo(json.dumps(objects[0] if len(objects) == 1 else objects, indent=2, ensure_ascii=False))
+        else:
+            typer.echo(format_results(run, label, len(index)))
+        if figure is not None:
+            written = write_search_figure(index, run, figure, f"model {label}")
+            typer.echo(f"figure: {written}", err=as_json)
+
+
+def serve_command(
+    index_dir: Path = typer.Argument(..., metavar="INDEX", help="The index directory (from gadms index)."),
+    port: int = typer.Option(8765, "--port", min=1, max=65535, help="Port on 127.0.0.1."),
+    top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Results shown per query."),
+    model: Optional[str] = SearchModelOpt,
+    device: str = DeviceOpt,
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """A search page on http://127.0.0.1:PORT/: type a query, see the ranked images with scores and the model version."""
+    import uvicorn
+
+    from gadms.search.web import create_app
+
+    cli = _cli()
+    with cli._user_errors():
+        p = cli._params(params, set_)
+        index, searcher = open_checked(index_dir, model, p, device)
+        app = create_app(index, searcher, top_k)
+    typer.echo(f"serving {index_dir} ({len(index)} images, model {index.meta.model.label}) on http://127.0.0.1:{port}/")
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def add_search_commands(app: typer.Typer) -> None:
+    """Register ``index``, ``search`` and ``serve`` on the main ``gadms`` app."""
+    app.command("index")(index_command)
+    app.command("search")(search_command)
+    app.command("serve")(serve_command)

@@ -1,0 +1,183 @@
+"""Which model encodes a gallery and its queries: loaded from an MLflow URI, a run directory or a weights file.
+
+A model's identity is the SHA-256 of its weights (tensor names, dtypes,
+shapes and bytes, in name order), so the same weights have the same identity
+whether they come from ``models:/gadms-person-retrieval@champion``, the run
+directory that produced them or its ``model.safetensors``. An index records
+the identity of the model that built it and refuses queries from any other.
+For a registry URI the identity also names the registered model and version;
+an alias is pinned to the version it pointed at, so an index keeps working
+(with its own model) after the champion moves on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gadms.config import Params
+from gadms.model.retrieval import PersonRetrievalModel
+
+_PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+
+
+class SearchError(ValueError):
+    """A search input (model, index, source, query) cannot be used; the message is one line."""
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What an index remembers of its model.
+
+    Attributes:
+        digest: SHA-256 of the weights (see the module docstring).
+        label: for people, e.g. ``gadms-person-retrieval v3`` or the weights file name.
+        source: how to load the same model again (a pinned ``models:/NAME/VERSION`` URI or an absolute path).
+        architecture: the model's :class:`~gadms.model.retrieval.Architecture` fields.
+    """
+
+    digest: str
+    label: str
+    source: str
+    architecture: dict
+
+    def to_json(self) -> dict:
+        """The identity as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict) -> ModelIdentity:
+        """Read back :meth:`to_json`'s dict."""
+        return cls(str(raw["digest"]), str(raw["label"]), str(raw["source"]), dict(raw["architecture"]))
+
+
+@dataclass
+class SearchModel:
+    """A loaded model in eval mode on its device, with its identity."""
+
+    model: PersonRetrievalModel
+    identity: ModelIdentity
+    device: str
+
+
+def weights_digest(model: PersonRetrievalModel) -> str:
+    """SHA-256 over the model's tensors in name order (name, dtype, shape, bytes).
+
+    Args:
+        model: the model.
+
+    Returns:
+        The hex digest.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        array = tensor.detach().cpu().contiguous().numpy()
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}\n".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` means CUDA when available, else the CPU; other names are returned as they are."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_search_model(spec: str, params: Params, device: str = "auto", root: Path | None = None) -> SearchModel:
+    """Load a model given as an MLflow model URI, a run directory, ``model.safetensors`` or ``checkpoint.pt``.
+
+    Args:
+        spec: e.g. ``models:/gadms-person-retrieval@champion``, ``models:/NAME/3``, ``runs:/ID/model``,
+            ``runs/finetune`` or ``runs/finetune/model.safetensors``.
+        params: selects the MLflow store (``tracking.uri`` / ``paths.mlruns_dir``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        root: directory a relative ``paths.mlruns_dir`` is resolved against.
+
+    Returns:
+        The model in eval mode on the device, with its identity.
+
+    Raises:
+        SearchError: the URI or path does not lead to a gadms model.
+    """
+    if spec.startswith(MLFLOW_SCHEMES):
+        model, label, pinned = _from_mlflow(spec, params, root)
+    else:
+        model, label, pinned = _from_path(Path(spec))
+    identity = ModelIdentity(weights_digest(model), label, pinned, asdict(model.arch))
+    dev = resolve_device(device)
+    return SearchModel(model.to(dev).eval(), identity, dev)
+
+
+def _from_path(path: Path) -> tuple[PersonRetrievalModel, str, str]:
+    """A model from a local file or run directory; its label is the path."""
+    from gadms.train.runs import load_any_model
+
+    if not path.exists():
+        raise SearchError(f"--model {path}: no such file or directory (give an MLflow model URI, a run directory or model.safetensors)")
+    try:
+        model = load_any_model(path)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise SearchError(f"--model {path}: not a gadms model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    return model, str(path), str(path.resolve())
+
+
+def _from_mlflow(uri: str, params: Params, root: Path | None) -> tuple[PersonRetrievalModel, str, str]:
+    """A model from the MLflow store named by ``params``: registry aliases are pinned to their version."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from gadms.model.retrieval import load_model
+    from gadms.tracking.store import using_store
+
+    with using_store(params, root) as store:
+        try:
+            label, pinned = _pin_registry_uri(MlflowClient(store), uri)
+            with tempfile.TemporaryDirectory(prefix="gadms-model-") as scratch, _no_download_bar():
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=pinned, dst_path=scratch))
+                weights = sorted(local.rglob("*.safetensors"))
+                if len(weights) != 1:
+                    raise SearchError(f"--model {uri}: expected one .safetensors weights file in the logged model, found {len(weights)}")
+                return load_model(weights[0]), label, pinned
+        except MlflowException as exc:
+            raise SearchError(f"--model {uri}: {exc.message.splitlines()[0]} (store {store})") from None
+
+
+@contextmanager
+def _no_download_bar() -> Iterator[None]:
+    """Silence MLflow's per-file download bar (a logged model carries the gadms code: a hundred files)."""
+    saved = os.environ.get(_PROGRESS_ENV)
+    os.environ[_PROGRESS_ENV] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(_PROGRESS_ENV, None)
+        else:
+            os.environ[_PROGRESS_ENV] = saved
+
+
+def _pin_registry_uri(client, uri: str) -> tuple[str, str]:
+    """``(label, pinned uri)``: ``models:/NAME@ALIAS`` and ``models:/NAME/VERSION`` name a registered version."""
+    rest = uri[len("models:/") :] if uri.startswith("models:/") else None
+    if rest is None or rest.startswith("m-"):  # runs:/..., or a logged model id
+        return uri, uri
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias).version
+    else:
+        name, _, version = rest.rpartition("/")
+        if not name or not version.isdigit():
+            return uri, uri
+        client.get_model_version(name, version)  # raises when it does not exist
+    return f"{name} v{version}", f"models:/{name}/{version}"

@@ -1,0 +1,142 @@
+"""Answer text queries over an index: encode the queries with the index's model, rank, describe the results.
+
+``mode`` picks the ranking: ``exact`` scores every row; ``approximate``
+uses the index's FAISS index (an error when it has none); ``auto`` uses the
+approximate index when there is one, else exact. With ``check_recall`` an
+approximate search is also run exactly and its recall@k on these very queries
+is reported next to the recall measured when the index was built.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from gadms.model.backbone import tokenizer
+from gadms.search.index import SearchIndex
+from gadms.search.model import SearchError, SearchModel
+from gadms.search.ranking import exact_top_k, recall_at_k
+
+MODES = ("auto", "exact", "approximate")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked gallery item."""
+
+    rank: int
+    score: float
+    row: int
+    source: str
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The ranked items of one query."""
+
+    query: str
+    hits: list[Hit]
+
+    def to_json(self, model_label: str) -> dict:
+        """``{"query", "model", "results": [{"rank", "score", "source"}, ...]}``."""
+        results = [{"rank": h.rank, "score": round(h.score, 6), "source": h.source} for h in self.hits]
+        return {"query": self.query, "model": model_label, "results": results}
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """Results of a batch of queries and how they were ranked.
+
+    Attributes:
+        results: one per query, in input order.
+        method: ``exact`` or ``approximate (faiss-ivf-flat, nprobe P of L cells)``.
+        recall: recall@k against exact on these queries (only with ``check_recall``).
+        seconds: time to rank (text encoding excluded).
+    """
+
+    results: list[QueryResult]
+    method: str
+    recall: float | None
+    seconds: float
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(context_length: int):
+    """CLIP's tokenizer, built once (building it reads the BPE vocabulary: tens of milliseconds)."""
+    return tokenizer(context_length)
+
+
+@torch.no_grad()
+def embed_queries(searcher: SearchModel, queries: list[str], batch: int = 256) -> np.ndarray:
+    """``(Q, E)`` float32 unit embeddings of the query texts (as :func:`gadms.eval.evaluate.encode_texts`)."""
+    tok = _tokenizer(searcher.model.arch.context_length)
+    out = [searcher.model.embed_texts(tok(queries[s : s + batch]).to(searcher.device)).float().cpu().numpy()
+           for s in range(0, len(queries), batch)]  # fmt: skip
+    return np.concatenate(out).astype(np.float32)
+
+
+def run_queries(index: SearchIndex, searcher: SearchModel, queries: list[str], k: int = 10, mode: str = "auto",
+                check_recall: bool = False) -> SearchRun:  # fmt: skip
+    """Rank the index for each query.
+
+    Args:
+        index: the opened index (its model is checked by the caller, see :func:`gadms.search.index.check_model`).
+        searcher: the index's model.
+        queries: texts, at least one, none empty.
+        k: results per query.
+        mode: one of :data:`MODES`.
+        check_recall: with approximate ranking, also rank exactly and report recall@k.
+
+    Returns:
+        The results.
+    """
+    if mode not in MODES:
+        raise SearchError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
+    if not queries or any(not q.strip() for q in queries):
+        raise SearchError("queries: give at least one non-empty query text")
+    if k < 1:
+        raise SearchError(f"--top-k {k}: must be at least 1")
+    vectors = embed_queries(searcher, queries)
+    return rank_vectors(index, vectors, queries, k, mode, check_recall)
+
+
+def rank_vectors(index: SearchIndex, vectors: np.ndarray, queries: list[str], k: int, mode: str = "auto",
+                 check_recall: bool = False) -> SearchRun:  # fmt: skip
+    """:func:`run_queries` for embeddings already computed (``vectors`` row i is ``queries[i]``)."""
+    approximate = mode == "approximate" or (mode == "auto" and index.approximate is not None)
+    if approximate and index.approximate is None:
+        raise SearchError(f"{index.directory}: no approximate index (it has {len(index)} rows; build with a lower --approx-threshold)")
+    started = time.perf_counter()
+    if approximate:
+        scores, ids = index.approximate.search(vectors, k)  # type: ignore[union-attr]
+        a = index.approximate
+        method = f"approximate (faiss IVF-Flat, {a.nprobe} of {a.nlist} cells, build-time recall@{a.k} {a.recall:.3f})"
+    else:
+        scores, ids = exact_top_k(index.embeddings, vectors, k)
+        method = "exact"
+    seconds = time.perf_counter() - started
+    recall = None
+    if approximate and check_recall:
+        recall = recall_at_k(ids, exact_top_k(index.embeddings, vectors, k)[1])
+    return SearchRun([_result(index, q, s, i) for q, s, i in zip(queries, scores, ids)], method, recall, seconds)
+
+
+def _result(index: SearchIndex, query: str, scores: np.ndarray, ids: np.ndarray) -> QueryResult:
+    """Hits of one query (FAISS pads with id -1 when it found fewer than k)."""
+    hits = [Hit(rank, float(s), int(i), index.records[int(i)]["source"]) for rank, (s, i) in enumerate(zip(scores, ids), start=1) if i >= 0]
+    return QueryResult(query, hits)
+
+
+def format_results(run: SearchRun, model_label: str, count: int) -> str:
+    """A text table per query: rank, score, source."""
+    lines = [f"model {model_label}, {run.method} search over {count} images"]
+    if run.recall is not None:
+        lines.append(f"recall@k of this approximate search against exact, on these queries: {run.recall:.3f}")
+    for result in run.results:
+        lines += ["", f"query: {result.query}", f"{'rank':>4}  {'score':>7}  source"]
+        lines += [f"{h.rank:>4}  {h.score:>7.4f}  {h.source}" for h in result.hits]
+    return "\n".join(lines)

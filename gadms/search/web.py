@@ -1,0 +1,119 @@
+"""The search page: a FastAPI app serving one plain HTML page, a JSON search endpoint and the gallery images.
+
+``GET /`` is the page (a text box; results appear as images with rank and
+score; the model version is in the header), ``GET /api/search?q=TEXT&k=K``
+answers like ``gadms search --json`` (plus each result's ``row``), ``GET
+/image/ROW`` is an indexed image, ``GET /api/info`` says which index and
+model are served. Started by ``gadms serve`` on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import html
+import mimetypes
+import threading
+
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import HTMLResponse, Response
+
+from gadms.search.index import SearchIndex
+from gadms.search.model import SearchError, SearchModel
+from gadms.search.query import run_queries
+from gadms.search.sources import read_source
+
+MAX_K = 100
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>gadms person search</title>
+<style>
+ body {{ font-family: sans-serif; margin: 1.5em; background: #fafafa; }}
+ header {{ color: #444; margin-bottom: 1em; }}
+ #q {{ width: 32em; font-size: 1.1em; padding: .3em; }}
+ #results {{ display: flex; flex-wrap: wrap; gap: .8em; margin-top: 1em; }}
+ figure {{ margin: 0; text-align: center; font-size: .85em; }}
+ figure img {{ height: 192px; border: 3px solid #2b83ba; display: block; }}
+ #status {{ color: #666; margin-top: .5em; }}
+</style></head>
+<body>
+<header><h2>Person search</h2>
+ <span id="model">model <b>{model}</b></span> &middot; <span id="count">{count} images</span> &middot; {method}</header>
+<form id="form"><input id="q" name="q" placeholder="a woman in a beige puffer coat" autofocus>
+ <input id="k" name="k" type="number" value="{k}" min="1" max="{max_k}" style="width:4em">
+ <button type="submit">Search</button></form>
+<div id="status"></div>
+<div id="results"></div>
+<script>
+document.getElementById("form").addEventListener("submit", async (event) => {{
+  event.preventDefault();
+  const q = document.getElementById("q").value, k = document.getElementById("k").value;
+  const status = document.getElementById("status"), results = document.getElementById("results");
+  status.textContent = "searching...";
+  const response = await fetch("/api/search?" + new URLSearchParams({{q: q, k: k}}));
+  const body = await response.json();
+  if (!response.ok) {{ status.textContent = "error: " + body.detail; results.replaceChildren(); return; }}
+  status.textContent = body.results.length + " results for \\u201c" + body.query + "\\u201d";
+  results.replaceChildren(...body.results.map((r) => {{
+    const figure = document.createElement("figure");
+    const img = document.createElement("img");
+    img.src = "/image/" + r.row; img.alt = r.source; img.title = r.source; img.className = "result";
+    const caption = document.createElement("figcaption");
+    caption.textContent = "#" + r.rank + "  " + r.score.toFixed(3);
+    figure.append(img, caption);
+    return figure;
+  }}));
+}});
+</script>
+</body></html>
+"""
+
+
+def create_app(index: SearchIndex, searcher: SearchModel, top_k: int = 10) -> FastAPI:
+    """The search app over an opened index and its (checked) model.
+
+    Args:
+        index: the index.
+        searcher: its model.
+        top_k: results the page asks for by default.
+
+    Returns:
+        The FastAPI application.
+    """
+    app = FastAPI(title="gadms person search", docs_url=None, redoc_url=None)
+    lock = threading.Lock()  # one query at a time through the model
+    label = index.meta.model.label
+    method = "approximate search" if index.approximate is not None else "exact search"
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return PAGE.format(model=html.escape(label), count=len(index), method=method, k=top_k, max_k=MAX_K)
+
+    @app.get("/api/info")
+    def info() -> dict:
+        return {"index": str(index.directory), "model": label, "weights": index.meta.model.digest, "count": len(index)}
+
+    @app.get("/api/search")
+    def search(q: str = Query(..., description="the text query"), k: int = Query(top_k, ge=1, le=MAX_K)) -> dict:
+        try:
+            with lock:
+                result = run_queries(index, searcher, [q], k).results[0]
+        except SearchError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        body = result.to_json(label)
+        for item, hit in zip(body["results"], result.hits):
+            item["row"] = hit.row
+        return body
+
+    @app.get("/image/{row}")
+    def image(row: int) -> Response:
+        if not 0 <= row < len(index):
+            raise HTTPException(status_code=404, detail=f"no row {row} (the index has {len(index)})")
+        record = index.records[row]
+        try:
+            data = read_source(record)
+        except OSError:
+            raise HTTPException(status_code=410, detail=f"{record['source']}: no longer readable") from None
+        name = "sample.jpg" if "shard" in record else record["source"]  # curated shards hold JPEG crops
+        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return Response(data, media_type=kind)
+
+    return app
