@@ -25,6 +25,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 ImageSource = Union[Path, bytes]
+SEED_SPACE = 1 << 64  # torch generators take seeds below 2**64; derived seeds wrap around (smaller ones unchanged)
 
 
 def image_transform(height: int, width: int, augment: AugmentConfig | None = None) -> v2.Compose:
@@ -92,7 +93,7 @@ class PairDataset(Dataset):
     def __getitem__(self, index: int):
         pair = self.pairs[index]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+            torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % SEED_SPACE)
             image = self.transform(open_image(pair.image))
         tokens = self.tokenizer([pair.caption])[0]
         return image, tokens, pair.identity, index
@@ -131,7 +132,7 @@ class EpochSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         if self.shuffle:
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 7919 + self.epoch)).tolist()
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed((self.seed * 7919 + self.epoch) % SEED_SPACE)).tolist()
         else:
             order = list(range(self.size))
         total = len(self) * self.world_size
@@ -160,7 +161,7 @@ class IdentitySampler(Sampler[int]):
         self.epoch = epoch
 
     def _indices(self) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        g = torch.Generator().manual_seed((self.seed * 7919 + self.epoch) % SEED_SPACE)
         ids = list(self.by_id)
         order: list[int] = []
         while len(order) < self.size:
