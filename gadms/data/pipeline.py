@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
 from gadms.config import AugmentConfig
+from gadms.data.problems import ImageError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -49,12 +50,28 @@ def image_transform(height: int, width: int, augment: AugmentConfig | None = Non
     return v2.Compose(steps)
 
 
-def open_image(source: ImageSource) -> Image.Image:
-    """Decode an image from a path or encoded bytes as RGB."""
-    if isinstance(source, bytes):
-        return Image.open(io.BytesIO(source)).convert("RGB")
-    with Image.open(source) as image:
-        return image.convert("RGB")
+def open_image(source: ImageSource, label: str | None = None) -> Image.Image:
+    """Decode an image from a path or encoded bytes as RGB.
+
+    Args:
+        source: a file path or the encoded bytes.
+        label: names in-memory bytes in an error (e.g. ``"pair 12"``); a path names itself.
+
+    Returns:
+        The RGB image.
+
+    Raises:
+        ImageError: the image cannot be read or decoded; one line naming the file.
+    """
+    try:
+        if isinstance(source, bytes):
+            return Image.open(io.BytesIO(source)).convert("RGB")
+        with Image.open(source) as image:
+            return image.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - a broken image raises OSError, SyntaxError, ValueError, zlib.error, ...
+        name = source if not isinstance(source, bytes) else f"{label or 'image'} ({len(source)} bytes)"
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        raise ImageError(f"{name}: cannot decode image ({type(exc).__name__}{': ' + reason if reason else ''})") from None
 
 
 @dataclass(frozen=True)
@@ -94,7 +111,7 @@ class PairDataset(Dataset):
         pair = self.pairs[index]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % SEED_SPACE)
-            image = self.transform(open_image(pair.image))
+            image = self.transform(open_image(pair.image, f"image of training pair {index}"))
         tokens = self.tokenizer([pair.caption])[0]
         return image, tokens, pair.identity, index
 
@@ -110,7 +127,7 @@ class ImageDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int):
-        return self.transform(open_image(self.images[index])), index
+        return self.transform(open_image(self.images[index], f"gallery image {index}")), index
 
 
 class EpochSampler(Sampler[int]):
