@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from gadms.config import LossConfig, ModelConfig, OptimizerConfig
 from gadms.data.pipeline import EpochSampler, IdentitySampler, PairDataset
+from gadms.model.files import ModelFileError, read_torch_file, require_entries
 from gadms.model.retrieval import PersonRetrievalModel, save_model
 from gadms.model.step import Mode, TrainingStep
 from gadms.shards import atomic_path
@@ -33,6 +34,7 @@ from gadms.train import distributed
 
 CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.safetensors"
+_CHECKPOINT_ENTRIES = ("epoch", "model", "optimizer", "scheduler", "scaler", "step_generator", "torch_rng", "architecture")
 
 
 @dataclass(frozen=True)
@@ -186,16 +188,20 @@ class Trainer:
         path = self.out_dir / CHECKPOINT
         if not path.is_file():
             return 0
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = require_entries(read_torch_file(path), path, _CHECKPOINT_ENTRIES, "gadms training checkpoint")
         if state["architecture"] != json.dumps(asdict(self.model.arch), sort_keys=True):
             raise ValueError(f"{path}: checkpoint was made for another architecture; use a new --out or matching params")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step.generator.set_state(state["step_generator"])
-        torch.set_rng_state(state["torch_rng"])
-        return int(state["epoch"]) + 1
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.step.generator.set_state(state["step_generator"])
+            torch.set_rng_state(state["torch_rng"])
+            return int(state["epoch"]) + 1
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise ModelFileError(f"{path}: checkpoint does not fit this run ({reason}); use a new --out or matching params") from None
 
     # -- the loop ----------------------------------------------------------------
 
