@@ -138,8 +138,38 @@ class PersonRetrievalModel(nn.Module):
         load_pretrained(self.clip, source, arch)
 
 
+def non_finite_weights(model: nn.Module) -> list[str]:
+    """Names of the parameters and buffers holding an infinite or NaN value (one device sync).
+
+    Args:
+        model: any module.
+
+    Returns:
+        The names, in module order; empty when every weight is finite.
+    """
+    named = [(n, t) for n, t in model.state_dict().items() if t.is_floating_point()]
+    if not named:
+        return []
+    flags = torch.stack([torch.isfinite(t.detach()).all() for _, t in named]).tolist()
+    return [n for (n, _), ok in zip(named, flags) if not ok]
+
+
 def save_model(model: PersonRetrievalModel, path: Path) -> Path:
-    """Write weights as safetensors with the architecture in the metadata."""
+    """Write weights as safetensors with the architecture in the metadata.
+
+    Args:
+        model: the model.
+        path: the ``.safetensors`` file to write.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: a weight is infinite or NaN (such a model is never written, so never logged or registered).
+    """
+    bad = non_finite_weights(model)
+    if bad:
+        raise ValueError(f"{path}: not written: {len(bad)} weight tensor(s) are not finite, e.g. {bad[0]}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
