@@ -60,7 +60,9 @@ app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
 
 ParamsOpt = typer.Option(None, "--params", help="Parameter file (default: ./params.yaml, else built-in defaults).")
-SetOpt = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override one parameter, e.g. --set train.optimizer.lr=3e-4 (repeatable).")
+SetOpt = typer.Option(
+    None, "--set", metavar="KEY=VALUE", help="Override one parameter, e.g. --set train.optimizer.lr=3e-4 (repeatable)."
+)
 
 
 class UserError(Exception):

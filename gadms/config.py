@@ -348,7 +348,8 @@ def _describe(error: dict[str, Any]) -> str:
         "less_than_equal": "must be <= {le}",
     }
     if kind in bounds:
-        reason = bounds[kind].format(**{k: f"{v:g}" if isinstance(v, (int, float)) and abs(v) < 1e16 else v for k, v in ctx.items()})
+        shown = {k: f"{v:g}" if isinstance(v, (int, float)) and abs(v) < 1e16 else v for k, v in ctx.items()}
+        reason = bounds[kind].format(**shown)
     elif kind == "value_error":
         reason = str(ctx.get("error", error["msg"]))
     else:

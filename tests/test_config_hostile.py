@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 # 9 ** 7 (4.8 million) strings from ~500 bytes: the "billion laughs" shape
 BOMB = "".join(
     f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
-    for prev, name in zip([None, "a", "b", "c", "d", "e", "f"], ["a", "b", "c", "d", "e", "f", "g"])
+    for prev, name in zip([None, "a", "b", "c", "d", "e", "f"], ["a", "b", "c", "d", "e", "f", "g"], strict=True)
 )
 
 
@@ -124,7 +124,11 @@ def test_non_finite_numbers_in_lists_are_refused(key):
 
 def test_every_float_parameter_refuses_infinity():
     """Not only the keys above: each float in the schema (single values and lists) refuses .inf."""
-    floats = {k: v for k, v in flatten(Params()).items() if isinstance(v, float) or (isinstance(v, list) and v and isinstance(v[0], float))}
+
+    def is_float(v) -> bool:
+        return isinstance(v, float) or (isinstance(v, list) and bool(v) and isinstance(v[0], float))
+
+    floats = {k: v for k, v in flatten(Params()).items() if is_float(v)}
     assert len(floats) > 40
     for key, value in floats.items():
         bad = "[.inf]" if isinstance(value, list) else ".inf"
@@ -139,7 +143,8 @@ def test_seed_past_64_bits_is_one_line_and_the_largest_seed_trains():
     # every seed the schema accepts reaches torch without an overflow
     buf = io.BytesIO()
     Image.new("RGB", (8, 16)).save(buf, format="PNG")
-    dataset = PairDataset([Pair(buf.getvalue(), "a man", 0)], image_transform(32, 16, AugmentConfig()), tokenizer(8), MAX_SEED)
+    transform = image_transform(32, 16, AugmentConfig())
+    dataset = PairDataset([Pair(buf.getvalue(), "a man", 0)], transform, tokenizer(8), MAX_SEED)
     dataset.set_epoch(2)
     assert dataset[0][0].shape == (3, 32, 16)
     for sampler in (EpochSampler(4, seed=MAX_SEED, shuffle=True), IdentitySampler([0, 0, 1, 1], 2, 2, seed=MAX_SEED)):

@@ -2,6 +2,7 @@
 parameter files, error messages) is checked against the real schema: it loads, or, where the README shows the
 error it gives, gives exactly that error."""
 
+import itertools
 import re
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def _shown_errors(text: str) -> dict[str, str]:
     """Example -> the ``error:`` line a README code block shows right after ``$ gadms ... --set EXAMPLE``."""
     shown = {}
     lines = text.splitlines()
-    for line, following in zip(lines, lines[1:]):
+    for line, following in itertools.pairwise(lines):
         found = EXAMPLE.search(line)
         if line.startswith("$ gadms") and found and following.startswith("error: "):
             shown[_clean(found.group(1))] = following.removeprefix("error: ")

@@ -325,7 +325,7 @@ def _image_problem(index: int, image: Path) -> Problem | None:
         with Image.open(image) as opened:
             opened.draft("RGB", (1, 1))  # JPEG: decode every block at 1/8 scale, enough to find truncation
             opened.load()
-    except Exception as exc:  # noqa: BLE001 - broken images raise OSError, SyntaxError, ValueError, zlib.error, ...
+    except Exception as exc:  # broken images raise OSError, SyntaxError, ValueError, zlib.error, ...
         return Problem(index, "corrupt image", f"image does not decode ({type(exc).__name__}): {image}")
     return None
 

@@ -68,10 +68,11 @@ def open_image(source: ImageSource, label: str | None = None) -> Image.Image:
             return Image.open(io.BytesIO(source)).convert("RGB")
         with Image.open(source) as image:
             return image.convert("RGB")
-    except Exception as exc:  # noqa: BLE001 - a broken image raises OSError, SyntaxError, ValueError, zlib.error, ...
+    except Exception as exc:  # a broken image raises OSError, SyntaxError, ValueError, zlib.error, ...
         name = source if not isinstance(source, bytes) else f"{label or 'image'} ({len(source)} bytes)"
         reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
-        raise ImageError(f"{name}: cannot decode image ({type(exc).__name__}{': ' + reason if reason else ''})") from None
+        detail = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+        raise ImageError(f"{name}: cannot decode image ({detail})") from None
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,8 @@ class EpochSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         if self.shuffle:
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed((self.seed * 7919 + self.epoch) % SEED_SPACE)).tolist()
+            generator = torch.Generator().manual_seed((self.seed * 7919 + self.epoch) % SEED_SPACE)
+            order = torch.randperm(self.size, generator=generator).tolist()
         else:
             order = list(range(self.size))
         total = len(self) * self.world_size

@@ -31,6 +31,10 @@ def _first_line(exc: BaseException, limit: int = 120) -> str:
     return sentence if len(sentence) <= limit else sentence[: limit - 3] + "..."
 
 
+def _unreadable(path: Path, exc: BaseException) -> str:
+    return f"{path}: not a readable PyTorch file, truncated or corrupt ({_first_line(exc)})"
+
+
 def _existing(path: Path) -> int:
     """The file's size; a missing or empty file is a ModelFileError."""
     try:
@@ -63,9 +67,10 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - a safe_open handle, not a dict
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"{path}: not a readable safetensors file, truncated or corrupt ({_first_line(exc)})") from None
+        why = _first_line(exc)
+        raise ModelFileError(f"{path}: not a readable safetensors file, truncated or corrupt ({why})") from None
     return tensors, metadata
 
 
@@ -91,11 +96,11 @@ def read_torch_file(path: Path) -> Any:
         found = _GLOBAL.search(str(exc))
         callable_name = found.group(1) if found else _pickled_callable(path)
         if callable_name is None:
-            raise ModelFileError(f"{path}: not a readable PyTorch file, truncated or corrupt ({_first_line(exc)})") from None
+            raise ModelFileError(_unreadable(path, exc)) from None
         raise ModelFileError(f"{path}: refused: loading it would run code (it calls {callable_name}); "
                              "only weights-only files are read") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError, KeyError, IndexError) as exc:
-        raise ModelFileError(f"{path}: not a readable PyTorch file, truncated or corrupt ({_first_line(exc)})") from None
+        raise ModelFileError(_unreadable(path, exc)) from None
 
 
 def _pickled_callable(path: Path) -> str | None:
@@ -114,7 +119,7 @@ def _pickled_callable(path: Path) -> str | None:
                     strings.append(str(arg))
                 if opcode.name == "STOP":
                     return None
-    except Exception:  # noqa: BLE001 - not a pickle, or a broken one: no callable to name
+    except Exception:  # not a pickle, or a broken one: no callable to name
         return None
     return None
 

@@ -151,7 +151,7 @@ def non_finite_weights(model: nn.Module) -> list[str]:
     if not named:
         return []
     flags = torch.stack([torch.isfinite(t.detach()).all() for _, t in named]).tolist()
-    return [n for (n, _), ok in zip(named, flags) if not ok]
+    return [n for (n, _), ok in zip(named, flags, strict=True) if not ok]
 
 
 def save_model(model: PersonRetrievalModel, path: Path) -> Path:
@@ -204,7 +204,7 @@ def build_with_weights(arch: Architecture, state: dict[str, torch.Tensor], sourc
     if missing or unexpected or wrong:
         example = (missing or unexpected or wrong)[0]
         counts = f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} of another shape"
-        raise ModelFileError(f"{source}: weights do not match the recorded architecture ({counts}; e.g. {example[:60]!r})")
+        raise ModelFileError(f"{source}: weights do not fit its architecture ({counts}; e.g. {example[:50]!r})")
     model.load_state_dict(state)
     return model
 

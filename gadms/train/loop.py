@@ -36,7 +36,8 @@ from gadms.train import distributed
 
 CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.safetensors"
-_CHECKPOINT_ENTRIES = ("epoch", "model", "optimizer", "scheduler", "scaler", "step_generator", "torch_rng", "architecture")
+_CHECKPOINT_ENTRIES = ("epoch", "model", "optimizer", "scheduler", "scaler", "step_generator", "torch_rng",
+                       "architecture")
 
 
 class TrainingDiverged(ValueError):
@@ -208,7 +209,8 @@ class Trainer:
             return int(state["epoch"]) + 1
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise ModelFileError(f"{path}: checkpoint does not fit this run ({reason}); use a new --out or matching params") from None
+            advice = "use a new --out or matching params"
+            raise ModelFileError(f"{path}: checkpoint does not fit this run ({reason}); {advice}") from None
 
     # -- the loop ----------------------------------------------------------------
 

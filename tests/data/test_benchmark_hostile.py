@@ -45,7 +45,8 @@ def _write(root: Path, name: str, paths: list[str]) -> Path:
 def test_image_paths_leaving_the_dataset_root_are_bad_records(tmp_path, name):
     outside = tmp_path / "secret.jpg"
     outside.write_bytes(_image())  # exists and decodes: only the path makes it bad
-    escapes = ["../../secret.jpg", "p/../../../secret.jpg", str(outside), "C:\\secret.jpg", "\\\\host\\share\\x.jpg", "a\0b.jpg"]
+    escapes = ["../../secret.jpg", "p/../../../secret.jpg", str(outside), "C:\\secret.jpg",
+               "\\\\host\\share\\x.jpg", "a\0b.jpg"]  # fmt: skip
     bench = _write(tmp_path, name, ["p/0.jpg", *escapes])
     (bench / "imgs" / "p").mkdir()
     (bench / "imgs" / "p" / "0.jpg").write_bytes(_image())
@@ -81,7 +82,8 @@ def test_empty_corrupt_and_truncated_images_are_skipped_with_a_count(tmp_path, n
     data = load_benchmark(name, tmp_path, "test")
 
     assert [p.name for p in data.images] == ["ok.jpg", "ok.png"]
-    assert [(p.index, p.reason) for p in data.problems] == [(2, "empty image"), (3, "corrupt image"), (4, "corrupt image"), (5, "corrupt image")]
+    reasons = [(p.index, p.reason) for p in data.problems]
+    assert reasons == [(2, "empty image"), (3, "corrupt image"), (4, "corrupt image"), (5, "corrupt image")]
     assert "4 bad records skipped (3 corrupt image, 1 empty image)" in data.report()
     assert str(bench / "imgs" / "empty.jpg") in data.problems[0].detail
     with pytest.raises(DataError, match=r"record 2: image file is empty \(0 bytes\): .*empty\.jpg"):

@@ -62,14 +62,14 @@ def _files(tmp_path: Path, model) -> dict[str, tuple[Path, str]]:
     put("cut.safetensors", good[: len(good) // 2], "not a readable safetensors file, truncated or corrupt")
     put("nometa.safetensors", None, r"not a gadms model file \(no architecture metadata\)",
         lambda p: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(p)))
-    put("wings.safetensors", None, r"unknown architecture field\(s\) 'wings'",
-        lambda p: save_file({"x": torch.zeros(1)}, str(p), metadata={"gadms_architecture": '{"backbone": "tiny", "wings": 2}'}))
+    def meta(text: str):
+        return lambda p: save_file({"x": torch.zeros(1)}, str(p), metadata={"gadms_architecture": text})
+
+    put("wings.safetensors", None, r"unknown architecture field\(s\) 'wings'", meta('{"backbone": "tiny", "wings": 2}'))
     put("huge.safetensors", None, r"architecture field 'image_height' must be a count up to 8192, got '1000000000'",
-        lambda p: save_file({"x": torch.zeros(1)}, str(p), metadata={"gadms_architecture": '{"image_height": 1000000000}'}))
-    put("notjson.safetensors", None, "architecture metadata is not a JSON object",
-        lambda p: save_file({"x": torch.zeros(1)}, str(p), metadata={"gadms_architecture": "{oops"}))
-    put("mismatch.safetensors", None, r"weights do not match the recorded architecture \(\d+ missing",
-        lambda p: save_file({"x": torch.zeros(1)}, str(p), metadata={"gadms_architecture": "{}"}))
+        meta('{"image_height": 1000000000}'))
+    put("notjson.safetensors", None, "architecture metadata is not a JSON object", meta("{oops"))
+    put("mismatch.safetensors", None, r"weights do not fit its architecture \(\d+ missing", meta("{}"))
     torch.save(_checkpoint(model), tmp_path / "ok.pt")
     whole = (tmp_path / "ok.pt").read_bytes()
     put("checkpoint_cut.pt", whole[: len(whole) // 2], "not a readable PyTorch file, truncated or corrupt")
@@ -137,6 +137,6 @@ def test_resume_from_a_truncated_checkpoint_is_one_line_and_keeps_the_file(tmp_p
 
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2, result.output
-    assert lines[-1].startswith(f"error: {checkpoint}: not a readable PyTorch file, truncated or corrupt"), result.output
+    assert lines[-1].startswith(f"error: {checkpoint}: not a readable PyTorch file, truncated or corrupt"), lines
     assert checkpoint.read_bytes() == before
     assert sorted(os.listdir(out)) == ["checkpoint.pt"]

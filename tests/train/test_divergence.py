@@ -54,7 +54,8 @@ def test_non_finite_gradient_stops_at_the_first_step(tmp_path, grad_clip):
     trainer = _trainer(tmp_path, grad_clip=grad_clip)
     before = trainer.model.clip.text_projection.detach().clone()
     trainer.model.clip.text_projection.register_hook(lambda grad: grad * math.inf)  # the loss stays finite
-    with pytest.raises(TrainingDiverged, match=r"^training diverged at epoch 1, batch 1 \(step 1\): gradient norm of the total loss is (inf|nan); stopped, no checkpoint was written"):
+    expected = r"^training diverged at epoch 1, batch 1 \(step 1\): gradient norm of the total loss is (inf|nan)"
+    with pytest.raises(TrainingDiverged, match=expected + "; stopped, no checkpoint was written"):
         trainer.fit()
     assert torch.equal(trainer.model.clip.text_projection.detach(), before)  # the step was not applied
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
@@ -72,10 +73,11 @@ def test_a_model_with_non_finite_weights_is_never_written(tmp_path):
 def test_cli_huge_learning_rate_is_one_line_and_writes_no_model(tmp_path):
     write_benchmark(tmp_path / "bench", 6, 0, SynthConfig(), progress=False)
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["train", "pretrain", "--data", str(tmp_path / "bench"), "--format", "cuhk-pedes",
-                                      "--out", str(out), "--no-track", "--device", "cpu", "--set", "train.optimizer.lr=1e30",
-                                      "--set", "train.batch_size=2", "--set", "train.epochs=1", "--set", "model.context_length=32",
-                                      "--set", "train.num_workers=0"])  # fmt: skip
+    sets = ["train.optimizer.lr=1e30", "train.batch_size=2", "train.epochs=1", "model.context_length=32",
+            "train.num_workers=0"]  # fmt: skip
+    args = ["train", "pretrain", "--data", str(tmp_path / "bench"), "--format", "cuhk-pedes", "--out", str(out),
+            "--no-track", "--device", "cpu"]  # fmt: skip
+    result = CliRunner().invoke(app, args + [arg for s in sets for arg in ("--set", s)])
     assert result.exit_code == 2, result.output
     last = result.output.strip().splitlines()[-1]
     assert re.match(r"error: training diverged at epoch 1, batch (\d+) \(step \1\): \w+ is nan; stopped", last), last
