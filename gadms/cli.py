@@ -62,7 +62,9 @@ app.add_typer(data_app, name="data")
 add_search_commands(app)  # gadms index / search / serve
 
 ParamsOpt = typer.Option(None, "--params", help="Parameter file (default: ./params.yaml, else built-in defaults).")
-SetOpt = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override one parameter, e.g. --set train.lr=3e-4 (repeatable).")
+SetOpt = typer.Option(
+    None, "--set", metavar="KEY=VALUE", help="Override one parameter, e.g. --set train.optimizer.lr=3e-4 (repeatable)."
+)
 
 
 class UserError(Exception):

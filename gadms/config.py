@@ -3,7 +3,9 @@
 Every section of params.yaml maps to a frozen pydantic model. Loading fails
 with a :class:`ConfigError` whose message is one line naming the offending key,
 e.g. ``params.yaml: model.masking.alpha_noise: must be <= 1 (got 1.5)``.
-This module imports nothing else from ``gadms``.
+Parameter files are read by :mod:`gadms.safe_yaml` (size, nesting and alias
+limits, no duplicate keys), and no number may be infinite or NaN. This module
+imports nothing else from ``gadms``.
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ from typing import Any, Iterable, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from gadms.safe_yaml import YamlLimitError, load_bounded, shorten
+
 DEFAULT_PARAMS = Path("params.yaml")
+MAX_PARAMS_BYTES = 1 << 20  # a params file is a few kB; refuse anything past 1 MiB unread
+MAX_SEED = 2**64 - 1  # what torch.manual_seed accepts
 
 class ConfigError(ValueError):
     """A parameter file or override is invalid; the message is one line."""
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class PathsConfig(_Section):
@@ -311,7 +317,7 @@ class PipelineConfig(_Section):
 class Params(_Section):
     """The whole of params.yaml."""
 
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     paths: PathsConfig = PathsConfig()
     synth: SynthConfig = SynthConfig()
     curation: CurationConfig = CurationConfig()
@@ -330,7 +336,7 @@ class Params(_Section):
 
 def _describe(error: dict[str, Any]) -> str:
     """Turn one pydantic error into 'dotted.key: reason (got value)'."""
-    key = ".".join(str(part) for part in error["loc"]) or "<root>"
+    key = ".".join(str(part) if len(str(part)) <= 40 else shorten(part, 40) for part in error["loc"]) or "<root>"
     kind = error["type"]
     ctx = error.get("ctx") or {}
     if kind == "extra_forbidden":
@@ -344,14 +350,15 @@ def _describe(error: dict[str, Any]) -> str:
         "less_than_equal": "must be <= {le}",
     }
     if kind in bounds:
-        reason = bounds[kind].format(**{k: f"{v:g}" if isinstance(v, (int, float)) else v for k, v in ctx.items()})
+        shown = {k: f"{v:g}" if isinstance(v, (int, float)) and abs(v) < 1e16 else v for k, v in ctx.items()}
+        reason = bounds[kind].format(**shown)
     elif kind == "value_error":
         reason = str(ctx.get("error", error["msg"]))
     else:
         reason = error["msg"][0].lower() + error["msg"][1:]
     if kind == "value_error" or "input" not in error or isinstance(error["input"], dict):
         return f"{key}: {reason}"
-    return f"{key}: {reason} (got {error['input']!r})"
+    return f"{key}: {reason} (got {shorten(error['input'])})"
 
 
 def params_from_dict(raw: Any, source: str = "params") -> Params:
@@ -384,11 +391,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. train.lr=3e-4")
+        raise ConfigError(f"--set {shorten(text)}: expected KEY=VALUE with a dotted key, e.g. train.optimizer.lr=3e-4")
+    key = key if len(key) <= 80 else shorten(key, 80)
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = load_bounded(value) if value.strip() else None
+    except YamlLimitError as exc:
+        raise ConfigError(f"--set {key}: {exc}") from None
     except yaml.YAMLError:
-        raise ConfigError(f"--set {key}: value {value!r} is not valid YAML") from None
+        raise ConfigError(f"--set {key}: value {shorten(value)} is not valid YAML") from None
     return key.split("."), parsed
 
 
@@ -419,12 +429,28 @@ def _deep_copy(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping, with one-line errors for missing or broken files."""
+    """Read a YAML mapping, with one-line errors for missing, oversized or broken files.
+
+    Args:
+        path: the parameter file (at most ``MAX_PARAMS_BYTES``).
+
+    Returns:
+        The mapping (empty for an empty file).
+
+    Raises:
+        ConfigError: one line naming the file (and line) and what is wrong.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: parameter file not found")
+    with path.open("rb") as handle:
+        data = handle.read(MAX_PARAMS_BYTES + 1)
+    if len(data) > MAX_PARAMS_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_PARAMS_BYTES} bytes; not a parameter file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_bounded(data.decode("utf-8"))
+    except YamlLimitError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -4,7 +4,9 @@ Each benchmark is one JSON list of records (identity, image path, captions,
 split) next to an ``imgs/`` folder. A split is read into a ``SplitData``:
 images with identities (the gallery) and captions with identities (the
 queries), identities renumbered 0..K-1 within the split. Bad records are
-skipped and reported, or raise ``DataError`` in strict mode.
+skipped and reported, or raise ``DataError`` in strict mode: malformed
+fields, an image path that leaves the dataset root (absolute or with ``..``),
+and (with ``check_images``) an image that is missing, empty or does not decode.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, Sequence
+
+from PIL import Image
 
 from gadms.data.problems import DataError, Problem, describe_problems
 
@@ -181,7 +186,8 @@ def read_benchmark(
         root: the benchmark directory or its parent.
         splits: splits to read; ``None`` reads all the benchmark has.
         strict: raise ``DataError`` on the first bad record instead of skipping it.
-        check_images: treat a record whose image file is missing as bad.
+        check_images: treat a record whose image file is missing, empty or undecodable as bad
+            (each image is decoded once, at reduced scale for JPEG).
 
     Returns:
         The splits and the problems found; a warning is logged when records were skipped.
@@ -227,7 +233,7 @@ def load_benchmark(name: str, root: Path | str, split: str, strict: bool = False
         root: the benchmark directory or its parent (``/data`` and ``/data/CUHK-PEDES`` both work).
         split: ``"train"``, ``"val"`` (not ICFG-PEDES) or ``"test"``.
         strict: raise ``DataError`` on the first bad record instead of skipping it.
-        check_images: treat a record whose image file is missing as bad.
+        check_images: treat a record whose image file is missing, empty or undecodable as bad.
 
     Returns:
         The split's images, captions and identities, with the skipped records in ``problems``.
@@ -271,8 +277,10 @@ def _check_record(
     if problem is not None:
         return split, problem
     image = images_dir / record[fmt.image_key]
-    if check_images and not image.is_file():
-        return split, Problem(index, "missing image", f"image file not found: {image}")
+    if check_images:
+        problem = _image_problem(index, image)
+        if problem is not None:
+            return split, problem
     return _Entry(split, image, _parse_id(record["id"]), list(record["captions"]))  # type: ignore[arg-type]
 
 
@@ -284,14 +292,41 @@ def _record_problem(index: int, record: dict, image_key: str) -> Problem | None:
     if _parse_id(record["id"]) is None:
         return Problem(index, "bad id", f"'id' must be an integer or a string of digits, got {record['id']!r}")
     path = record[image_key]
-    if not isinstance(path, str) or not path.strip() or Path(path).is_absolute():
-        return Problem(index, "bad image path", f"{image_key!r} must be a relative path string, got {path!r}")
+    if not isinstance(path, str) or not path.strip() or "\0" in path:
+        return Problem(index, "bad image path", f"{image_key!r} must be a relative path string, got {path!r:.80}")
+    if _leaves_root(path):
+        return Problem(index, "bad image path", f"{image_key!r} leaves the dataset root: {path!r:.80}")
     captions = record["captions"]
     if not isinstance(captions, list) or not captions:
         return Problem(index, "bad captions", f"'captions' must be a non-empty list of strings, got {captions!r}")
     for k, caption in enumerate(captions):
         if not isinstance(caption, str) or not caption.strip():
             return Problem(index, "bad captions", f"caption {k} must be a non-empty string, got {caption!r}")
+    return None
+
+
+def _leaves_root(path: str) -> bool:
+    """Whether a record's image path is absolute (POSIX or Windows) or climbs with ``..``."""
+    posix, windows = PurePosixPath(path), PureWindowsPath(path)
+    return posix.is_absolute() or bool(windows.drive or windows.root) or ".." in posix.parts or ".." in windows.parts
+
+
+def _image_problem(index: int, image: Path) -> Problem | None:
+    """Why an image file cannot be used (missing, empty, not decodable), or None when it decodes."""
+    try:
+        size = image.stat().st_size if image.is_file() else None
+    except OSError as err:
+        return Problem(index, "missing image", f"cannot read image file {image}: {err.strerror or err}")
+    if size is None:
+        return Problem(index, "missing image", f"image file not found: {image}")
+    if size == 0:
+        return Problem(index, "empty image", f"image file is empty (0 bytes): {image}")
+    try:
+        with Image.open(image) as opened:
+            opened.draft("RGB", (1, 1))  # JPEG: decode every block at 1/8 scale, enough to find truncation
+            opened.load()
+    except Exception as exc:  # broken images raise OSError, SyntaxError, ValueError, zlib.error, ...
+        return Problem(index, "corrupt image", f"image does not decode ({type(exc).__name__}): {image}")
     return None
 
 

@@ -20,11 +20,13 @@ from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
 from gadms.config import AugmentConfig
+from gadms.data.problems import ImageError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 ImageSource = Union[Path, bytes]
+SEED_SPACE = 1 << 64  # torch generators take seeds below 2**64; derived seeds wrap around (smaller ones unchanged)
 
 
 def image_transform(height: int, width: int, augment: AugmentConfig | None = None) -> v2.Compose:
@@ -48,12 +50,29 @@ def image_transform(height: int, width: int, augment: AugmentConfig | None = Non
     return v2.Compose(steps)
 
 
-def open_image(source: ImageSource) -> Image.Image:
-    """Decode an image from a path or encoded bytes as RGB."""
-    if isinstance(source, bytes):
-        return Image.open(io.BytesIO(source)).convert("RGB")
-    with Image.open(source) as image:
-        return image.convert("RGB")
+def open_image(source: ImageSource, label: str | None = None) -> Image.Image:
+    """Decode an image from a path or encoded bytes as RGB.
+
+    Args:
+        source: a file path or the encoded bytes.
+        label: names in-memory bytes in an error (e.g. ``"pair 12"``); a path names itself.
+
+    Returns:
+        The RGB image.
+
+    Raises:
+        ImageError: the image cannot be read or decoded; one line naming the file.
+    """
+    try:
+        if isinstance(source, bytes):
+            return Image.open(io.BytesIO(source)).convert("RGB")
+        with Image.open(source) as image:
+            return image.convert("RGB")
+    except Exception as exc:  # a broken image raises OSError, SyntaxError, ValueError, zlib.error, ...
+        name = source if not isinstance(source, bytes) else f"{label or 'image'} ({len(source)} bytes)"
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        detail = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+        raise ImageError(f"{name}: cannot decode image ({detail})") from None
 
 
 @dataclass(frozen=True)
@@ -92,8 +111,8 @@ class PairDataset(Dataset):
     def __getitem__(self, index: int):
         pair = self.pairs[index]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
-            image = self.transform(open_image(pair.image))
+            torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % SEED_SPACE)
+            image = self.transform(open_image(pair.image, f"image of training pair {index}"))
         tokens = self.tokenizer([pair.caption])[0]
         return image, tokens, pair.identity, index
 
@@ -109,7 +128,7 @@ class ImageDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int):
-        return self.transform(open_image(self.images[index])), index
+        return self.transform(open_image(self.images[index], f"gallery image {index}")), index
 
 
 class EpochSampler(Sampler[int]):
@@ -131,7 +150,8 @@ class EpochSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         if self.shuffle:
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 7919 + self.epoch)).tolist()
+            generator = torch.Generator().manual_seed((self.seed * 7919 + self.epoch) % SEED_SPACE)
+            order = torch.randperm(self.size, generator=generator).tolist()
         else:
             order = list(range(self.size))
         total = len(self) * self.world_size
@@ -160,7 +180,7 @@ class IdentitySampler(Sampler[int]):
         self.epoch = epoch
 
     def _indices(self) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        g = torch.Generator().manual_seed((self.seed * 7919 + self.epoch) % SEED_SPACE)
         ids = list(self.by_id)
         order: list[int] = []
         while len(order) < self.size:

@@ -11,6 +11,24 @@ class DataError(ValueError):
     """Data that cannot be read; the one-line message names the file (and record) and what is wrong."""
 
 
+class ImageError(DataError):
+    """An image that cannot be decoded; the message names the file.
+
+    A DataLoader worker's exception comes back to the main process rebuilt from
+    its formatted traceback ("Caught ImageError in DataLoader worker process
+    0. Original Traceback ..."); the message is then cut back to the original
+    line, so the one-line report still names the file.
+    """
+
+    def __init__(self, message: str):
+        if "Original Traceback" in message:
+            lines = [line for line in message.strip().splitlines() if line.strip()]
+            where = lines[0].removeprefix(f"Caught {type(self).__name__} ").rstrip(".")
+            original = lines[-1].partition(f"{type(self).__name__}: ")[2] or lines[-1]
+            message = f"{original} ({where})"
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class Problem:
     """One bad record that was skipped.

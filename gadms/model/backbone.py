@@ -15,6 +15,8 @@ import open_clip
 import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
+from gadms.model.files import ModelFileError, read_safetensors, read_torch_file
+
 # CLIP's vocabulary ends with the start and end tokens; the last BPE merge
 # before them ("jekyll</w>") is reserved as the mask token, so ids stay below
 # the end token and [EOS] pooling by argmax keeps working.
@@ -86,18 +88,23 @@ def tokenizer(context_length: int = 77) -> open_clip.tokenizer.SimpleTokenizer:
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Load weights without running arbitrary pickle code."""
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
+        try:
+            return read_safetensors(path)[0]
+        except ModelFileError as exc:
+            raise BackboneError(str(exc)) from None
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             is_torchscript = any(n.endswith("constants.pkl") for n in archive.namelist())
         if is_torchscript:  # OpenAI's released .pt files are TorchScript archives
-            return torch.jit.load(str(path), map_location="cpu").state_dict()
+            try:
+                return torch.jit.load(str(path), map_location="cpu").state_dict()
+            except (RuntimeError, ValueError, OSError) as exc:
+                reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+                raise BackboneError(f"{path}: TorchScript archive cannot be read ({reason})") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a plain weights file"
-        raise BackboneError(f"{path}: not a weights-only checkpoint ({type(exc).__name__}); re-save it as a state dict or safetensors") from None
+        obj = read_torch_file(path)
+    except ModelFileError as exc:
+        raise BackboneError(f"{exc}; re-save it as a state dict or safetensors") from None
     if isinstance(obj, dict) and "state_dict" in obj:
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

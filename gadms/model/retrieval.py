@@ -9,17 +9,31 @@ architecture in the file's metadata, and loaded back without pickle.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from gadms.model.backbone import BACKBONES, build_clip, load_pretrained
+from gadms.model.files import ModelFileError, read_safetensors
 from gadms.model.interaction import InteractionEncoder
 from gadms.model.text_tower import encode_text
+
+
+# Largest value a model file may record per field: past these the model would not fit in memory anyway,
+# and building it first (to compare the weights) must not exhaust memory.
+_LARGEST = {
+    "image_height": 8192,
+    "image_width": 8192,
+    "context_length": 4096,
+    "interaction_heads": 256,
+    "interaction_layers": 256,
+    "num_identities": 10_000_000,
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,43 @@ class Architecture:
             interaction_layers=model_cfg.interaction.layers,
             num_identities=num_identities,
         )
+
+    @classmethod
+    def from_json(cls, text: Any, source: Path | str) -> "Architecture":
+        """The architecture recorded in a model file, checked field by field.
+
+        Args:
+            text: the JSON text stored with the weights.
+            source: the file it came from (for the message).
+
+        Returns:
+            The architecture.
+
+        Raises:
+            ModelFileError: not JSON, unknown or missing fields, wrong types, an unknown backbone.
+        """
+        try:
+            raw = json.loads(text) if isinstance(text, (str, bytes)) else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raw = None
+        if not isinstance(raw, dict):
+            raise ModelFileError(f"{source}: architecture metadata is not a JSON object: {str(text)[:60]!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            names = ", ".join(repr(name[:40]) for name in unknown[:3])
+            raise ModelFileError(f"{source}: unknown architecture field(s) {names}; made by another version of gadms?")
+        for name, value in raw.items():  # fields left out take their defaults, as in older files
+            if name == "backbone":
+                ok = isinstance(value, str)
+            else:
+                ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _LARGEST[name]
+            if not ok:
+                wanted = "a string" if name == "backbone" else f"a count up to {_LARGEST[name]}"
+                raise ModelFileError(f"{source}: architecture field {name!r} must be {wanted}, got {str(value)[:40]!r}")
+        if raw.get("backbone", cls.backbone) not in BACKBONES:
+            raise ModelFileError(f"{source}: unknown backbone {raw['backbone'][:40]!r} (known: {', '.join(BACKBONES)})")
+        return cls(**raw)
 
 
 class PersonRetrievalModel(nn.Module):
@@ -87,8 +138,38 @@ class PersonRetrievalModel(nn.Module):
         load_pretrained(self.clip, source, arch)
 
 
+def non_finite_weights(model: nn.Module) -> list[str]:
+    """Names of the parameters and buffers holding an infinite or NaN value (one device sync).
+
+    Args:
+        model: any module.
+
+    Returns:
+        The names, in module order; empty when every weight is finite.
+    """
+    named = [(n, t) for n, t in model.state_dict().items() if t.is_floating_point()]
+    if not named:
+        return []
+    flags = torch.stack([torch.isfinite(t.detach()).all() for _, t in named]).tolist()
+    return [n for (n, _), ok in zip(named, flags, strict=True) if not ok]
+
+
 def save_model(model: PersonRetrievalModel, path: Path) -> Path:
-    """Write weights as safetensors with the architecture in the metadata."""
+    """Write weights as safetensors with the architecture in the metadata.
+
+    Args:
+        model: the model.
+        path: the ``.safetensors`` file to write.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: a weight is infinite or NaN (such a model is never written, so never logged or registered).
+    """
+    bad = non_finite_weights(model)
+    if bad:
+        raise ValueError(f"{path}: not written: {len(bad)} weight tensor(s) are not finite, e.g. {bad[0]}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -96,17 +177,54 @@ def save_model(model: PersonRetrievalModel, path: Path) -> Path:
     return path
 
 
-def load_model(path: Path, map_location: str = "cpu") -> PersonRetrievalModel:
-    """Rebuild a model saved by :func:`save_model` (no pickle involved)."""
-    from safetensors import safe_open
+def build_with_weights(arch: Architecture, state: dict[str, torch.Tensor], source: Path | str) -> PersonRetrievalModel:
+    """A model of ``arch`` holding ``state``; one line naming ``source`` when they do not fit.
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file not found")
-    with safe_open(str(path), framework="pt") as handle:
-        meta = handle.metadata() or {}
-    if "gadms_architecture" not in meta:
-        raise ValueError(f"{path}: not a gadms model file (no architecture metadata)")
-    model = PersonRetrievalModel(Architecture(**json.loads(meta["gadms_architecture"])))
-    model.load_state_dict(load_file(str(path), device=map_location))
+    Args:
+        arch: the recorded architecture.
+        state: its weights.
+        source: the file they came from (for the message).
+
+    Returns:
+        The model (on the CPU).
+
+    Raises:
+        ModelFileError: the architecture cannot be built, or the weights do not match it.
+    """
+    try:
+        model = PersonRetrievalModel(arch)
+    except ValueError as exc:
+        raise ModelFileError(f"{source}: architecture cannot be built: {str(exc).splitlines()[0][:160]}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelFileError(f"{source}: weights are not a mapping of names to tensors")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        example = (missing or unexpected or wrong)[0]
+        counts = f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} of another shape"
+        raise ModelFileError(f"{source}: weights do not fit its architecture ({counts}; e.g. {example[:50]!r})")
+    model.load_state_dict(state)
     return model
+
+
+def load_model(path: Path, map_location: str = "cpu") -> PersonRetrievalModel:
+    """Rebuild a model saved by :func:`save_model` (no pickle involved).
+
+    Args:
+        path: the ``model.safetensors``.
+        map_location: device of the returned model.
+
+    Returns:
+        The model.
+
+    Raises:
+        ModelFileError: one line naming the file: missing, empty, truncated, no or unknown architecture metadata,
+            weights that do not fit it.
+    """
+    path = Path(path)
+    state, meta = read_safetensors(path)
+    if "gadms_architecture" not in meta:
+        raise ModelFileError(f"{path}: not a gadms model file (no architecture metadata)")
+    return build_with_weights(Architecture.from_json(meta["gadms_architecture"], path), state, path).to(map_location)

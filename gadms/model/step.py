@@ -53,7 +53,7 @@ class TrainingStep:
         self.loss_cfg = loss_cfg
         self.mode = mode
         self.mlm_probability = mlm_probability
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed % (1 << 64))  # seed + rank may pass 2**64
         self.gass = GassScorer(model_cfg.gass.layers, model_cfg.gass.scales)
         self.last_scoring_s = 0.0  # time of the last token-scoring pass (for benchmarks)
         self.gass_one_pass = True  # False: one backward per layer (reference, for benchmarks)

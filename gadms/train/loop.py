@@ -4,7 +4,9 @@ Adam with warm-up then cosine decay (per optimiser step), gradient
 accumulation and clipping, mixed precision on CUDA, a checkpoint after every
 epoch (weights, optimiser, scheduler, scaler, RNG states) written atomically,
 and exact resumption. Under torchrun it wraps the step in DDP and computes
-SDM over the global batch.
+SDM over the global batch. A non-finite loss term or gradient stops the run
+at once with :class:`TrainingDiverged` (the checkpoint of the last good epoch
+stays as it was); no checkpoint or model with non-finite weights is written.
 """
 
 from __future__ import annotations
@@ -26,13 +28,20 @@ from tqdm import tqdm
 
 from gadms.config import LossConfig, ModelConfig, OptimizerConfig
 from gadms.data.pipeline import EpochSampler, IdentitySampler, PairDataset
-from gadms.model.retrieval import PersonRetrievalModel, save_model
+from gadms.model.files import ModelFileError, read_torch_file, require_entries
+from gadms.model.retrieval import PersonRetrievalModel, non_finite_weights, save_model
 from gadms.model.step import Mode, TrainingStep
 from gadms.shards import atomic_path
 from gadms.train import distributed
 
 CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.safetensors"
+_CHECKPOINT_ENTRIES = ("epoch", "model", "optimizer", "scheduler", "scaler", "step_generator", "torch_rng",
+                       "architecture")
+
+
+class TrainingDiverged(ValueError):
+    """A loss term, gradient or weight became infinite or NaN; the message is one line naming the step."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +184,8 @@ class Trainer:
         }
 
     def save_checkpoint(self, epoch: int) -> Path:
-        """Write ``checkpoint.pt`` atomically (main process only)."""
+        """Write ``checkpoint.pt`` atomically (main process only); refused when a weight is not finite."""
+        self._require_finite_weights(f"after epoch {epoch + 1}")
         path = self.out_dir / CHECKPOINT
         with atomic_path(path) as tmp:
             torch.save(self._state(epoch), tmp)
@@ -186,16 +196,21 @@ class Trainer:
         path = self.out_dir / CHECKPOINT
         if not path.is_file():
             return 0
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = require_entries(read_torch_file(path), path, _CHECKPOINT_ENTRIES, "gadms training checkpoint")
         if state["architecture"] != json.dumps(asdict(self.model.arch), sort_keys=True):
             raise ValueError(f"{path}: checkpoint was made for another architecture; use a new --out or matching params")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step.generator.set_state(state["step_generator"])
-        torch.set_rng_state(state["torch_rng"])
-        return int(state["epoch"]) + 1
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.step.generator.set_state(state["step_generator"])
+            torch.set_rng_state(state["torch_rng"])
+            return int(state["epoch"]) + 1
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            advice = "use a new --out or matching params"
+            raise ModelFileError(f"{path}: checkpoint does not fit this run ({reason}); {advice}") from None
 
     # -- the loop ----------------------------------------------------------------
 
@@ -219,8 +234,37 @@ class Trainer:
             if self.dist.enabled:
                 torch.distributed.barrier()
         if self.dist.is_main and last == self.settings.epochs:
+            self._require_finite_weights("at the end of training")
             save_model(self.model, self.out_dir / FINAL_MODEL)
         return history
+
+    # -- divergence ----------------------------------------------------------------
+
+    def _last_good(self) -> str:
+        path = self.out_dir / CHECKPOINT
+        return f"last good checkpoint kept: {path}" if path.is_file() else "no checkpoint was written"
+
+    def _diverged(self, where: str, what: str) -> TrainingDiverged:
+        advice = "lower the learning rate or check the data"
+        return TrainingDiverged(f"training diverged {where}: {what}; stopped, {self._last_good()} ({advice})")
+
+    def _check_losses(self, losses: dict[str, torch.Tensor], total: torch.Tensor, where: str) -> None:
+        """Raise at the first non-finite loss term (or a total that overflows)."""
+        named = {**losses, "total loss": total}
+        values = torch.stack([v.detach().float().reshape(()) for v in named.values()])
+        finite = torch.isfinite(values)
+        if not bool(finite.all()):
+            first = int((~finite).nonzero()[0])
+            raise self._diverged(where, f"{list(named)[first]} is {float(values[first])}")
+
+    def _check_gradients(self, norm: torch.Tensor, where: str) -> None:
+        if not bool(torch.isfinite(norm)):
+            raise self._diverged(where, f"gradient norm of the total loss is {float(norm)}")
+
+    def _require_finite_weights(self, where: str) -> None:
+        names = non_finite_weights(self.model)
+        if names:
+            raise self._diverged(where, f"{len(names)} weight tensor(s) are not finite, e.g. {names[0]}")
 
     def _epoch(self, epoch: int) -> EpochLog:
         s = self.settings
@@ -243,9 +287,11 @@ class Trainer:
             identities = identities.to(self.dist.device, non_blocking=True)
             with torch.autocast(self.dist.device.type, dtype=torch.float16, enabled=self.use_amp):
                 total, losses, scores = self.runner(images, tokens, identities)
+            where = f"at epoch {epoch + 1}, batch {i + 1} (step {epoch * len(loader) + i + 1})"
+            self._check_losses(losses, total, where)
             self.scaler.scale(total / s.grad_accumulation).backward()
             if (i + 1) % s.grad_accumulation == 0:
-                self._optimizer_step()
+                self._optimizer_step(where)
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
             count += 1
@@ -263,10 +309,16 @@ class Trainer:
             tqdm.write(f"{s.mode} epoch {epoch + 1}/{s.epochs}: {losses_text}  lr {log.lr:.2e}  {log.samples_per_s:.1f} samples/s")
         return log
 
-    def _optimizer_step(self) -> None:
+    def _optimizer_step(self, where: str) -> None:
+        """Clip, check and apply the gradients. Under AMP the scaler skips steps with overflowing gradients
+        itself (that is how it finds its scale), so only the loss is checked there."""
         if self.settings.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+            norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+        elif not self.use_amp:
+            norm = nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        if not self.use_amp:
+            self._check_gradients(norm, where)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()

@@ -10,7 +10,6 @@ pre-trained model.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +19,8 @@ from gadms.config import LossConfig, Params
 from gadms.data.benchmarks import BENCHMARKS, load_benchmark
 from gadms.data.pipeline import Pair, PairDataset, image_transform
 from gadms.model.backbone import tokenizer
-from gadms.model.retrieval import Architecture, PersonRetrievalModel, load_model
+from gadms.model.files import read_torch_file, require_entries
+from gadms.model.retrieval import Architecture, PersonRetrievalModel, build_with_weights, load_model
 from gadms.train.loop import CHECKPOINT, FINAL_MODEL, EpochLog, RunSettings, Trainer
 
 CORPUS_FORMATS = ("curated", "webperson", *BENCHMARKS)
@@ -73,7 +73,17 @@ def _dataset(params: Params, pairs: list[Pair], context_length: int) -> PairData
 
 
 def load_any_model(path: Path) -> PersonRetrievalModel:
-    """A model from ``model.safetensors``, a training ``checkpoint.pt``, or a run directory holding either."""
+    """A model from ``model.safetensors``, a training ``checkpoint.pt``, or a run directory holding either.
+
+    Args:
+        path: the file or run directory.
+
+    Returns:
+        The model, on the CPU.
+
+    Raises:
+        ModelFileError: one line naming the file and what is wrong with it (a ``FileNotFoundError`` when none is there).
+    """
     path = Path(path)
     if path.is_dir():
         path = path / FINAL_MODEL if (path / FINAL_MODEL).is_file() else path / CHECKPOINT
@@ -81,10 +91,8 @@ def load_any_model(path: Path) -> PersonRetrievalModel:
         raise FileNotFoundError(f"{path}: no model here (expected {FINAL_MODEL} or {CHECKPOINT})")
     if path.suffix == ".safetensors":
         return load_model(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = PersonRetrievalModel(Architecture(**json.loads(state["architecture"])))
-    model.load_state_dict(state["model"])
-    return model
+    state = require_entries(read_torch_file(path), path, ("architecture", "model"), "gadms training checkpoint")
+    return build_with_weights(Architecture.from_json(state["architecture"], path), state["model"], path)
 
 
 def seeded_model(arch: Architecture, seed: int) -> PersonRetrievalModel:
