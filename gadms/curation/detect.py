@@ -245,6 +245,23 @@ def match_keypoints(person_boxes: np.ndarray, pose_boxes: np.ndarray, pose_keypo
     return out
 
 
+def _import_yolo() -> Any:
+    """ultralytics' YOLO class, with PIL left as it was.
+
+    Importing ultralytics replaces ``PIL.Image.open`` with a wrapper that, on the
+    first file PIL cannot identify, tries to pip-install ``pi-heif`` and retry. At
+    web scale unidentifiable files are normal: they must fail as one sample with
+    their reason, never reach for the network. The original function is restored.
+    """
+    from PIL import Image
+
+    original = Image.open
+    from ultralytics import YOLO
+
+    Image.open = original
+    return YOLO
+
+
 class YoloDetector:
     """YOLO11 person detector + YOLO11-Pose keypoints (ultralytics), batched.
 
@@ -254,8 +271,7 @@ class YoloDetector:
     """
 
     def __init__(self, cfg: DetectorConfig, min_score: float = 0.25, max_people: int = 50):
-        from ultralytics import YOLO
-
+        YOLO = _import_yolo()
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.min_score = min_score

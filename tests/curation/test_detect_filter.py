@@ -109,3 +109,17 @@ def test_yolo11_results_are_parsed_into_the_interface(web, tmp_path):
         assert np.allclose([p.box for p in people], [b for _, b in want], atol=1e-3)
         assert all(p.keypoints.shape == (17, 3) for p in people)
         assert [p.box for p in direct] == [p.box for p in people]  # batched == one by one
+
+
+def test_loading_the_yolo_detector_leaves_pil_untouched():
+    """ultralytics patches PIL.Image.open to pip-install a HEIF plugin on unknown files; ours must not."""
+    from PIL import Image
+
+    from gadms.curation.detect import _import_yolo
+
+    before = Image.open
+    _import_yolo()
+    assert Image.open is before
+    import ultralytics.utils.patches  # the patch is applied at import; a second import must not re-apply it
+
+    assert Image.open is before
