@@ -77,6 +77,7 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
 
     params, overrides = load(params_file, overrides), list(overrides)
     logger = get_run_logger()
+    logger.info(f"pipeline: {params_file}" + (f" with {' '.join(overrides)}" if overrides else ""))
     if params.pipeline.synthesize:
         synthesize_once = unless_missing(synthesize, params.paths.benchmarks_dir / "CUHK-PEDES" / "reid_raw.json")
         synthesize_once(params.seed, params.synth, params.curation.filter, params.pipeline.web_scenes, params.pipeline.benchmark_identities,
