@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import cache_on_inputs, load, markdown_table, task_runner, unless_missing
+from flows.common import cache_on_inputs, load, markdown_table, safe_overrides, task_runner, unless_missing
 from flows.curate import curate_flow
 from flows.evaluate import evaluate_flow
 from flows.finetune import finetune_flow
@@ -110,15 +110,16 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
 
 def run_pipeline(params_file: str = "params.yaml", overrides: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Run :func:`pipeline_flow` in-process (Prefect's ephemeral local mode when no server is configured)."""
-    return pipeline_flow(params_file, list(overrides or []))
+    return pipeline_flow(params_file, safe_overrides(overrides))
 
 
 def serve_schedule(params_file: str = "params.yaml", overrides: Optional[Sequence[str]] = None, name: str = "weekly-retraining") -> None:
     """Serve the pipeline on params.yaml's cron schedule from this process (no work pool needed)."""
     from prefect import serve
 
-    params = load(params_file, overrides or [])
-    serve(deployment_of(params, params_file, overrides or [], name))
+    overrides = safe_overrides(overrides)
+    params = load(params_file, overrides)
+    serve(deployment_of(params, params_file, overrides, name))
 
 
 def deployment_of(params: Params, params_file: str, overrides: Sequence[str], name: str = "weekly-retraining") -> Any:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gadms.config import Params
+from gadms.tracking.redact import Redactor
 from gadms.tracking.store import using_store
 
 BENCHMARK_TAG = "benchmark"
@@ -141,6 +142,9 @@ def register_and_maybe_promote(run_id: str, model_artifact_path: str, params: Pa
     if not (isinstance(r1, (int, float)) and 0.0 <= r1 <= 100.0):
         raise ValueError(f"r1 must be a percentage in [0, 100], got {r1!r}")
     name, alias = params.tracking.registered_model, params.tracking.champion_alias
+    redactor = Redactor.from_params(params)
+    redactor.refuse_in_name(name, "tracking.registered_model")
+    redactor.refuse_in_name(alias, "tracking.champion_alias")
     with using_store(params, root) as uri:
         client = MlflowClient(uri)
         registered = mlflow.register_model(logged_model_uri(client, run_id, model_artifact_path), name)

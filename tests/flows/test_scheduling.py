@@ -26,6 +26,9 @@ BIN = Path(sys.executable).parent
 EVERY_MINUTE = 'orchestration.schedule_cron="* * * * *"'
 # The run that starts has nothing to curate, so it ends quickly (no synthetic world, an empty web folder).
 CHEAP = ["pipeline.synthesize=false", "paths.web_dir=empty-web"]
+# A credential in an endpoint URL: Prefect only ever sees a placeholder, the served runs still get the value.
+KEY = "sk-live-0123456789abcdef"
+URL_SET = f"curation.captioning.vlm_url=http://user:{KEY}@127.0.0.1:8001/v1"
 STARTED = {"RUNNING", "COMPLETED", "FAILED", "CRASHED", "CANCELLED", "CANCELLING"}
 
 
@@ -144,13 +147,16 @@ def logs_of(api: str, flow_run_id: str) -> list[str]:
 def test_served_deployment_is_scheduled_by_the_server_and_its_run_starts(prefect_server, tmp_path):
     api, env, server_log = prefect_server
     work = project_copy(tmp_path / "repo")
-    sets = [arg for value in [EVERY_MINUTE, *CHEAP] for arg in ("--set", value)]
+    sets = [arg for value in [EVERY_MINUTE, *CHEAP, URL_SET] for arg in ("--set", value)]
     log = tmp_path / "deploy.log"
     served = start([str(BIN / "gadms"), "deploy", "--params", "params.yaml", "--name", "every-minute", *sets], env, work, log)
     try:
         run = wait_until_started(api, "every-minute", [log, server_log])
-        assert run["parameters"]["overrides"] == [EVERY_MINUTE, *CHEAP], "gadms deploy --set reaches the scheduled runs"
+        hidden = URL_SET.replace(KEY, "[REDACTED:GADMS_SET_SECRET_1]")
+        assert run["parameters"]["overrides"] == [EVERY_MINUTE, *CHEAP, hidden], "--set reaches the scheduled runs"
         assert run["parameters"]["params_file"] == "params.yaml"
+        stored = str(runs_of(api, "every-minute")) + " ".join(logs_of(api, run["id"]))
+        assert KEY not in stored, "the credential never reaches Prefect"
     finally:
         stop(served)
 
