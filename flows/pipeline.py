@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import cache_on_inputs, load, markdown_table, safe_overrides, task_runner, unless_missing
+from flows.common import cache_on_inputs, load, markdown_table, run_logger, safe_overrides, task_runner, unless_missing
 from flows.curate import curate_flow
 from flows.evaluate import evaluate_flow
 from flows.finetune import finetune_flow
@@ -50,6 +50,8 @@ def promote(params: Params, run_id: str, benchmark: str, r1: float) -> dict[str,
     from gadms.tracking.stages import MODEL_NAME
 
     result = register_and_maybe_promote(run_id, MODEL_NAME, params, benchmark, r1)
+    decision = "promoted to champion" if result.promoted else "not promoted"
+    run_logger().info(f"registry: {params.tracking.registered_model} v{result.version} {decision}: {result.reason}")
     return {"version": result.version, "promoted": result.promoted, "reason": result.reason}
 
 
