@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from gadms.config import Params, load_params
+from gadms.tracking.redact import hide_override_secrets, reveal_override_secrets
 
 
 def run_logger() -> Any:
@@ -26,8 +27,13 @@ def run_logger() -> Any:
 
 
 def load(params_file: str | Path, overrides: Sequence[str] = ()) -> Params:
-    """The validated parameters of a flow run (file + ``section.key=value`` overrides)."""
-    return load_params(Path(params_file), list(overrides))
+    """The validated parameters of a flow run (file + ``section.key=value`` overrides, credentials revealed)."""
+    return load_params(Path(params_file), reveal_override_secrets(overrides))
+
+
+def safe_overrides(overrides: Sequence[str] | None) -> list[str]:
+    """``--set`` overrides fit for Prefect's flow-run parameters: credentials kept in this process's environment."""
+    return hide_override_secrets(list(overrides or []))
 
 
 def task_runner(params: Params) -> Any:

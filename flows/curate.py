@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import as_completed
 from tqdm import tqdm
 
-from flows.common import load, markdown_table, task_runner
+from flows.common import load, markdown_table, safe_overrides, task_runner
 from gadms.config import Params
 from gadms.curation.run import CurationReport, ShardReport, curate_shard, finalize_curation, open_output
 from gadms.curation.sources import SourceShard, list_source_shards
@@ -72,5 +72,6 @@ def _report_markdown(report: CurationReport) -> str:
 def run_curation(params_file: str = "params.yaml", overrides: Sequence[str] = (), input_dir: Optional[str] = None,
                  out_dir: Optional[str] = None) -> dict[str, Any]:
     """Run :func:`curate_flow` with the task runner params.yaml asks for (threads or Dask)."""
+    overrides = safe_overrides(overrides)
     params = load(params_file, overrides)
-    return curate_flow.with_options(task_runner=task_runner(params))(params_file, list(overrides), input_dir, out_dir)
+    return curate_flow.with_options(task_runner=task_runner(params))(params_file, overrides, input_dir, out_dir)

@@ -11,13 +11,14 @@ downstream runs.
 from __future__ import annotations
 
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import cache_on_inputs, load, markdown_table, task_runner, unless_missing
+from flows.common import cache_on_inputs, load, markdown_table, run_logger, safe_overrides, task_runner, unless_missing
 from flows.curate import curate_flow
 from flows.evaluate import evaluate_flow
 from flows.finetune import finetune_flow
@@ -27,6 +28,7 @@ from flows.version import version_flow
 from gadms.config import Params
 
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
+HEADLINE = ("R1", "mAP")
 
 
 @task(name="synthesize-world", persist_result=True, cache_key_fn=cache_on_inputs())
@@ -48,6 +50,8 @@ def promote(params: Params, run_id: str, benchmark: str, r1: float) -> dict[str,
     from gadms.tracking.stages import MODEL_NAME
 
     result = register_and_maybe_promote(run_id, MODEL_NAME, params, benchmark, r1)
+    decision = "promoted to champion" if result.promoted else "not promoted"
+    run_logger().info(f"registry: {params.tracking.registered_model} v{result.version} {decision}: {result.reason}")
     return {"version": result.version, "promoted": result.promoted, "reason": result.reason}
 
 
@@ -57,8 +61,20 @@ def results_table(direct: dict[str, dict[str, float]], tuned: dict[str, dict[str
     for name in sorted(set(direct) | set(tuned)):
         for setting, metrics in (("direct", direct.get(name)), ("finetuned", (tuned.get(name) or {}).get("metrics"))):
             if metrics:
-                rows.append((name, setting, *(f"{metrics[f'{setting}/{name}/{m}']:.2f}" for m in METRICS)))
+                rows.append((name, setting, *(f"{metrics[f'{name}/{m}']:.2f}" for m in METRICS)))
     return rows
+
+
+def headline_metrics(direct: dict[str, dict[str, float]], tuned: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """R1 and mAP per setting and benchmark (``finetuned/cuhk-pedes/R1``), copied onto the pipeline run.
+
+    One name per setting and benchmark, so successive pipeline runs compare in one column and one chart.
+    """
+    out = {}
+    for name in sorted(set(direct) | set(tuned)):
+        for setting, metrics in (("direct", direct.get(name)), ("finetuned", (tuned.get(name) or {}).get("metrics"))):
+            out.update({f"{setting}/{name}/{m}": float(metrics[f"{name}/{m}"]) for m in HEADLINE if metrics})
+    return out
 
 
 def format_results(rows: list[tuple[str, ...]]) -> str:
@@ -77,6 +93,7 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
 
     params, overrides = load(params_file, overrides), list(overrides)
     logger = get_run_logger()
+    logger.info(f"pipeline: {params_file}" + (f" with {' '.join(overrides)}" if overrides else ""))
     if params.pipeline.synthesize:
         synthesize_once = unless_missing(synthesize, params.paths.benchmarks_dir / "CUHK-PEDES" / "reid_raw.json")
         synthesize_once(params.seed, params.synth, params.curation.filter, params.pipeline.web_scenes, params.pipeline.benchmark_identities,
@@ -89,16 +106,18 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
     missing = sorted(set(params.eval.benchmarks) - set(benchmarks))
     if missing:
         logger.warning(f"benchmarks not found under {params.paths.benchmarks_dir}, skipped: {', '.join(missing)}")
-    with tracked_run(params, "pipeline", "pipeline", md5, {"benchmarks": ",".join(benchmarks)}) as parent:
+    run_name = f"pipeline {datetime.now(timezone.utc):%Y-%m-%d %H:%M}"
+    with tracked_run(params, run_name, "pipeline", md5, {"benchmarks": ",".join(benchmarks)}) as parent:
         pre = pretrain_flow(params_file, overrides, data_hash=md5, parent_run_id=parent.run_id, gate_summary=gate["summary"])
         direct = evaluate_flow(pre["model"], benchmarks, "direct", params_file, overrides, md5, parent.run_id)
         tuned = {name: finetune_flow(name, pre["model"], params_file, overrides, md5, parent.run_id) for name in benchmarks}
         promotion = None
         if benchmarks:
             primary = benchmarks[0]
-            promotion = promote(params, tuned[primary]["run_id"], primary, tuned[primary]["metrics"][f"finetuned/{primary}/R1"])
+            promotion = promote(params, tuned[primary]["run_id"], primary, tuned[primary]["metrics"][f"{primary}/R1"])
             parent.set_tags({"registry.version": promotion["version"], "registry.promoted": str(promotion["promoted"]).lower()})
         rows = results_table(direct, tuned)
+        parent.log_values(headline_metrics(direct, tuned))
         parent.log_text(format_results(rows), "results.txt")
     create_markdown_artifact(key="gadms-results", description="GA-DMS pipeline: retrieval results",
                              markdown=markdown_table(("benchmark", "setting", *METRICS), rows))
@@ -109,15 +128,16 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
 
 def run_pipeline(params_file: str = "params.yaml", overrides: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Run :func:`pipeline_flow` in-process (Prefect's ephemeral local mode when no server is configured)."""
-    return pipeline_flow(params_file, list(overrides or []))
+    return pipeline_flow(params_file, safe_overrides(overrides))
 
 
 def serve_schedule(params_file: str = "params.yaml", overrides: Optional[Sequence[str]] = None, name: str = "weekly-retraining") -> None:
     """Serve the pipeline on params.yaml's cron schedule from this process (no work pool needed)."""
     from prefect import serve
 
-    params = load(params_file, overrides or [])
-    serve(deployment_of(params, params_file, overrides or [], name))
+    overrides = safe_overrides(overrides)
+    params = load(params_file, overrides)
+    serve(deployment_of(params, params_file, overrides, name))
 
 
 def deployment_of(params: Params, params_file: str, overrides: Sequence[str], name: str = "weekly-retraining") -> Any:

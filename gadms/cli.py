@@ -87,7 +87,9 @@ def _user_errors() -> Iterator[None]:
 
 def _params(path: Optional[Path], overrides: Optional[list[str]], extra: dict[str, object] | None = None) -> Params:
     """Load parameters; ``extra`` maps keys to command-line values (None = not given)."""
-    sets = list(overrides or [])
+    from gadms.tracking.redact import reveal_override_secrets
+
+    sets = reveal_override_secrets(list(overrides or []))  # a flow's torchrun launch passes credentials by reference
     for key, value in (extra or {}).items():
         if value is not None:
             sets.append(f"{key}={value}")

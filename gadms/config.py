@@ -291,6 +291,16 @@ class TrackingConfig(_Section):
     registered_model: str = Field("gadms-person-retrieval", min_length=1)
     champion_alias: str = Field("champion", min_length=1)
 
+    @model_validator(mode="after")
+    def _no_credentials_in_names(self) -> "TrackingConfig":
+        from gadms.tracking.credentials import find_credential
+
+        for key in ("experiment", "registered_model", "champion_alias"):
+            kind = find_credential(getattr(self, key))
+            if kind:
+                raise ValueError(f"tracking.{key} holds {kind}; a name is shown to everyone and must hold no secret")
+        return self
+
 
 class VersioningConfig(_Section):
     remote_name: str = Field("local", min_length=1)

@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gadms.config import Params
+from gadms.tracking.redact import Redactor
 from gadms.tracking.store import using_store
 
 BENCHMARK_TAG = "benchmark"
 R1_TAG = "R1"
+SUMMARY_PARAMS = ("seed", "model.backbone", "model.pretrained", "finetune.epochs", "finetune.batch_size", "finetune.lr",
+                  "train.epochs", "train.optimizer.lr")
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,31 @@ def logged_model_uri(client, run_id: str, name: str) -> str:
     return f"runs:/{run_id}/{name}"
 
 
+MODEL_DESCRIPTION = ("GA-DMS text-based person retrieval (CLIP dual encoder): text or image in, L2-normalised "
+                     "embeddings out. Versions are fine-tuned models; the champion alias holds the best R1.")
+
+
+def version_description(client, run_id: str, benchmark: str, r1: float, reason: str) -> str:
+    """A model version's description: what it was measured on, the data and settings it came from, the decision.
+
+    Args:
+        client: an ``MlflowClient``.
+        run_id: the run that logged the model.
+        benchmark: the benchmark ``r1`` was measured on.
+        r1: the model's R1 there (percent).
+        reason: the promotion decision.
+
+    Returns:
+        Markdown text, values rounded to two decimals.
+    """
+    run = client.get_run(run_id)
+    metrics = ", ".join(f"{k} {v:.2f}" for k, v in sorted(run.data.metrics.items()) if k.startswith(f"{benchmark}/"))
+    settings = ", ".join(f"{k}={run.data.params[k]}" for k in SUMMARY_PARAMS if k in run.data.params)
+    return (f"Fine-tuned on {benchmark}: R1 {r1:.2f}" + (f" ({metrics})" if metrics else "") + ".\n\n"
+            f"Data: DVC hash {run.data.tags.get('dvc.data_hash', 'unknown')}; code {run.data.tags.get('git.commit', 'unknown')}; "
+            f"run {run_id}.\n\nSettings: {settings or 'see the run'}.\n\nDecision: {reason}.")
+
+
 def register_and_maybe_promote(run_id: str, model_artifact_path: str, params: Params, benchmark: str, r1: float,
                                root: Path | None = None) -> PromotionResult:  # fmt: skip
     """Register the run's model as a new version and move the champion alias to it if it is better.
@@ -141,6 +169,9 @@ def register_and_maybe_promote(run_id: str, model_artifact_path: str, params: Pa
     if not (isinstance(r1, (int, float)) and 0.0 <= r1 <= 100.0):
         raise ValueError(f"r1 must be a percentage in [0, 100], got {r1!r}")
     name, alias = params.tracking.registered_model, params.tracking.champion_alias
+    redactor = Redactor.from_params(params)
+    redactor.refuse_in_name(name, "tracking.registered_model")
+    redactor.refuse_in_name(alias, "tracking.champion_alias")
     with using_store(params, root) as uri:
         client = MlflowClient(uri)
         registered = mlflow.register_model(logged_model_uri(client, run_id, model_artifact_path), name)
@@ -153,4 +184,7 @@ def register_and_maybe_promote(run_id: str, model_artifact_path: str, params: Pa
         client.set_registered_model_alias(name, alias, str(version))
     client.set_model_version_tag(name, str(version), "promoted", str(promoted).lower())
     client.set_model_version_tag(name, str(version), "promotion_reason", reason)
+    client.update_model_version(name, str(version), description=version_description(client, run_id, benchmark, r1, reason))
+    if not client.get_registered_model(name).description:
+        client.update_registered_model(name, description=MODEL_DESCRIPTION)
     return PromotionResult(version, promoted, champion.version if champion else None, champion.r1 if champion else None, reason)

@@ -321,6 +321,7 @@ def tracked_run(params: Params, run_name: str, stage: str, data_hash: str | None
     import mlflow
 
     redactor = Redactor.from_params(params)
+    redactor.refuse_in_name(params.tracking.experiment, "tracking.experiment")
     all_tags = {**provenance_tags(stage, data_hash), **{k: str(v) for k, v in (tags or {}).items()}}
     nested = mlflow.active_run() is not None  # inside another run (e.g. a flow's): nest under it
     with using_store(params, root) as uri:

@@ -5,7 +5,7 @@
   tags ``corpus.format``, ``corpus.path``;
   per-epoch ``train/<loss>``, ``train/lr``, ``train/samples_per_s``, ``train/epoch_s`` at step = epoch number;
   ``figures/token_scores.png`` (GASS scores of a few captions of the last batch);
-  direct transfer on each benchmark: ``direct/<benchmark>/{R1,R5,R10,mAP,mINP}`` and
+  direct transfer on each benchmark: ``<benchmark>/{R1,R5,R10,mAP,mINP}`` (tag ``setting=direct``) and
   ``figures/direct/<benchmark>/query_<i>.png`` (a few queries with their top-10);
   ``quality/gate_summary.md`` when a caption-quality summary is given;
   the model as the pyfunc ``model``.
@@ -13,7 +13,8 @@
 :func:`track_finetune_and_evaluate` logs, in one run (stage ``finetune``):
   every parameter and provenance tag; tags ``benchmark`` and ``init`` (the pre-trained model);
   per-epoch ``train/*`` as above;
-  ``finetuned/<benchmark>/*`` and its figures, and ``cross/<other>/*`` for each cross-domain benchmark;
+  ``<benchmark>/*`` (tag ``setting=finetuned``) and its figures, and ``cross/<other>/*`` for each cross-domain
+  benchmark;
   the model as the pyfunc ``model``, registered as a new version and promoted to
   champion when its R1 beats the champion's (see :mod:`gadms.tracking.registry`);
   tags ``registry.version`` and ``registry.promoted``.
@@ -45,7 +46,7 @@ class StageResult:
         run_id: the MLflow run.
         model_path: the trained ``model.safetensors``.
         model_uri: the logged pyfunc (``models:/<model id>``).
-        metrics: logged metric name -> value (``direct/cuhk-pedes/R1``, ...).
+        metrics: logged metric name -> value (``cuhk-pedes/R1``, ...; ``cross/<benchmark>/R1``).
         promotion: the registry decision (fine-tuning with ``register=True`` only).
     """
 
@@ -70,7 +71,11 @@ def present_benchmarks(names: Sequence[str], root: Path) -> list[str]:
 
 
 def evaluate_and_log(run: TrackedRun, model: PersonRetrievalModel, params: Params, benchmark: str, root: Path, prefix: str, device: str, progress: bool = False) -> dict[str, float]:
-    """Evaluate on a benchmark's test split; log its metrics and example figures under ``prefix``.
+    """Evaluate on a benchmark's test split; log its metrics and example figures.
+
+    Metrics of the run's own setting (``direct``, ``finetuned``) are logged as ``<benchmark>/R1``, ... with the
+    setting as the run's tag ``setting``, so runs of every setting line up in one column of the runs table;
+    ``cross`` results, logged next to a fine-tuned run's own, keep their prefix (``cross/<benchmark>/R1``).
 
     Args:
         run: the tracked run.
@@ -88,7 +93,10 @@ def evaluate_and_log(run: TrackedRun, model: PersonRetrievalModel, params: Param
     split = load_benchmark(benchmark, root, "test")
     result = evaluate_with_examples(model, split, EXAMPLE_QUERIES, chunk=params.eval.query_chunk, device=device, progress=progress)
     run.log_retrieval_examples(result.examples, benchmark, prefix)
-    return run.log_metrics(benchmark, result.metrics, prefix)
+    if prefix == "cross":
+        return run.log_metrics(benchmark, result.metrics, prefix)
+    run.set_tags({"setting": prefix})
+    return run.log_metrics(benchmark, result.metrics)
 
 
 def _device_of(model: PersonRetrievalModel) -> str:
@@ -190,6 +198,6 @@ def track_finetune_and_evaluate(params: Params, benchmark: str, benchmark_root: 
         info = run.log_model(model.cpu(), MODEL_NAME)
         promotion = None
         if register:
-            promotion = register_and_maybe_promote(run.run_id, MODEL_NAME, params, benchmark, metrics[f"finetuned/{benchmark}/R1"], root)
+            promotion = register_and_maybe_promote(run.run_id, MODEL_NAME, params, benchmark, metrics[f"{benchmark}/R1"], root)
             run.set_tags({"registry.version": promotion.version, "registry.promoted": str(promotion.promoted).lower()})
     return StageResult(run.run_id, Path(out_dir) / FINAL_MODEL, info.model_uri, metrics, promotion)

@@ -116,8 +116,12 @@ def using_store(params: Params, root: Path | None = None) -> Iterator[str]:
         mlflow.set_tracking_uri(saved)  # None unsets both MLflow's URI and the variable
 
 
+# MLflow 3 opens an experiment in its GenAI view unless told it holds classic model training runs.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(name: str, uri: str) -> str:
-    """The id of experiment ``name``, created (with :func:`artifact_location`) when missing.
+    """The id of experiment ``name``, created (with :func:`artifact_location`) when missing, tagged as model training.
 
     Args:
         name: experiment name (``tracking.experiment``).
@@ -136,13 +140,16 @@ def ensure_experiment(name: str, uri: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name, artifact_location=artifact_location(uri))
+            return client.create_experiment(name, artifact_location=artifact_location(uri), tags=EXPERIMENT_TAGS)
         except MlflowException:  # created by a concurrent run in between
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 raise
     if experiment.lifecycle_stage != "active":
         raise ValueError(f"tracking.experiment {name!r} is deleted in {uri}; restore it in the MLflow UI or choose another name")
+    for key, value in EXPERIMENT_TAGS.items():
+        if experiment.tags.get(key) != value:  # an experiment made before (or elsewhere): same view
+            client.set_experiment_tag(experiment.experiment_id, key, value)
     return experiment.experiment_id
 
 

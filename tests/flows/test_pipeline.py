@@ -46,7 +46,12 @@ def test_pipeline_runs_end_to_end_and_reuses_cached_stages(fresh_repo, prefect_a
     assert pretrain.data.tags["dvc.data_hash"] == first["data_hash"]
     assert pretrain.data.tags["mlflow.parentRunId"] == first["pipeline_run"]
     tuned = client.get_run(first["finetune_runs"]["cuhk-pedes"])
-    assert {"finetuned/cuhk-pedes/R1", "finetuned/cuhk-pedes/mAP"} <= set(tuned.data.metrics)
+    assert {"cuhk-pedes/R1", "cuhk-pedes/mAP"} <= set(tuned.data.metrics) and tuned.data.tags["setting"] == "finetuned"
+    pipeline = client.get_run(first["pipeline_run"])
+    assert pipeline.info.run_name.startswith("pipeline 20")
+    for setting in ("direct", "finetuned"):  # headline results on the parent run, one column per setting
+        assert {f"{setting}/cuhk-pedes/R1", f"{setting}/cuhk-pedes/mAP"} <= set(pipeline.data.metrics)
+    assert pipeline.data.metrics["finetuned/cuhk-pedes/R1"] == tuned.data.metrics["cuhk-pedes/R1"]
     champion = client.get_model_version_by_alias(params.tracking.registered_model, params.tracking.champion_alias)
     assert champion.run_id == tuned.info.run_id
 

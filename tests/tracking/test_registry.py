@@ -68,3 +68,25 @@ def test_champion_moves_only_to_a_better_model_on_the_same_benchmark(logged_run,
 def test_r1_must_be_a_percentage(logged_run, params):
     with pytest.raises(ValueError, match=r"r1 must be a percentage"):
         register_and_maybe_promote(logged_run, "model", params, "cuhk-pedes", 140.0)
+
+
+def test_versions_and_the_model_carry_descriptions_with_data_settings_and_decision(new_params, tiny_model):
+    params = new_params()
+    with tracked_run(params, "described", "finetune", "md5:corpus") as run:
+        run.log_metrics("cuhk-pedes", {"R1": 41.23456, "mAP": 30.0})
+        run.log_model(tiny_model)
+    register_and_maybe_promote(run.run_id, "model", params, "cuhk-pedes", 41.23456)
+    client = MlflowClient(tracking_uri(params))
+    text = client.get_model_version(params.tracking.registered_model, "1").description
+    assert "Fine-tuned on cuhk-pedes: R1 41.23 (cuhk-pedes/R1 41.23, cuhk-pedes/mAP 30.00)" in text
+    assert "DVC hash md5:corpus" in text and f"run {run.run_id}" in text and "finetune.lr=" in text
+    assert "Decision: no champion yet" in text
+    assert "person retrieval" in client.get_registered_model(params.tracking.registered_model).description
+
+
+def test_the_experiment_opens_as_model_training_not_genai(params):
+    with tracked_run(params, "kind", "pretrain", None) as run:
+        pass
+    client = MlflowClient(tracking_uri(params))
+    experiment = client.get_experiment(client.get_run(run.run_id).info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

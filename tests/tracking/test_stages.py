@@ -64,7 +64,8 @@ def test_pretrain_then_finetune_log_everything_and_promote(new_params, bench_roo
     assert [m.step for m in client.get_metric_history(pre.run_id, "train/sdm_loss")] == [1]
     test_split = load_benchmark("cuhk-pedes", bench_root, "test")
     direct = evaluate_split(load_any_model(pre.model_path), test_split)
-    assert {m: run.data.metrics[f"direct/cuhk-pedes/{m}"] for m in METRICS} == pytest.approx(direct)
+    assert {m: run.data.metrics[f"cuhk-pedes/{m}"] for m in METRICS} == pytest.approx(direct)
+    assert run.data.tags["setting"] == "direct"
     artifacts = _artifacts(client, pre.run_id)
     assert {"figures/token_scores.png", "quality/gate_summary.md", "params.yaml"} <= set(artifacts)
     assert len([a for a in artifacts if a.startswith("figures/direct/cuhk-pedes/query_")]) == 4
@@ -72,8 +73,8 @@ def test_pretrain_then_finetune_log_everything_and_promote(new_params, bench_roo
     run = client.get_run(fine.run_id)
     assert run.data.tags["mlflow.parentRunId"] == pipeline.run_id
     assert (run.data.tags["stage"], run.data.tags["benchmark"], run.data.tags["init"]) == ("finetune", "cuhk-pedes", str(pre.model_path))
-    assert set(fine.metrics) == {f"finetuned/cuhk-pedes/{m}" for m in METRICS}
-    assert run.data.metrics["finetuned/cuhk-pedes/R1"] == fine.metrics["finetuned/cuhk-pedes/R1"]
+    assert set(fine.metrics) == {f"cuhk-pedes/{m}" for m in METRICS}  # the same columns as the direct run
+    assert run.data.metrics["cuhk-pedes/R1"] == fine.metrics["cuhk-pedes/R1"] and run.data.tags["setting"] == "finetuned"
     assert fine.promotion is not None and fine.promotion.promoted and fine.promotion.version == 1
     assert (run.data.tags["registry.version"], run.data.tags["registry.promoted"]) == ("1", "true")
     with using_store(params):

@@ -1,0 +1,35 @@
+"""A credential in a `--set` endpoint URL never reaches Prefect: not in flow-run parameters, not in logs."""
+
+from pathlib import Path
+
+import pytest
+
+from gadms.data.problems import DataError
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = "sk-live-0123456789abcdef"
+URL_SET = f"curation.captioning.vlm_url=http://user:{KEY}@127.0.0.1:8001/v1"
+
+
+@pytest.mark.slow
+def test_pipeline_flow_runs_store_the_overrides_with_the_credential_redacted(tmp_path, monkeypatch, prefect_api):
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from flows.pipeline import run_pipeline
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GADMS_SET_SECRET_1", raising=False)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    (tmp_path / "empty-web").mkdir()
+    with pytest.raises(DataError, match="empty-web"):  # nothing to curate: the run ends at its first stage
+        run_pipeline("params.yaml", ["pipeline.synthesize=false", "paths.web_dir=empty-web", URL_SET])
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs() if r.parameters.get("params_file") == "params.yaml"
+                and any("empty-web" in o for o in r.parameters.get("overrides", []))]
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id for r in runs])))
+    assert {r.flow_id for r in runs} and len(runs) == 2  # the pipeline and its curate subflow
+    for run in runs:
+        assert run.parameters["overrides"][-1] == URL_SET.replace(KEY, "[REDACTED:GADMS_SET_SECRET_1]")
+    stored = " ".join([str(r.parameters) for r in runs] + [entry.message for entry in logs])
+    assert "pipeline: params.yaml with" in stored and KEY not in stored
