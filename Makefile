@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := demo
 
-.PHONY: install demo test test-fast lock clean
+.PHONY: install demo lint format test test-fast lock clean
 
 # Install everything into .venv, pinned by constraints.txt (torch 2.14.1 comes from local disk).
 $(STAMP): pyproject.toml constraints.txt
@@ -19,8 +19,19 @@ install: $(STAMP)
 demo: install
 	$(BIN)/gadms pipeline
 
-# Run the whole test suite (what CI runs).
-test: install
+# Lint, format check and type check (run by `make test`, so CI enforces them).
+lint: install
+	$(BIN)/ruff check gadms flows tests
+	$(BIN)/ruff format --check gadms flows tests
+	$(BIN)/mypy
+
+# Rewrite the code in the house format (ruff, line length 120).
+format: install
+	$(BIN)/ruff format gadms flows tests
+	$(BIN)/ruff check --fix gadms flows tests
+
+# Lint, then run the whole test suite (what CI runs).
+test: lint
 	$(BIN)/python -m pytest
 
 # Skip the tests marked slow.

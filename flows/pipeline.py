@@ -26,6 +26,7 @@ from flows.pretrain import pretrain_flow
 from flows.validate import validate_flow
 from flows.version import version_flow
 from gadms.config import Params
+from gadms.tracking.retrain import find_unchanged, inputs_fingerprint, mark_version
 
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 HEADLINE = ("R1", "mAP")
@@ -53,6 +54,16 @@ def promote(params: Params, run_id: str, benchmark: str, r1: float) -> dict[str,
     decision = "promoted to champion" if result.promoted else "not promoted"
     run_logger().info(f"registry: {params.tracking.registered_model} v{result.version} {decision}: {result.reason}")
     return {"version": result.version, "promoted": result.promoted, "reason": result.reason}
+
+
+@task(name="search-showcase", persist_result=True, cache_key_fn=cache_on_inputs())
+def showcase(params: Params, model: str, benchmark: str, out_dir: Path) -> list[str]:
+    """Index the benchmark's test gallery with the new champion and draw a few search results."""
+    from gadms.search.showcase import search_showcase
+
+    figures = search_showcase(params, model, benchmark, params.paths.benchmarks_dir, out_dir)
+    run_logger().info(f"search: {benchmark} test gallery indexed at {out_dir / 'index'}; {len(figures)} figures")
+    return [str(f) for f in figures]
 
 
 def results_table(direct: dict[str, dict[str, float]], tuned: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -88,7 +99,7 @@ def format_results(rows: list[tuple[str, ...]]) -> str:
 @flow(name="gadms-pipeline", log_prints=True)
 def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Curate, gate, version, pre-train, fine-tune, evaluate, register; returns the results and run ids."""
-    from gadms.tracking.runs import tracked_run
+    from gadms.tracking.runs import git_state, tracked_run
     from gadms.tracking.stages import present_benchmarks
 
     params, overrides = load(params_file, overrides), list(overrides)
@@ -106,6 +117,11 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
     missing = sorted(set(params.eval.benchmarks) - set(benchmarks))
     if missing:
         logger.warning(f"benchmarks not found under {params.paths.benchmarks_dir}, skipped: {', '.join(missing)}")
+    fingerprint = inputs_fingerprint(params, md5, git_state().commit)
+    unchanged = find_unchanged(params, fingerprint)
+    if unchanged is not None:
+        logger.info(unchanged.message())
+        return {"curation": curation["totals"], "gate": gate["summary"], "data_hash": md5, "unchanged": unchanged.message()}
     run_name = f"pipeline {datetime.now(timezone.utc):%Y-%m-%d %H:%M}"
     with tracked_run(params, run_name, "pipeline", md5, {"benchmarks": ",".join(benchmarks)}) as parent:
         pre = pretrain_flow(params_file, overrides, data_hash=md5, parent_run_id=parent.run_id, gate_summary=gate["summary"])
@@ -116,6 +132,11 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
             primary = benchmarks[0]
             promotion = promote(params, tuned[primary]["run_id"], primary, tuned[primary]["metrics"][f"{primary}/R1"])
             parent.set_tags({"registry.version": promotion["version"], "registry.promoted": str(promotion["promoted"]).lower()})
+            mark_version(params, promotion["version"], fingerprint)
+            if promotion["promoted"]:
+                out = params.paths.work_dir / "search" / primary
+                for figure in unless_missing(showcase, out / "query_0.png")(params, tuned[primary]["model"], primary, out):
+                    parent.log_artifact(Path(figure), "figures/search")
         rows = results_table(direct, tuned)
         parent.log_values(headline_metrics(direct, tuned))
         parent.log_text(format_results(rows), "results.txt")

@@ -567,6 +567,9 @@ def pipeline(
     typer.echo(f"\npipeline finished in {time.perf_counter() - started:.0f}s")
     typer.echo(f"curated corpus: {p.paths.data_dir} (DVC hash {result['data_hash']}, tracked by data.dvc)")
     typer.echo(f"quality gate: passed (report: {p.paths.reports_dir / 'gate'})")
+    if result.get("unchanged"):
+        typer.echo(f"{result['unchanged']}; nothing was trained or recorded")
+        return
     typer.echo("\n" + result["table"] + "\n")
     promo = result["promotion"]
     if promo:

@@ -1,5 +1,5 @@
 """The main job end to end on a fresh repository: curated corpus under DVC, passing gate, MLflow runs, registered
-model, final table; the second run reuses the cached stages."""
+model, final table; a second run with the same inputs says so and records nothing, a changed param trains again."""
 
 import subprocess
 from pathlib import Path
@@ -54,9 +54,18 @@ def test_pipeline_runs_end_to_end_and_reuses_cached_stages(fresh_repo, prefect_a
     assert pipeline.data.metrics["finetuned/cuhk-pedes/R1"] == tuned.data.metrics["cuhk-pedes/R1"]
     champion = client.get_model_version_by_alias(params.tracking.registered_model, params.tracking.champion_alias)
     assert champion.run_id == tuned.info.run_id
+    searched = {a.path for a in client.list_artifacts(first["pipeline_run"], "figures/search")}
+    # the new champion's search results: one figure per test identity, at most three (this test split has two)
+    assert searched == {f"figures/search/query_{i}.png" for i in range(len(searched))} and 1 <= len(searched) <= 3
 
-    second = pipeline_flow("params.yaml", SMALL)
-    assert second["pretrain_run"] == first["pretrain_run"]  # cached: not trained again
-    assert second["finetune_runs"] == first["finetune_runs"]
-    assert second["data_hash"] == first["data_hash"] and second["table"] == first["table"]
-    assert second["promotion"] == first["promotion"]
+    experiment = pipeline.info.experiment_id
+    second = pipeline_flow("params.yaml", SMALL)  # same corpus, params and code: nothing new to learn
+    assert second["data_hash"] == first["data_hash"]
+    assert second["unchanged"] == f"inputs unchanged: model v{champion.version} stays champion"
+    assert "pipeline_run" not in second and "table" not in second
+    assert len(client.search_runs([experiment], "tags.stage = 'pipeline'")) == 1  # no new, empty pipeline run
+    assert len(client.search_model_versions(f"name = '{params.tracking.registered_model}'")) == 1
+
+    third = pipeline_flow("params.yaml", [*SMALL, "finetune.lr=2e-5"])  # a changed param trains again
+    assert "unchanged" not in third and third["pipeline_run"] != first["pipeline_run"]
+    assert third["finetune_runs"] != first["finetune_runs"]
