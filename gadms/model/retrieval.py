@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from gadms.model.backbone import BACKBONES, build_clip, load_pretrained
-from gadms.model.interaction import InteractionEncoder
-from gadms.model.text_tower import encode_text
+from gadms.model.interaction import InteractionEncoder, IrraInteractionEncoder
+from gadms.model.text_tower import encode_text, project_tokens
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Architecture:
     interaction_heads: int = 8
     interaction_layers: int = 4
     num_identities: int = 0  # > 0 adds an identity classifier
+    interaction_variant: str = "project"  # project | irra (model.interaction.variant)
 
     @classmethod
     def from_config(cls, model_cfg, num_identities: int = 0) -> "Architecture":
@@ -45,6 +46,7 @@ class Architecture:
             interaction_heads=model_cfg.interaction.cross_attention_heads,
             interaction_layers=model_cfg.interaction.layers,
             num_identities=num_identities,
+            interaction_variant=model_cfg.interaction.variant,
         )
 
 
@@ -57,15 +59,38 @@ class PersonRetrievalModel(nn.Module):
         spec = BACKBONES[arch.backbone]
         self.clip = build_clip(arch.backbone, (arch.image_height, arch.image_width), arch.context_length)
         self.clip.visual.output_tokens = True
-        self.interaction = InteractionEncoder(
-            spec.text_width, spec.vision_width, spec.text_width, arch.interaction_heads, arch.interaction_layers, spec.vocab_size
-        )
+        self.interaction: InteractionEncoder | IrraInteractionEncoder
+        if arch.interaction_variant == "irra":
+            self.interaction = IrraInteractionEncoder(spec.embed_dim, arch.interaction_heads, arch.interaction_layers, spec.vocab_size)
+        elif arch.interaction_variant == "project":
+            self.interaction = InteractionEncoder(
+                spec.text_width, spec.vision_width, spec.text_width, arch.interaction_heads, arch.interaction_layers, spec.vocab_size
+            )
+        else:
+            raise ValueError(f"model.interaction.variant: expected project or irra (got {arch.interaction_variant!r})")
         self.classifier = nn.Linear(spec.embed_dim, arch.num_identities) if arch.num_identities > 0 else None
 
     def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(features (B, E), patch tokens (B, P, vision_width))`` for ``(B, 3, H, W)`` images."""
         features, tokens = self.clip.visual(images)
         return features, tokens
+
+    def fuse(self, text_states: torch.Tensor, image_features: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
+        """The interaction encoder's fused states for masked-token prediction.
+
+        Args:
+            text_states: ``(B, N, text_width)`` final text token states (after ``ln_final``).
+            image_features: ``(B, E)`` projected image features (the CLS output).
+            image_tokens: ``(B, P, vision_width)`` patch tokens (after ``ln_post``, unprojected).
+
+        Returns:
+            ``(B, N, width)``: the ``irra`` variant sees projected text tokens and the
+            projected image sequence with CLS first; ``project`` the raw states and patches.
+        """
+        if self.arch.interaction_variant == "irra":
+            image = torch.cat([image_features[:, None], image_tokens @ self.clip.visual.proj], dim=1)
+            return self.interaction(project_tokens(self.clip, text_states), image)
+        return self.interaction(text_states, image_tokens)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """Projected [EOS] features ``(B, E)``."""
