@@ -66,6 +66,13 @@ def finetune_settings(params: Params) -> RunSettings:
                        t.num_workers, f.sampler, 2, f.mlm_probability, params.seed, t.lr_step)  # fmt: skip
 
 
+def finetune_loss(params: Params) -> LossConfig:
+    """The loss terms of fine-tuning: ``loss`` with ID switched by ``finetune.id_loss`` and MLM weighted by ``finetune.mlm_weight``."""
+    loss, f = params.loss, params.finetune
+    update = {"id": loss.id.model_copy(update={"enabled": f.id_loss}), "mtp": loss.mtp.model_copy(update={"weight": f.mlm_weight})}
+    return LossConfig.model_validate(loss.model_copy(update=update).model_dump())
+
+
 def _dataset(params: Params, pairs: list[Pair], context_length: int) -> PairDataset:
     if not pairs:
         raise ValueError("no training pairs: the corpus is empty or every record was rejected")
@@ -130,8 +137,6 @@ def run_finetune(params: Params, benchmark: str, root: Path, init: Path | None, 
         model.load_state_dict(weights, strict=False)
     elif params.model.pretrained:
         model.load_clip_weights(params.model.pretrained)
-    loss = params.loss.model_copy(update={"id": params.loss.id.model_copy(update={"enabled": f.id_loss}),
-                                          "mtp": params.loss.mtp.model_copy(update={"weight": f.mlm_weight})})  # fmt: skip
     dataset = _dataset(params, pairs, arch.context_length)
-    trainer = Trainer(model, dataset, finetune_settings(params), params.model, LossConfig.model_validate(loss.model_dump()), out, device, progress, on_epoch)
+    trainer = Trainer(model, dataset, finetune_settings(params), params.model, finetune_loss(params), out, device, progress, on_epoch)
     return model, trainer.fit(resume=resume)
