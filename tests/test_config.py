@@ -41,7 +41,8 @@ def test_full_scale_params_are_the_official_recipe():
     p = load_params(REPO / "params.full.yaml")
     m = p.model.masking
     assert (m.slope, m.noise_midpoint, m.informative_midpoint) == (20.0, 0.9, 0.1)
-    assert (m.score_timing, m.initial_score, m.replacement, m.mtp_at_least_one) == ("previous_epoch", 0.85, "bert", True)
+    assert (m.score_timing, m.initial_score) == ("previous_epoch", 0.85)
+    assert (m.replacement, m.mtp_at_least_one) == ("bert", True)
     assert p.model.gass.variant == "official" and p.model.interaction.variant == "irra"
     t, o = p.train, p.train.optimizer
     assert (o.lr, o.eps, o.weight_decay, t.batch_size, t.gpus, p.loss.mtp.weight) == (1e-5, 1e-3, 4e-5, 1024, 8, 0.3)
@@ -53,7 +54,8 @@ def test_full_scale_params_are_the_official_recipe():
 
 def test_paper_and_official_files_differ_only_in_the_method_sections():
     paper, full = load_params(REPO / "params.paper.yaml"), load_params(REPO / "params.full.yaml")
-    for section in ("paths", "synth", "curation", "validation", "eval", "tracking", "versioning", "orchestration", "pipeline"):
+    same = ("paths", "synth", "curation", "validation", "eval", "tracking", "versioning", "orchestration", "pipeline")
+    for section in same:
         assert getattr(paper, section) == getattr(full, section), section
 
 

@@ -76,7 +76,8 @@ class GassScorer:
         variant: ``paper`` (the paper's formulas) or ``official`` (the released code's).
     """
 
-    def __init__(self, layers: int = 8, scales: tuple[int, ...] = (1, 2), variant: Literal["paper", "official"] = "paper"):
+    def __init__(self, layers: int = 8, scales: tuple[int, ...] = (1, 2),
+                 variant: Literal["paper", "official"] = "paper"):  # fmt: skip
         if variant not in ("paper", "official"):
             raise ValueError(f"model.gass.variant: expected paper or official (got {variant!r})")
         self.layers = layers

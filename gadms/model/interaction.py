@@ -70,7 +70,9 @@ class IrraInteractionEncoder(nn.Module):
         self.ln_query = nn.LayerNorm(width)
         self.ln_memory = nn.LayerNorm(width)
         self.cross_attention = nn.MultiheadAttention(width, heads, batch_first=True)
-        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.ln_out = nn.LayerNorm(width)
         self.head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width), nn.Linear(width, vocab_size))
@@ -88,11 +90,13 @@ class IrraInteractionEncoder(nn.Module):
             nn.init.normal_(block.linear2.weight, std=proj_std)
         nn.init.normal_(self.cross_attention.in_proj_weight, std=attn_std)
         nn.init.normal_(self.cross_attention.out_proj.weight, std=proj_std)
-        nn.init.normal_(self.head[0].weight, std=fc_std)
-        nn.init.normal_(self.head[3].weight, std=proj_std)
+        dense, out = self.head[0], self.head[3]
+        assert isinstance(dense, nn.Linear) and isinstance(out, nn.Linear)
+        nn.init.normal_(dense.weight, std=fc_std)
+        nn.init.normal_(out.weight, std=proj_std)
 
     def forward(self, text_states: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
-        """Fused token states ``(B, N, width)`` from projected text ``(B, N, width)`` and image ``(B, 1 + P, width)`` tokens."""
+        """Fused states ``(B, N, width)`` from projected text ``(B, N, width)`` and image ``(B, 1 + P, width)``."""
         memory = self.ln_memory(image_tokens)
         fused = self.cross_attention(self.ln_query(text_states), memory, memory, need_weights=False)[0]
         return self.ln_out(self.transformer(fused))

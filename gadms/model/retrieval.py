@@ -61,10 +61,13 @@ class PersonRetrievalModel(nn.Module):
         self.clip.visual.output_tokens = True
         self.interaction: InteractionEncoder | IrraInteractionEncoder
         if arch.interaction_variant == "irra":
-            self.interaction = IrraInteractionEncoder(spec.embed_dim, arch.interaction_heads, arch.interaction_layers, spec.vocab_size)
+            self.interaction = IrraInteractionEncoder(
+                spec.embed_dim, arch.interaction_heads, arch.interaction_layers, spec.vocab_size
+            )
         elif arch.interaction_variant == "project":
+            heads, layers = arch.interaction_heads, arch.interaction_layers
             self.interaction = InteractionEncoder(
-                spec.text_width, spec.vision_width, spec.text_width, arch.interaction_heads, arch.interaction_layers, spec.vocab_size
+                spec.text_width, spec.vision_width, spec.text_width, heads, layers, spec.vocab_size
             )
         else:
             raise ValueError(f"model.interaction.variant: expected project or irra (got {arch.interaction_variant!r})")

@@ -18,11 +18,18 @@ import time
 from typing import Callable, Literal
 
 import torch
+from torch import Tensor
 
 from gadms.config import LossConfig, ModelConfig
 from gadms.model import losses
 from gadms.model.gass import GassScorer, cosine_token_scores, random_token_scores, valid_token_mask
-from gadms.model.masking import ensure_one_masked, informative_mask_probability, noise_mask_probability, replace_tokens, sample_mask
+from gadms.model.masking import (
+    ensure_one_masked,
+    informative_mask_probability,
+    noise_mask_probability,
+    replace_tokens,
+    sample_mask,
+)
 from gadms.model.retrieval import PersonRetrievalModel
 from gadms.model.score_memory import ScoreMemory
 from gadms.model.text_tower import encode_text
@@ -95,7 +102,8 @@ class TrainingStep:
         self.memory.store(keys, kept)
         return used
 
-    def _masks(self, model, tokens, image_features, indices=None) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    def _masks(self, model, tokens, image_features, indices=None) -> tuple[Tensor | None, Tensor, Tensor]:
+        """Scores, noise mask and informative mask of the step's mode."""
         none = torch.zeros_like(tokens, dtype=torch.bool)
         m = self.model_cfg.masking
         if self.mode == "sdm":
@@ -107,7 +115,8 @@ class TrainingStep:
         scores = self._timed_scores(model, tokens, image_features, indices)
         if scores is None:
             return None, none, none
-        noise = sample_mask(noise_mask_probability(scores, m.alpha_noise, m.slope, m.noise_midpoint), tokens, self.generator)
+        p_noise = noise_mask_probability(scores, m.alpha_noise, m.slope, m.noise_midpoint)
+        noise = sample_mask(p_noise, tokens, self.generator)
         p_informative = informative_mask_probability(scores, m.alpha_informative, m.slope, m.informative_midpoint)
         informative = sample_mask(p_informative, tokens, self.generator)
         if m.mtp_at_least_one:
@@ -142,7 +151,8 @@ class TrainingStep:
 
         out: dict[str, torch.Tensor] = {}
         weights: dict[str, float] = {}
-        text_features = model.encode_text(replace_tokens(tokens, noise_mask, rule, self.generator) if noise_mask.any() else tokens)
+        noise_masked = replace_tokens(tokens, noise_mask, rule, self.generator) if noise_mask.any() else tokens
+        text_features = model.encode_text(noise_masked)
         all_image, all_text, all_ids = image_features, text_features, identities
         if self.gather is not None and self.gather_ids is not None:
             all_image, all_text, all_ids = self.gather(image_features), self.gather(text_features), self.gather_ids(identities)
@@ -161,7 +171,8 @@ class TrainingStep:
             has = (partner_tokens != tokens).any(dim=1)  # captions with a second caption of their image
             if has.sum() >= 2:
                 partner = model.encode_text(partner_tokens[has])
-                out["tic_loss"] = losses.tic_loss(text_features[has], partner, identities[has], cfg.temperature, cfg.tic.hard_negatives)
+                hard = cfg.tic.hard_negatives
+                out["tic_loss"] = losses.tic_loss(text_features[has], partner, identities[has], cfg.temperature, hard)
                 weights["tic_loss"] = cfg.tic.weight
         if not out:
             raise ValueError("loss: every loss term is disabled; enable at least one of sdm, itc, mtp, id, tic")

@@ -54,7 +54,8 @@ def text_layers(model: nn.Module) -> int:
     return len(_tower(model).transformer.resblocks)
 
 
-def _attention(block: Any, x: torch.Tensor, attn_mask: torch.Tensor | None, single_head: bool = False) -> tuple[torch.Tensor, LayerInternals]:
+def _attention(block: Any, x: torch.Tensor, attn_mask: torch.Tensor | None,
+               single_head: bool = False) -> tuple[torch.Tensor, LayerInternals]:  # fmt: skip
     """Re-run ``block``'s self-attention from its own weights, keeping the internals.
 
     ``single_head`` treats the packed projections as one head of the full width
@@ -78,14 +79,16 @@ def _attention(block: Any, x: torch.Tensor, attn_mask: torch.Tensor | None, sing
     return output, LayerInternals(q, k, v, weights, output, attn.out_proj.weight)
 
 
-def _block_with_internals(block: Any, x: torch.Tensor, attn_mask: torch.Tensor | None, single_head: bool = False) -> tuple[torch.Tensor, LayerInternals]:
+def _block_with_internals(block: Any, x: torch.Tensor, attn_mask: torch.Tensor | None,
+                          single_head: bool = False) -> tuple[torch.Tensor, LayerInternals]:  # fmt: skip
     output, internals = _attention(block, x, attn_mask, single_head)
     x = x + block.ls_1(output)
     x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return x, internals
 
 
-def encode_text(model: nn.Module, tokens: torch.Tensor, internals: int = 0, frozen_prefix: bool = False, single_head: bool = False) -> TextOutput:
+def encode_text(model: nn.Module, tokens: torch.Tensor, internals: int = 0, frozen_prefix: bool = False,
+                single_head: bool = False) -> TextOutput:  # fmt: skip
     """Encode token ids with the model's text tower.
 
     Args:

@@ -133,7 +133,9 @@ class Trainer:
         s = settings
         self.optimizer = torch.optim.Adam(model.parameters(), lr=s.optimizer.lr, betas=s.optimizer.betas, eps=s.optimizer.eps, weight_decay=s.optimizer.weight_decay)
         self.sampler = self._sampler()
-        steps_per_epoch = 1 if s.lr_step == "epoch" else max(1, len(self.sampler) // self._micro_batch() // s.grad_accumulation)
+        steps_per_epoch = max(1, len(self.sampler) // self._micro_batch() // s.grad_accumulation)
+        if s.lr_step == "epoch":  # the schedule counts epochs
+            steps_per_epoch = 1
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(steps_per_epoch * s.epochs, steps_per_epoch * s.warmup_epochs, s.schedule)
         )
@@ -247,7 +249,8 @@ class Trainer:
             identities = identities.to(self.dist.device, non_blocking=True)
             partner = partners[0].to(self.dist.device, non_blocking=True) if partners else None  # TIC's second captions
             with torch.autocast(self.dist.device.type, dtype=torch.float16, enabled=self.use_amp):
-                total, losses, scores = self.runner(images, tokens, identities, partner, indices.to(self.dist.device), epoch)
+                indices = indices.to(self.dist.device)
+                total, losses, scores = self.runner(images, tokens, identities, partner, indices, epoch)
             self.scaler.scale(total / s.grad_accumulation).backward()
             if (i + 1) % s.grad_accumulation == 0:
                 self._optimizer_step()

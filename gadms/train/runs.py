@@ -67,9 +67,12 @@ def finetune_settings(params: Params) -> RunSettings:
 
 
 def finetune_loss(params: Params) -> LossConfig:
-    """The loss terms of fine-tuning: ``loss`` with ID switched by ``finetune.id_loss`` and MLM weighted by ``finetune.mlm_weight``."""
+    """Fine-tuning's losses: ``loss`` with ID set by ``finetune.id_loss``, MLM weighted by ``finetune.mlm_weight``."""
     loss, f = params.loss, params.finetune
-    update = {"id": loss.id.model_copy(update={"enabled": f.id_loss}), "mtp": loss.mtp.model_copy(update={"weight": f.mlm_weight})}
+    update = {
+        "id": loss.id.model_copy(update={"enabled": f.id_loss}),
+        "mtp": loss.mtp.model_copy(update={"weight": f.mlm_weight}),
+    }
     return LossConfig.model_validate(loss.model_copy(update=update).model_dump())
 
 
@@ -82,7 +85,7 @@ def _dataset(params: Params, pairs: list[Pair], context_length: int) -> PairData
 
 
 def pretrain_pairs(params: Params, pairs: list[Pair]) -> list[Pair]:
-    """Corpus pairs (identity = image) with TIC partners; ``train.identity: caption`` makes each caption its own identity."""
+    """Corpus pairs (identity = image) with TIC partners; ``train.identity: caption``: one identity per caption."""
     pairs = with_partners(pairs, [p.identity for p in pairs])
     if params.train.identity == "caption":
         pairs = [Pair(p.image, p.caption, i, p.partner) for i, p in enumerate(pairs)]
@@ -138,5 +141,6 @@ def run_finetune(params: Params, benchmark: str, root: Path, init: Path | None, 
     elif params.model.pretrained:
         model.load_clip_weights(params.model.pretrained)
     dataset = _dataset(params, pairs, arch.context_length)
-    trainer = Trainer(model, dataset, finetune_settings(params), params.model, finetune_loss(params), out, device, progress, on_epoch)
+    settings, loss = finetune_settings(params), finetune_loss(params)
+    trainer = Trainer(model, dataset, settings, params.model, loss, out, device, progress, on_epoch)
     return model, trainer.fit(resume=resume)

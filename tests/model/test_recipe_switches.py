@@ -105,7 +105,8 @@ def test_previous_epoch_timing_uses_initial_then_stored_scores(tiny_model, batch
     # stored per caption: row r now shows caption indices.flip(0)[r]'s epoch-0 scores (float16)
     torch.testing.assert_close(second.scores, fresh.flip(0), atol=1e-3, rtol=0)
     fresh_step = TrainingStep(_cfg(), LossConfig(), seed=0)(tiny_model, images, tokens, indices=indices, epoch=0)
-    assert not torch.equal(fresh_step.noise_mask | fresh_step.informative_mask, first.noise_mask | first.informative_mask)
+    masked_fresh = fresh_step.noise_mask | fresh_step.informative_mask
+    assert not torch.equal(masked_fresh, first.noise_mask | first.informative_mask)
     with pytest.raises(ValueError, match="score_timing previous_epoch"):
         step(tiny_model, images, tokens)
 
@@ -143,7 +144,8 @@ def test_irra_encoder_sees_projected_tokens_with_cls_and_has_no_residual(batch):
         fused = irra.fuse(states, feats, patches)
         torch.testing.assert_close(fused, fused[:1, :1].expand_as(fused))
         project.interaction.cross_attention.out_proj.weight.zero_()
-        assert not torch.allclose(project.fuse(states, feats, patches)[0, 1], project.fuse(states, feats, patches)[0, 2])
+        kept = project.fuse(states, feats, patches)
+        assert not torch.allclose(kept[0, 1], kept[0, 2])
 
 
 def test_irra_initialisation_scales():
@@ -173,7 +175,8 @@ def test_tic_enabled_changes_the_step_loss_and_gradients(tiny_model, batch):
     for enabled in (False, True):
         cfg = LossConfig(tic={"enabled": enabled, "weight": 0.5})
         tiny_model.zero_grad(set_to_none=True)
-        out = TrainingStep(ModelConfig(masking={"score": "none"}), cfg, seed=0)(tiny_model, images, tokens, partner_tokens=partners)
+        step = TrainingStep(ModelConfig(masking={"score": "none"}), cfg, seed=0)
+        out = step(tiny_model, images, tokens, partner_tokens=partners)
         out.total.backward()
         totals[enabled], grads[enabled] = out, tiny_model.clip.text_projection.grad.clone()
     tiny_model.zero_grad(set_to_none=True)

@@ -22,7 +22,8 @@ def _fit(out: Path, pairs, loss: LossConfig, model_cfg: ModelConfig = MODEL, epo
     torch.manual_seed(0)
     model = PersonRetrievalModel(Architecture.from_config(model_cfg))
     dataset = PairDataset(pairs, image_transform(128, 64, AugmentConfig()), tokenizer(32), seed=0, partners=partners)
-    run = RunSettings(mode="gadms", epochs=epochs, batch_size=8, optimizer=OptimizerConfig(lr=1e-4, eps=1e-3), warmup_epochs=1, **settings)
+    optimizer = OptimizerConfig(lr=1e-4, eps=1e-3)
+    run = RunSettings(mode="gadms", epochs=epochs, batch_size=8, optimizer=optimizer, warmup_epochs=1, **settings)
     trainer = Trainer(model, dataset, run, model_cfg, loss, out, device="cpu", progress=False)
     return model, trainer, trainer.fit(resume=resume, stop_after=stop_after)
 
@@ -89,8 +90,9 @@ def test_finetune_recipe_switches():
 
 def test_erasing_area_bound_changes_the_augmented_image(synth_pairs):
     image = open_image(synth_pairs[0].image)
-    small = image_transform(128, 64, AugmentConfig(horizontal_flip=False, pad_crop=False, color_jitter=False))
-    large = image_transform(128, 64, AugmentConfig(horizontal_flip=False, pad_crop=False, color_jitter=False, erasing_max_area=0.4))
+    erasing_only = {"horizontal_flip": False, "pad_crop": False, "color_jitter": False}
+    small = image_transform(128, 64, AugmentConfig(**erasing_only))
+    large = image_transform(128, 64, AugmentConfig(**erasing_only, erasing_max_area=0.4))
     erased_small, erased_large = [], []
     for seed in range(20):
         torch.manual_seed(seed)
