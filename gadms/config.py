@@ -182,6 +182,9 @@ class ValidationConfig(_Section):
 class GassConfig(_Section):
     layers: int = Field(8, ge=1)
     scales: tuple[int, ...] = Field((1, 2), min_length=1)
+    # paper: the text's formulas; official: the released code's (single-head re-run, cosine query-key weight
+    # min-maxed over all positions, attention over the importance sum, scores over the batch maximum)
+    variant: Literal["paper", "official"] = "paper"
 
     @model_validator(mode="after")
     def _positive_scales(self) -> "GassConfig":
@@ -195,12 +198,20 @@ class MaskingConfig(_Section):
     alpha_noise: float = Field(0.2, ge=0, le=1)
     alpha_informative: float = Field(0.3, ge=0, le=1)
     slope: float = Field(10.0, gt=0)
-    midpoint: float = Field(0.5, ge=0, le=1)
+    noise_midpoint: float = Field(0.5, ge=0, le=1)  # gamma_n, compared with 1 - s
+    informative_midpoint: float = Field(0.5, ge=0, le=1)  # gamma_i, compared with s
+    score_timing: Literal["fresh", "previous_epoch"] = "fresh"  # previous_epoch: each caption's stored scores
+    initial_score: float = Field(0.85, ge=0, le=1)  # previous_epoch: the score of every token in epoch 1
+    replacement: Literal["mask", "bert"] = "mask"  # bert: 80% mask token, 10% random token, 10% kept
+    mtp_at_least_one: bool = False  # a caption with nothing masked for MTP gets its first word masked
 
 
 class InteractionConfig(_Section):
     cross_attention_heads: int = Field(8, ge=1)
     layers: int = Field(4, ge=1)
+    # project: input layers on the unprojected states, patch tokens, a residual round the cross-attention;
+    # irra: projected text and image tokens (with the image's CLS), no residual, IRRA's initialisation
+    variant: Literal["project", "irra"] = "project"
 
 
 class ModelConfig(_Section):
@@ -255,6 +266,8 @@ class TrainConfig(_Section):
     schedule: Literal["cosine", "constant"] = "cosine"
     grad_clip: float = Field(5.0, ge=0)
     grad_accumulation: int = Field(1, ge=1)
+    lr_step: Literal["step", "epoch"] = "step"  # how often the schedule advances
+    identity: Literal["image", "caption"] = "image"  # what counts as one identity in pre-training's SDM
     amp: bool = True
     num_workers: int = Field(1, ge=0)
     gpus: int = Field(0, ge=0)
@@ -266,7 +279,9 @@ class FinetuneConfig(_Section):
     lr: float = Field(1e-4, gt=0)
     warmup_epochs: int = Field(1, ge=0)
     mlm_probability: float = Field(0.15, ge=0, le=1)
+    mlm_weight: float = Field(0.4, ge=0)
     id_loss: bool = False
+    sampler: Literal["identity", "random"] = "identity"
 
 
 class AugmentConfig(_Section):
@@ -274,6 +289,7 @@ class AugmentConfig(_Section):
     pad_crop: bool = True
     color_jitter: bool = True
     random_erasing: bool = True
+    erasing_max_area: float = Field(0.2, ge=0.02, le=1)  # erased area: 0.02 .. this share of the image
 
 
 Benchmark = Literal["cuhk-pedes", "icfg-pedes", "rstpreid"]

@@ -16,8 +16,8 @@ def _raw() -> dict:
     return yaml.safe_load(PARAMS.read_text())
 
 
-def test_full_scale_params_hold_the_papers_numbers():
-    p = load_params(REPO / "params.full.yaml")
+def test_paper_params_hold_the_papers_numbers():
+    p = load_params(REPO / "params.paper.yaml")
     f = p.curation.filter
     assert (f.min_short_side, f.min_aspect, f.max_aspect, f.min_confidence) == (90, 0.25, 0.5, 0.85)
     assert (f.min_keypoints, f.min_hip_keypoints, f.min_head_keypoints) == (8, 1, 2)
@@ -32,6 +32,31 @@ def test_full_scale_params_hold_the_papers_numbers():
     assert p.finetune.mlm_probability == 0.15
     assert (p.finetune.epochs, p.finetune.batch_size, p.finetune.lr) == (60, 64, 1e-5)
     assert not p.loss.itc.enabled and p.loss.sdm.enabled and p.loss.mtp.enabled
+    assert p.model.gass.variant == "paper" and p.model.interaction.variant == "project"
+    assert (p.model.masking.score_timing, p.model.masking.replacement) == ("fresh", "mask")
+
+
+def test_full_scale_params_are_the_official_recipe():
+    """params.full.yaml: rows 1-11 of issue 14 at the official scripts' values."""
+    p = load_params(REPO / "params.full.yaml")
+    m = p.model.masking
+    assert (m.slope, m.noise_midpoint, m.informative_midpoint) == (20.0, 0.9, 0.1)
+    assert (m.score_timing, m.initial_score) == ("previous_epoch", 0.85)
+    assert (m.replacement, m.mtp_at_least_one) == ("bert", True)
+    assert p.model.gass.variant == "official" and p.model.interaction.variant == "irra"
+    t, o = p.train, p.train.optimizer
+    assert (o.lr, o.eps, o.weight_decay, t.batch_size, t.gpus, p.loss.mtp.weight) == (1e-5, 1e-3, 4e-5, 1024, 8, 0.3)
+    assert (t.grad_clip, t.lr_step, t.identity) == (0.0, "epoch", "caption")
+    f = p.finetune
+    assert (f.id_loss, p.loss.id.weight, f.mlm_weight, f.batch_size, f.sampler) == (True, 1.0, 1.0, 128, "random")
+    assert (p.augment.erasing_max_area, p.augment.color_jitter) == (0.4, False)
+
+
+def test_paper_and_official_files_differ_only_in_the_method_sections():
+    paper, full = load_params(REPO / "params.paper.yaml"), load_params(REPO / "params.full.yaml")
+    same = ("paths", "synth", "curation", "validation", "eval", "tracking", "versioning", "orchestration", "pipeline")
+    for section in same:
+        assert getattr(paper, section) == getattr(full, section), section
 
 
 def test_full_scale_params_name_the_real_resources():
@@ -47,8 +72,8 @@ def test_full_scale_params_name_the_real_resources():
 
 
 def test_default_params_differ_from_the_paper_only_in_scale_and_optimiser():
-    """The CPU default keeps every method number of the paper (masking, GASS, losses)."""
-    demo, full = load_params(PARAMS), load_params(REPO / "params.full.yaml")
+    """The CPU default keeps every method number of the paper's text (masking, GASS, losses)."""
+    demo, full = load_params(PARAMS), load_params(REPO / "params.paper.yaml")
     assert demo.curation.filter == full.curation.filter and demo.curation.crop == full.curation.crop
     assert demo.curation.captioning.captions_per_image == full.curation.captioning.captions_per_image
     assert demo.validation == full.validation

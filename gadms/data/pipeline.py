@@ -34,7 +34,8 @@ def image_transform(height: int, width: int, augment: AugmentConfig | None = Non
 
     Augmentations: horizontal flip, padding then random crop (10 px), colour
     jitter (brightness, contrast, saturation 0.1), random erasing (after
-    normalisation, p = 0.5).
+    normalisation, p = 0.5, 2% to ``augment.erasing_max_area`` of the image,
+    filled with 0, i.e. the mean colour).
     """
     steps: list = [v2.ToImage(), v2.Resize((height, width), antialias=True)]
     if augment is not None:
@@ -46,7 +47,7 @@ def image_transform(height: int, width: int, augment: AugmentConfig | None = Non
             steps.append(v2.ColorJitter(0.1, 0.1, 0.1, 0))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(CLIP_MEAN, CLIP_STD)]
     if augment is not None and augment.random_erasing:
-        steps.append(v2.RandomErasing(p=0.5, scale=(0.02, 0.2), value=0))
+        steps.append(v2.RandomErasing(p=0.5, scale=(0.02, augment.erasing_max_area), value=0))
     return v2.Compose(steps)
 
 
@@ -77,11 +78,12 @@ def open_image(source: ImageSource, label: str | None = None) -> Image.Image:
 
 @dataclass(frozen=True)
 class Pair:
-    """One training pair: an image, one of its captions and its identity."""
+    """One training pair: an image, one of its captions, its identity and (for TIC) another caption of the image."""
 
     image: ImageSource
     caption: str
     identity: int
+    partner: str | None = None
 
 
 class PairDataset(Dataset):
@@ -92,13 +94,16 @@ class PairDataset(Dataset):
         transform: image transform (see :func:`image_transform`).
         tokenizer: CLIP tokenizer (truncates to its context length).
         seed: seeds each sample's augmentation together with the epoch and index.
+        partners: also yield the token ids of the pair's partner caption (TIC); a pair
+            without one yields its own caption again.
     """
 
-    def __init__(self, pairs: Sequence[Pair], transform, tokenizer, seed: int = 0):
+    def __init__(self, pairs: Sequence[Pair], transform, tokenizer, seed: int = 0, partners: bool = False):
         self.pairs = list(pairs)
         self.transform = transform
         self.tokenizer = tokenizer
         self.seed = seed
+        self.partners = partners
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -114,7 +119,32 @@ class PairDataset(Dataset):
             torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % SEED_SPACE)
             image = self.transform(open_image(pair.image, f"image of training pair {index}"))
         tokens = self.tokenizer([pair.caption])[0]
+        if self.partners:
+            return image, tokens, pair.identity, index, self.tokenizer([pair.partner or pair.caption])[0]
         return image, tokens, pair.identity, index
+
+
+def with_partners(pairs: Sequence[Pair], image_keys: Sequence[int]) -> list[Pair]:
+    """Give each pair the next caption of the same image (cyclically) as its TIC partner.
+
+    Args:
+        pairs: the pairs.
+        image_keys: per pair, which image it shows (pairs with equal keys share an image).
+
+    Returns:
+        The pairs with ``partner`` set; a caption alone on its image gets none.
+    """
+    by_image: dict[int, list[int]] = {}
+    for position, key in enumerate(image_keys):
+        by_image.setdefault(key, []).append(position)
+    out = list(pairs)
+    for members in by_image.values():
+        if len(members) < 2:
+            continue
+        for j, position in enumerate(members):
+            partner = pairs[members[(j + 1) % len(members)]].caption
+            out[position] = Pair(pairs[position].image, pairs[position].caption, pairs[position].identity, partner)
+    return out
 
 
 class ImageDataset(Dataset):

@@ -6,12 +6,24 @@ the [EOS] attention output, times each token's value contribution, times a
 multi-scale query-key spatial weight, gated by [EOS]'s attention to the token.
 All layer gradients come from a single backward pass over the last layers,
 with image features held constant; the training loss's ``.grad`` is untouched.
+
+Two variants: ``paper`` follows the paper's text (the model's own multi-head
+attention averaged over heads; a raw query-key dot product min-maxed over the
+valid tokens; the attention row over its own sum; the final score min-maxed
+per caption). ``official`` follows the released code as described in issue 14:
+the last layers re-run with a single attention head; the query-key weight is a
+cosine min-maxed over every context position, padding included; the
+attention row is divided by the sum of the importance term (which can be
+negative and flip a layer's sign); the final score is divided by the whole
+batch's maximum.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from typing import Literal
+
 from torch import nn
 
 from gadms.model.text_tower import TextOutput, encode_text, project_tokens
@@ -61,11 +73,21 @@ class GassScorer:
     Args:
         layers: the last ``L`` text layers to use (paper: 8 of 12).
         scales: MSP window sizes C (paper: [1, 2]).
+        variant: ``paper`` (the paper's formulas) or ``official`` (the released code's).
     """
 
-    def __init__(self, layers: int = 8, scales: tuple[int, ...] = (1, 2)):
+    def __init__(self, layers: int = 8, scales: tuple[int, ...] = (1, 2),
+                 variant: Literal["paper", "official"] = "paper"):  # fmt: skip
+        if variant not in ("paper", "official"):
+            raise ValueError(f"model.gass.variant: expected paper or official (got {variant!r})")
         self.layers = layers
         self.scales = tuple(scales)
+        self.variant = variant
+
+    @property
+    def single_head(self) -> bool:
+        """Whether the last layers are re-run with one attention head (the official variant)."""
+        return self.variant == "official"
 
     def gradients(self, model: nn.Module, tokens: torch.Tensor, image_features: torch.Tensor) -> tuple[list[torch.Tensor], TextOutput]:
         """dSIM/dT^l at every position for the last L layers, from one backward pass.
@@ -74,7 +96,7 @@ class GassScorer:
             The per-layer gradients ``(B, N, D)`` and the (detached) forward outputs.
         """
         with torch.enable_grad():
-            out = encode_text(model, tokens, internals=self.layers, frozen_prefix=True)
+            out = encode_text(model, tokens, internals=self.layers, frozen_prefix=True, single_head=self.single_head)
             sim = F.cosine_similarity(out.features, image_features.detach(), dim=-1)
             outputs = [layer.output for layer in out.layers]
             # one backward: grads w.r.t. the L attention outputs only (no parameter .grad)
@@ -86,23 +108,43 @@ class GassScorer:
     def gradients_per_layer(self, model: nn.Module, tokens: torch.Tensor, image_features: torch.Tensor) -> list[torch.Tensor]:
         """Reference: the same gradients with one ``autograd.grad`` call per layer (L backward passes)."""
         with torch.enable_grad():
-            out = encode_text(model, tokens, internals=self.layers, frozen_prefix=True)
+            out = encode_text(model, tokens, internals=self.layers, frozen_prefix=True, single_head=self.single_head)
             sim = F.cosine_similarity(out.features, image_features.detach(), dim=-1).sum()
             last = len(out.layers) - 1
             return [torch.autograd.grad(sim, layer.output, retain_graph=i < last)[0] for i, layer in enumerate(out.layers)]
 
     @torch.no_grad()
-    def _layer_score(self, grad: torch.Tensor, layer, eos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def layer_score(self, grad: torch.Tensor, layer, eos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """One layer's term ``S_g^l * S_a^l`` ``(B, N)`` (before averaging over layers and ReLU).
+
+        Args:
+            grad: ``(B, N, D)`` dSIM/dT^l.
+            layer: the layer's :class:`LayerInternals`.
+            eos: ``(B,)`` [EOS] positions.
+            valid: ``(B, N)`` word-token mask.
+        """
         rows = torch.arange(grad.shape[0], device=grad.device)
         g = grad[rows, eos]  # (B, D): gradient at the [EOS] attention output
         value = layer.value @ layer.out_proj_weight.T  # each token's value as it enters T^l
         q = multiscale_pool(layer.query, self.scales)[rows, eos]  # (B, D)
         k = multiscale_pool(layer.key, self.scales)  # (B, N, D)
-        spatial = minmax(torch.einsum("bd,bnd->bn", q, k), valid)
+        if self.variant == "official":
+            spatial = minmax(F.cosine_similarity(q[:, None], k, dim=-1), torch.ones_like(valid))
+        else:
+            spatial = minmax(torch.einsum("bd,bnd->bn", q, k), valid)
         s_g = spatial * torch.einsum("bd,bnd->bn", g, value)
         attn = layer.attention.mean(dim=1)[rows, eos] * valid  # (B, N): [EOS]'s attention row
-        s_a = attn / attn.sum(dim=1, keepdim=True).clamp_min(1e-12)
-        return s_g * s_a
+        if self.variant == "official":
+            total = (s_g * valid).sum(dim=1, keepdim=True)
+            return s_g * attn / torch.where(total.abs() < 1e-12, torch.full_like(total, 1e-12), total)
+        return s_g * attn / attn.sum(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def finalise(self, total: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """ReLU of the layer mean, scaled into [0, 1]: per caption (paper) or by the batch maximum (official)."""
+        score = F.relu(total) * valid
+        if self.variant == "official":
+            return score / score.max().clamp_min(1e-12)
+        return minmax(score, valid)
 
     def __call__(self, model: nn.Module, tokens: torch.Tensor, image_features: torch.Tensor, one_pass: bool = True) -> torch.Tensor:
         """Scores ``(B, N)`` in [0, 1] on valid tokens, 0 on start/end/padding.
@@ -115,12 +157,11 @@ class GassScorer:
         else:
             grads = self.gradients_per_layer(model, tokens, image_features)
             with torch.no_grad():
-                out = encode_text(model, tokens, internals=self.layers)
+                out = encode_text(model, tokens, internals=self.layers, single_head=self.single_head)
         valid = valid_token_mask(tokens)
         with torch.no_grad():
-            total = sum(self._layer_score(g, layer, out.eos_index, valid) for g, layer in zip(grads, out.layers))
-            score = F.relu(torch.as_tensor(total) / len(grads))
-            return minmax(score, valid).detach()
+            total = sum(self.layer_score(g, layer, out.eos_index, valid) for g, layer in zip(grads, out.layers))
+            return self.finalise(torch.as_tensor(total) / len(grads), valid).detach()
 
 
 @torch.no_grad()

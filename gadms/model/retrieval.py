@@ -20,8 +20,8 @@ from torch import nn
 
 from gadms.model.backbone import BACKBONES, build_clip, load_pretrained
 from gadms.model.files import ModelFileError, read_safetensors
-from gadms.model.interaction import InteractionEncoder
-from gadms.model.text_tower import encode_text
+from gadms.model.interaction import InteractionEncoder, IrraInteractionEncoder
+from gadms.model.text_tower import encode_text, project_tokens
 
 
 # Largest value a model file may record per field: past these the model would not fit in memory anyway,
@@ -34,6 +34,7 @@ _LARGEST = {
     "interaction_layers": 256,
     "num_identities": 10_000_000,
 }
+_TEXT_FIELDS = ("backbone", "interaction_variant")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Architecture:
     interaction_heads: int = 8
     interaction_layers: int = 4
     num_identities: int = 0  # > 0 adds an identity classifier
+    interaction_variant: str = "project"  # project | irra (model.interaction.variant)
 
     @classmethod
     def from_config(cls, model_cfg, num_identities: int = 0) -> "Architecture":
@@ -59,6 +61,7 @@ class Architecture:
             interaction_heads=model_cfg.interaction.cross_attention_heads,
             interaction_layers=model_cfg.interaction.layers,
             num_identities=num_identities,
+            interaction_variant=model_cfg.interaction.variant,
         )
 
     @classmethod
@@ -87,12 +90,12 @@ class Architecture:
             names = ", ".join(repr(name[:40]) for name in unknown[:3])
             raise ModelFileError(f"{source}: unknown architecture field(s) {names}; made by another version of gadms?")
         for name, value in raw.items():  # fields left out take their defaults, as in older files
-            if name == "backbone":
-                ok = isinstance(value, str)
+            if name in _TEXT_FIELDS:
+                ok = isinstance(value, str) and len(value) <= 40
             else:
                 ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _LARGEST[name]
             if not ok:
-                wanted = "a string" if name == "backbone" else f"a count up to {_LARGEST[name]}"
+                wanted = "a short string" if name in _TEXT_FIELDS else f"a count up to {_LARGEST[name]}"
                 raise ModelFileError(f"{source}: architecture field {name!r} must be {wanted}, got {str(value)[:40]!r}")
         if raw.get("backbone", cls.backbone) not in BACKBONES:
             raise ModelFileError(f"{source}: unknown backbone {raw['backbone'][:40]!r} (known: {', '.join(BACKBONES)})")
@@ -108,15 +111,41 @@ class PersonRetrievalModel(nn.Module):
         spec = BACKBONES[arch.backbone]
         self.clip = build_clip(arch.backbone, (arch.image_height, arch.image_width), arch.context_length)
         self.clip.visual.output_tokens = True
-        self.interaction = InteractionEncoder(
-            spec.text_width, spec.vision_width, spec.text_width, arch.interaction_heads, arch.interaction_layers, spec.vocab_size
-        )
+        self.interaction: InteractionEncoder | IrraInteractionEncoder
+        if arch.interaction_variant == "irra":
+            self.interaction = IrraInteractionEncoder(
+                spec.embed_dim, arch.interaction_heads, arch.interaction_layers, spec.vocab_size
+            )
+        elif arch.interaction_variant == "project":
+            heads, layers = arch.interaction_heads, arch.interaction_layers
+            self.interaction = InteractionEncoder(
+                spec.text_width, spec.vision_width, spec.text_width, heads, layers, spec.vocab_size
+            )
+        else:
+            raise ValueError(f"model.interaction.variant: expected project or irra (got {arch.interaction_variant!r})")
         self.classifier = nn.Linear(spec.embed_dim, arch.num_identities) if arch.num_identities > 0 else None
 
     def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(features (B, E), patch tokens (B, P, vision_width))`` for ``(B, 3, H, W)`` images."""
         features, tokens = self.clip.visual(images)
         return features, tokens
+
+    def fuse(self, text_states: torch.Tensor, image_features: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
+        """The interaction encoder's fused states for masked-token prediction.
+
+        Args:
+            text_states: ``(B, N, text_width)`` final text token states (after ``ln_final``).
+            image_features: ``(B, E)`` projected image features (the CLS output).
+            image_tokens: ``(B, P, vision_width)`` patch tokens (after ``ln_post``, unprojected).
+
+        Returns:
+            ``(B, N, width)``: the ``irra`` variant sees projected text tokens and the
+            projected image sequence with CLS first; ``project`` the raw states and patches.
+        """
+        if self.arch.interaction_variant == "irra":
+            image = torch.cat([image_features[:, None], image_tokens @ self.clip.visual.proj], dim=1)
+            return self.interaction(project_tokens(self.clip, text_states), image)
+        return self.interaction(text_states, image_tokens)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """Projected [EOS] features ``(B, E)``."""

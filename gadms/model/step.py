@@ -5,6 +5,10 @@ caption (GASS or a baseline score); SDM aligns the image with the
 noise-masked caption; masked-token prediction reconstructs the
 informative-masked caption through the interaction encoder.
 Total = w_sdm * SDM + beta * MTP (+ the optional ITC, ID and TIC terms).
+
+The official code's choices are switches of ``model.masking``: scores from the
+previous epoch (``score_timing``), BERT-style replacement (``replacement``) and
+at least one MTP target per caption (``mtp_at_least_one``).
 """
 
 from __future__ import annotations
@@ -14,12 +18,20 @@ import time
 from typing import Callable, Literal
 
 import torch
+from torch import Tensor
 
 from gadms.config import LossConfig, ModelConfig
 from gadms.model import losses
 from gadms.model.gass import GassScorer, cosine_token_scores, random_token_scores, valid_token_mask
-from gadms.model.masking import apply_mask, informative_mask_probability, noise_mask_probability, sample_mask
+from gadms.model.masking import (
+    ensure_one_masked,
+    informative_mask_probability,
+    noise_mask_probability,
+    replace_tokens,
+    sample_mask,
+)
 from gadms.model.retrieval import PersonRetrievalModel
+from gadms.model.score_memory import ScoreMemory
 from gadms.model.text_tower import encode_text
 
 Mode = Literal["gadms", "irra", "sdm"]
@@ -41,7 +53,7 @@ class TrainingStep:
     """Computes the losses of one batch; call ``.total.backward()`` on the result.
 
     Args:
-        model_cfg: masking score, alphas, slope, midpoint, GASS layers and scales.
+        model_cfg: masking score, alphas, slope, midpoints, timing and replacement, GASS layers, scales and variant.
         loss_cfg: which loss terms are on and their weights, temperature.
         mode: ``gadms`` (dual masking), ``irra`` (SDM + random-masked MLM) or ``sdm``.
         mlm_probability: masking rate of the ``irra`` mode.
@@ -54,7 +66,8 @@ class TrainingStep:
         self.mode = mode
         self.mlm_probability = mlm_probability
         self.generator = torch.Generator().manual_seed(seed % (1 << 64))  # seed + rank may pass 2**64
-        self.gass = GassScorer(model_cfg.gass.layers, model_cfg.gass.scales)
+        self.gass = GassScorer(model_cfg.gass.layers, model_cfg.gass.scales, model_cfg.gass.variant)
+        self.memory = ScoreMemory(model_cfg.masking.initial_score)  # used when score_timing is previous_epoch
         self.last_scoring_s = 0.0  # time of the last token-scoring pass (for benchmarks)
         self.gass_one_pass = True  # False: one backward per layer (reference, for benchmarks)
         # Under DDP: gather features (with gradients) and identities across ranks so
@@ -73,21 +86,41 @@ class TrainingStep:
             return random_token_scores(tokens, self.generator)
         return None
 
-    def _masks(self, model, tokens, image_features) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    def _timed_scores(self, model, tokens, image_features, indices: torch.Tensor | None) -> torch.Tensor | None:
+        """This step's scores, or (``previous_epoch``) the stored ones while this step's are kept for later."""
+        started = time.perf_counter()
+        scores = self.token_scores(model, tokens, image_features)
+        self.last_scoring_s = time.perf_counter() - started
+        if scores is None or self.model_cfg.masking.score_timing == "fresh":
+            return scores
+        if indices is None:
+            raise ValueError("model.masking.score_timing previous_epoch: the step needs each caption's dataset index")
+        keys, kept = indices, scores
+        if self.gather_ids is not None:  # every rank remembers every caption's scores
+            keys, kept = self.gather_ids(indices), self.gather_ids(scores)
+        used = self.memory.lookup(indices, tokens)
+        self.memory.store(keys, kept)
+        return used
+
+    def _masks(self, model, tokens, image_features, indices=None) -> tuple[Tensor | None, Tensor, Tensor]:
+        """Scores, noise mask and informative mask of the step's mode."""
         none = torch.zeros_like(tokens, dtype=torch.bool)
+        m = self.model_cfg.masking
         if self.mode == "sdm":
             return None, none, none
         if self.mode == "irra":
             p = torch.full(tokens.shape, self.mlm_probability, device=tokens.device)
-            return None, none, sample_mask(p, tokens, self.generator)
-        started = time.perf_counter()
-        scores = self.token_scores(model, tokens, image_features)
-        self.last_scoring_s = time.perf_counter() - started
+            mlm = sample_mask(p, tokens, self.generator)
+            return None, none, ensure_one_masked(mlm, tokens) if m.mtp_at_least_one else mlm
+        scores = self._timed_scores(model, tokens, image_features, indices)
         if scores is None:
             return None, none, none
-        m = self.model_cfg.masking
-        noise = sample_mask(noise_mask_probability(scores, m.alpha_noise, m.slope, m.midpoint), tokens, self.generator)
-        informative = sample_mask(informative_mask_probability(scores, m.alpha_informative, m.slope, m.midpoint), tokens, self.generator)
+        p_noise = noise_mask_probability(scores, m.alpha_noise, m.slope, m.noise_midpoint)
+        noise = sample_mask(p_noise, tokens, self.generator)
+        p_informative = informative_mask_probability(scores, m.alpha_informative, m.slope, m.informative_midpoint)
+        informative = sample_mask(p_informative, tokens, self.generator)
+        if m.mtp_at_least_one:
+            informative = ensure_one_masked(informative, tokens)
         return scores, noise, informative
 
     def __call__(
@@ -97,22 +130,29 @@ class TrainingStep:
         tokens: torch.Tensor,
         identities: torch.Tensor | None = None,
         partner_tokens: torch.Tensor | None = None,
+        indices: torch.Tensor | None = None,
+        epoch: int = 0,
     ) -> StepOutput:
         """Losses for a batch of ``(B, 3, H, W)`` images and ``(B, N)`` caption tokens.
 
         ``identities`` defaults to each pair being its own identity;
-        ``partner_tokens`` (a second caption per image) feeds the TIC term.
+        ``partner_tokens`` (a second caption of each image; a row equal to its
+        caption means none) feeds the TIC term; ``indices`` (each caption's
+        dataset index) and ``epoch`` serve the ``previous_epoch`` score timing.
         """
         cfg = self.loss_cfg
+        rule = self.model_cfg.masking.replacement
         if identities is None:
             identities = torch.arange(len(tokens), device=tokens.device)
+        self.memory.start_epoch(epoch)
         image_features, image_tokens = model.encode_image(images)
         self.last_scoring_s = 0.0
-        scores, noise_mask, informative_mask = self._masks(model, tokens, image_features)
+        scores, noise_mask, informative_mask = self._masks(model, tokens, image_features, indices)
 
         out: dict[str, torch.Tensor] = {}
         weights: dict[str, float] = {}
-        text_features = model.encode_text(apply_mask(tokens, noise_mask))
+        noise_masked = replace_tokens(tokens, noise_mask, rule, self.generator) if noise_mask.any() else tokens
+        text_features = model.encode_text(noise_masked)
         all_image, all_text, all_ids = image_features, text_features, identities
         if self.gather is not None and self.gather_ids is not None:
             all_image, all_text, all_ids = self.gather(image_features), self.gather(text_features), self.gather_ids(identities)
@@ -121,16 +161,19 @@ class TrainingStep:
         if cfg.itc.enabled:
             out["itc_loss"], weights["itc_loss"] = losses.itc_loss(all_image, all_text, cfg.temperature), cfg.itc.weight
         if cfg.mtp.enabled and informative_mask.any():
-            states = encode_text(model.clip, apply_mask(tokens, informative_mask)).tokens
-            logits = model.interaction.predict(model.interaction(states, image_tokens), informative_mask)
+            states = encode_text(model.clip, replace_tokens(tokens, informative_mask, rule, self.generator)).tokens
+            logits = model.interaction.predict(model.fuse(states, image_features, image_tokens), informative_mask)
             out["mtp_loss"], weights["mtp_loss"] = losses.mtp_loss(logits, tokens[informative_mask]), cfg.mtp.weight
         if cfg.id.enabled and model.classifier is not None:
             out["id_loss"] = losses.id_loss(model.classifier(image_features), model.classifier(text_features), identities)
             weights["id_loss"] = cfg.id.weight
         if cfg.tic.enabled and partner_tokens is not None:
-            partner = model.encode_text(partner_tokens)
-            out["tic_loss"] = losses.tic_loss(text_features, partner, identities, cfg.temperature, cfg.tic.hard_negatives)
-            weights["tic_loss"] = cfg.tic.weight
+            has = (partner_tokens != tokens).any(dim=1)  # captions with a second caption of their image
+            if has.sum() >= 2:
+                partner = model.encode_text(partner_tokens[has])
+                hard = cfg.tic.hard_negatives
+                out["tic_loss"] = losses.tic_loss(text_features[has], partner, identities[has], cfg.temperature, hard)
+                weights["tic_loss"] = cfg.tic.weight
         if not out:
             raise ValueError("loss: every loss term is disabled; enable at least one of sdm, itc, mtp, id, tic")
         total: torch.Tensor = sum(weights[name] * value for name, value in out.items())  # type: ignore[assignment]

@@ -54,11 +54,16 @@ def text_layers(model: nn.Module) -> int:
     return len(_tower(model).transformer.resblocks)
 
 
-def _attention(block: Any, x: torch.Tensor, attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, LayerInternals]:
-    """Re-run ``block``'s self-attention from its own weights, keeping the internals."""
+def _attention(block: Any, x: torch.Tensor, attn_mask: torch.Tensor | None,
+               single_head: bool = False) -> tuple[torch.Tensor, LayerInternals]:  # fmt: skip
+    """Re-run ``block``'s self-attention from its own weights, keeping the internals.
+
+    ``single_head`` treats the packed projections as one head of the full width
+    (a Grad-ECLIP-style re-run, as the official GA-DMS code scores with).
+    """
     attn: nn.MultiheadAttention = block.attn
     b, n, d = x.shape
-    heads = attn.num_heads
+    heads = 1 if single_head else attn.num_heads
     h = block.ln_1(x)
     q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
 
@@ -74,14 +79,16 @@ def _attention(block: Any, x: torch.Tensor, attn_mask: torch.Tensor | None) -> t
     return output, LayerInternals(q, k, v, weights, output, attn.out_proj.weight)
 
 
-def _block_with_internals(block: Any, x: torch.Tensor, attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, LayerInternals]:
-    output, internals = _attention(block, x, attn_mask)
+def _block_with_internals(block: Any, x: torch.Tensor, attn_mask: torch.Tensor | None,
+                          single_head: bool = False) -> tuple[torch.Tensor, LayerInternals]:  # fmt: skip
+    output, internals = _attention(block, x, attn_mask, single_head)
     x = x + block.ls_1(output)
     x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return x, internals
 
 
-def encode_text(model: nn.Module, tokens: torch.Tensor, internals: int = 0, frozen_prefix: bool = False) -> TextOutput:
+def encode_text(model: nn.Module, tokens: torch.Tensor, internals: int = 0, frozen_prefix: bool = False,
+                single_head: bool = False) -> TextOutput:  # fmt: skip
     """Encode token ids with the model's text tower.
 
     Args:
@@ -90,6 +97,7 @@ def encode_text(model: nn.Module, tokens: torch.Tensor, internals: int = 0, froz
         internals: keep the internals of the last ``internals`` layers.
         frozen_prefix: run the layers before those under ``torch.no_grad``
             (for scoring passes that only need gradients in the last layers).
+        single_head: re-run those last layers with one attention head of the full width.
 
     Returns:
         Features, final token states and the requested layer internals.
@@ -112,7 +120,7 @@ def encode_text(model: nn.Module, tokens: torch.Tensor, internals: int = 0, froz
         x = x.detach().requires_grad_(True)
     layers = []
     for block in blocks[split:]:
-        x, inner = _block_with_internals(block, x, attn_mask)
+        x, inner = _block_with_internals(block, x, attn_mask, single_head)
         layers.append(inner)
     x = tower.ln_final(x)
     eos = tokens.argmax(dim=-1)

@@ -1,6 +1,6 @@
 """The training loop shared by pre-training (GA-DMS) and fine-tuning (IRRA-style).
 
-Adam with warm-up then cosine decay (per optimiser step), gradient
+Adam with warm-up then cosine decay (per optimiser step, or per epoch), gradient
 accumulation and clipping, mixed precision on CUDA, a checkpoint after every
 epoch (weights, optimiser, scheduler, scaler, RNG states) written atomically,
 and exact resumption. Under torchrun it wraps the step in DDP and computes
@@ -29,7 +29,7 @@ from tqdm import tqdm
 from gadms.config import LossConfig, ModelConfig, OptimizerConfig
 from gadms.data.pipeline import EpochSampler, IdentitySampler, PairDataset
 from gadms.model.files import ModelFileError, read_torch_file, require_entries
-from gadms.model.retrieval import PersonRetrievalModel, non_finite_weights, save_model
+from gadms.model.retrieval import Architecture, PersonRetrievalModel, non_finite_weights, save_model
 from gadms.model.step import Mode, TrainingStep
 from gadms.shards import atomic_path
 from gadms.train import distributed
@@ -62,6 +62,7 @@ class RunSettings:
     instances: int = 2
     mlm_probability: float = 0.15
     seed: int = 0
+    lr_step: str = "step"  # step | epoch: how often the schedule advances
 
 
 @dataclass
@@ -99,8 +100,8 @@ class _StepModule(nn.Module):
         self.model = model
         self.step = step
 
-    def forward(self, images, tokens, identities):
-        out = self.step(self.model, images, tokens, identities)
+    def forward(self, images, tokens, identities, partners=None, indices=None, epoch=0):
+        out = self.step(self.model, images, tokens, identities, partners, indices, epoch)
         return out.total, out.losses, out.scores
 
 
@@ -142,6 +143,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(model.parameters(), lr=s.optimizer.lr, betas=s.optimizer.betas, eps=s.optimizer.eps, weight_decay=s.optimizer.weight_decay)
         self.sampler = self._sampler()
         steps_per_epoch = max(1, len(self.sampler) // self._micro_batch() // s.grad_accumulation)
+        if s.lr_step == "epoch":  # the schedule counts epochs
+            steps_per_epoch = 1
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(steps_per_epoch * s.epochs, steps_per_epoch * s.warmup_epochs, s.schedule)
         )
@@ -179,6 +182,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "step_generator": self.step.generator.get_state(),
+            "score_memory": self.step.memory.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "architecture": json.dumps(asdict(self.model.arch), sort_keys=True),
         }
@@ -197,7 +201,7 @@ class Trainer:
         if not path.is_file():
             return 0
         state = require_entries(read_torch_file(path), path, _CHECKPOINT_ENTRIES, "gadms training checkpoint")
-        if state["architecture"] != json.dumps(asdict(self.model.arch), sort_keys=True):
+        if Architecture.from_json(state["architecture"], path) != self.model.arch:  # older files: defaults fill in
             raise ValueError(f"{path}: checkpoint was made for another architecture; use a new --out or matching params")
         try:
             self.model.load_state_dict(state["model"])
@@ -205,6 +209,8 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
             self.step.generator.set_state(state["step_generator"])
+            if "score_memory" in state:
+                self.step.memory.load_state_dict(state["score_memory"])
             torch.set_rng_state(state["torch_rng"])
             return int(state["epoch"]) + 1
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
@@ -281,12 +287,14 @@ class Trainer:
         bar = tqdm(loader, desc=f"{s.mode} epoch {epoch + 1}/{s.epochs}", unit="batch", disable=not self.progress, leave=False)
         scores = tokens_seen = None
         self.optimizer.zero_grad(set_to_none=True)
-        for i, (images, tokens, identities, _) in enumerate(bar):
+        for i, (images, tokens, identities, indices, *partners) in enumerate(bar):
             images = images.to(self.dist.device, non_blocking=True)
             tokens = tokens.to(self.dist.device, non_blocking=True)
             identities = identities.to(self.dist.device, non_blocking=True)
+            partner = partners[0].to(self.dist.device, non_blocking=True) if partners else None  # TIC's second captions
             with torch.autocast(self.dist.device.type, dtype=torch.float16, enabled=self.use_amp):
-                total, losses, scores = self.runner(images, tokens, identities)
+                indices = indices.to(self.dist.device)
+                total, losses, scores = self.runner(images, tokens, identities, partner, indices, epoch)
             where = f"at epoch {epoch + 1}, batch {i + 1} (step {epoch * len(loader) + i + 1})"
             self._check_losses(losses, total, where)
             self.scaler.scale(total / s.grad_accumulation).backward()
@@ -307,6 +315,8 @@ class Trainer:
         if self.progress:
             losses_text = "  ".join(f"{k} {v:.4f}" for k, v in log.losses.items())
             tqdm.write(f"{s.mode} epoch {epoch + 1}/{s.epochs}: {losses_text}  lr {log.lr:.2e}  {log.samples_per_s:.1f} samples/s")
+        if s.lr_step == "epoch":
+            self.scheduler.step()
         return log
 
     def _optimizer_step(self, where: str) -> None:
@@ -321,5 +331,6 @@ class Trainer:
             self._check_gradients(norm, where)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        if self.settings.lr_step == "step":
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

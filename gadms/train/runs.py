@@ -5,7 +5,8 @@ WebPerson Parquet shards, or a benchmark's train split; there are no
 identities, so the captions of one image form one identity. Fine-tuning
 (IRRA-style: SDM + 15% masked language modelling, optional identity loss)
 reads a benchmark's train split with its identities, starting from a
-pre-trained model.
+pre-trained model. Each pair carries another caption of its image, the
+partner the TIC loss contrasts it with when ``loss.tic`` is on.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from gadms.config import LossConfig, Params
 from gadms.data.benchmarks import BENCHMARKS, load_benchmark
-from gadms.data.pipeline import Pair, PairDataset, image_transform
+from gadms.data.pipeline import Pair, PairDataset, image_transform, with_partners
 from gadms.model.backbone import tokenizer
 from gadms.model.files import read_torch_file, require_entries
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, build_with_weights, load_model
@@ -47,14 +48,14 @@ def benchmark_pairs(benchmark: str, root: Path) -> tuple[list[Pair], int]:
     """Fine-tuning pairs of a benchmark's train split and its number of identities."""
     split = load_benchmark(benchmark, root, "train")
     pairs = [Pair(split.images[image], caption, split.image_ids[image]) for caption, image in zip(split.captions, split.caption_image)]
-    return pairs, split.num_identities
+    return with_partners(pairs, list(split.caption_image)), split.num_identities
 
 
 def pretrain_settings(params: Params) -> RunSettings:
     """RunSettings of GA-DMS pre-training (SPEC 5.4)."""
     t = params.train
     return RunSettings("gadms", t.epochs, t.batch_size, t.optimizer, t.warmup_epochs, t.schedule, t.grad_clip, t.grad_accumulation, t.amp,
-                       t.num_workers, "random", seed=params.seed)  # fmt: skip
+                       t.num_workers, "random", seed=params.seed, lr_step=t.lr_step)  # fmt: skip
 
 
 def finetune_settings(params: Params) -> RunSettings:
@@ -62,14 +63,33 @@ def finetune_settings(params: Params) -> RunSettings:
     t, f = params.train, params.finetune
     optimizer = t.optimizer.model_copy(update={"lr": f.lr})
     return RunSettings("irra", f.epochs, f.batch_size, optimizer, f.warmup_epochs, t.schedule, t.grad_clip, t.grad_accumulation, t.amp,
-                       t.num_workers, "identity", 2, f.mlm_probability, params.seed)  # fmt: skip
+                       t.num_workers, f.sampler, 2, f.mlm_probability, params.seed, t.lr_step)  # fmt: skip
+
+
+def finetune_loss(params: Params) -> LossConfig:
+    """Fine-tuning's losses: ``loss`` with ID set by ``finetune.id_loss``, MLM weighted by ``finetune.mlm_weight``."""
+    loss, f = params.loss, params.finetune
+    update = {
+        "id": loss.id.model_copy(update={"enabled": f.id_loss}),
+        "mtp": loss.mtp.model_copy(update={"weight": f.mlm_weight}),
+    }
+    return LossConfig.model_validate(loss.model_copy(update=update).model_dump())
 
 
 def _dataset(params: Params, pairs: list[Pair], context_length: int) -> PairDataset:
     if not pairs:
         raise ValueError("no training pairs: the corpus is empty or every record was rejected")
     m = params.model
-    return PairDataset(pairs, image_transform(m.image_height, m.image_width, params.augment), tokenizer(context_length), seed=params.seed)
+    transform = image_transform(m.image_height, m.image_width, params.augment)
+    return PairDataset(pairs, transform, tokenizer(context_length), seed=params.seed, partners=params.loss.tic.enabled)
+
+
+def pretrain_pairs(params: Params, pairs: list[Pair]) -> list[Pair]:
+    """Corpus pairs (identity = image) with TIC partners; ``train.identity: caption``: one identity per caption."""
+    pairs = with_partners(pairs, [p.identity for p in pairs])
+    if params.train.identity == "caption":
+        pairs = [Pair(p.image, p.caption, i, p.partner) for i, p in enumerate(pairs)]
+    return pairs
 
 
 def load_any_model(path: Path) -> PersonRetrievalModel:
@@ -108,7 +128,7 @@ def run_pretrain(params: Params, data: Path, fmt: str, out: Path, resume: bool =
     model = seeded_model(Architecture.from_config(params.model), params.seed)
     if params.model.pretrained and not (resume and (Path(out) / CHECKPOINT).is_file()):
         model.load_clip_weights(params.model.pretrained)
-    dataset = _dataset(params, corpus_pairs(fmt, Path(data)), params.model.context_length)
+    dataset = _dataset(params, pretrain_pairs(params, corpus_pairs(fmt, Path(data))), params.model.context_length)
     trainer = Trainer(model, dataset, pretrain_settings(params), params.model, params.loss, out, device, progress, on_epoch)
     return model, trainer.fit(resume=resume)
 
@@ -128,7 +148,7 @@ def run_finetune(params: Params, benchmark: str, root: Path, init: Path | None, 
         model.load_state_dict(weights, strict=False)
     elif params.model.pretrained:
         model.load_clip_weights(params.model.pretrained)
-    loss = params.loss.model_copy(update={"id": params.loss.id.model_copy(update={"enabled": f.id_loss})})
     dataset = _dataset(params, pairs, arch.context_length)
-    trainer = Trainer(model, dataset, finetune_settings(params), params.model, LossConfig.model_validate(loss.model_dump()), out, device, progress, on_epoch)
+    settings, loss = finetune_settings(params), finetune_loss(params)
+    trainer = Trainer(model, dataset, settings, params.model, loss, out, device, progress, on_epoch)
     return model, trainer.fit(resume=resume)
