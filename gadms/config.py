@@ -409,7 +409,7 @@ def params_from_dict(raw: Any, source: str = "params") -> Params:
     except ValidationError as exc:
         errors = exc.errors()
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: {_describe(errors[0])}{more}") from None
+        raise ConfigError(f"{source}: {_describe(dict(errors[0]))}{more}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -30,17 +30,18 @@ from gadms.synth.web import write_web_shards
 STAGES = ("read_decode", "detect", "filter", "crop_encode", "caption", "write")
 
 
-def curation_rates(scenes: int) -> tuple[int, Counter]:
+def curation_rates(scenes: int) -> tuple[int, defaultdict[str, float]]:
     """Curate ``scenes`` synthetic scenes; return images seen and seconds per stage."""
     params = load_params(Path("params.yaml") if Path("params.yaml").is_file() else None)
     with tempfile.TemporaryDirectory() as tmp:
         web = Path(tmp) / "web"
         write_web_shards(web, scenes, 0, params.synth, params.curation.filter, progress=False)
-        seen, timings = 0, Counter[str]()
+        seen, timings = 0, defaultdict[str, float](float)
         for shard in list_source_shards(web):
             report = curate_shard(shard, Path(tmp) / "out", params)
             seen += report.seen
-            timings.update(report.timings)
+            for stage, seconds in report.timings.items():
+                timings[stage] += seconds
     return seen, timings
 
 

@@ -316,4 +316,5 @@ def parse_results(detections: Any, poses: Any) -> list[PersonDetection]:
         pose_boxes, pose_kps = np.zeros((0, 4)), np.zeros((0, NUM_KEYPOINTS, 3))
     kps = match_keypoints(xyxy, pose_boxes, pose_kps)
     order = sorted(range(len(xyxy)), key=lambda i: (-scores[i], *xyxy[i]))
-    return [PersonDetection(tuple(float(v) for v in xyxy[i]), float(scores[i]), kps[i]) for i in order]  # type: ignore[misc]
+    boxes = [(float(b[0]), float(b[1]), float(b[2]), float(b[3])) for b in xyxy]
+    return [PersonDetection(boxes[i], float(scores[i]), kps[i]) for i in order]

@@ -30,7 +30,7 @@ import json
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -106,7 +106,7 @@ class ShardReport:
     boxes: Counter = field(default_factory=Counter)
     failures: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
-    timings: Counter = field(default_factory=Counter)
+    timings: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     skipped: bool = False
     replaced: str = ""
     earlier: bool = False

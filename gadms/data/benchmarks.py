@@ -206,10 +206,10 @@ def read_benchmark(
     for index, record in enumerate(records):
         outcome = _check_record(index, record, fmt, wanted, directory / "imgs", check_images)
         if isinstance(outcome, tuple):
-            split, problem = outcome
+            record_split, problem = outcome
             if strict:
                 raise DataError(f"{annotation_file} record {index}: {problem.detail}")
-            problems.setdefault(split, []).append(problem)
+            problems.setdefault(record_split, []).append(problem)
         elif outcome is not None:
             entries.append(outcome)
 

@@ -114,7 +114,8 @@ def split_member_name(name: str) -> tuple[str, str]:
 def _shard_samples(shard: Path, tally: StreamTally) -> Iterator[Sample]:
     """The samples of one shard; a truncated or unreadable shard stops early and is recorded."""
     tally.shards += 1
-    key, members = None, {}
+    key: str | None = None
+    members: dict[str, bytes] = {}
     try:
         with open(shard, "rb") as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
             for member in tar:

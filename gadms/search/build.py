@@ -175,7 +175,9 @@ def _batches(items: Iterator[GalleryItem], size: int) -> Iterator[list[GalleryIt
 def _decode(item: GalleryItem, transform) -> tuple[torch.Tensor | None, str]:
     """``(image tensor, "")``, or ``(None, reason)`` when the image cannot be used."""
     try:
-        return transform(open_image(item.data if item.data is not None else item.path)), ""
+        source = item.data if item.data is not None else item.path
+        assert source is not None
+        return transform(open_image(source)), ""
     except UnidentifiedImageError:
         return None, "not an image"
     except Image.DecompressionBombError:

@@ -114,6 +114,7 @@ def rank_vectors(index: SearchIndex, vectors: np.ndarray, queries: list[str], k:
     if approximate:
         scores, ids = index.approximate.search(vectors, k)  # type: ignore[union-attr]
         a = index.approximate
+        assert a is not None
         method = f"approximate (faiss IVF-Flat, {a.nprobe} of {a.nlist} cells, build-time recall@{a.k} {a.recall:.3f})"
     else:
         scores, ids = exact_top_k(index.embeddings, vectors, k)

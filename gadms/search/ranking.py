@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,7 @@ class ApproximateIndex:
         probes: number of probe queries.
     """
 
-    index: object
+    index: Any
     nprobe: int
     recall: float
     k: int

@@ -65,7 +65,7 @@ _MODEL_CODE = (
 )
 
 
-class RetrievalPyfunc(mlflow.pyfunc.PythonModel):
+class RetrievalPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
     """Embeds captions or images with a :class:`PersonRetrievalModel` loaded from its safetensors artifact."""
 
     def load_context(self, context) -> None:

@@ -113,7 +113,7 @@ def using_store(params: Params, root: Path | None = None) -> Iterator[str]:
     try:
         yield uri
     finally:
-        mlflow.set_tracking_uri(saved)  # None unsets both MLflow's URI and the variable
+        mlflow.set_tracking_uri(saved)  # type: ignore[arg-type]  # None unsets both MLflow's URI and the variable
 
 
 # MLflow 3 opens an experiment in its GenAI view unless told it holds classic model training runs.
