@@ -54,7 +54,12 @@ def task_runner(params: Params) -> Any:
         return DaskTaskRunner(address=cfg.dask_address)
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
-        cluster_kwargs={"n_workers": cfg.max_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None},
+        cluster_kwargs={
+            "n_workers": cfg.max_workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        },
     )
 
 
@@ -90,7 +95,9 @@ def cache_on_inputs(ignore: Sequence[str] = ()) -> Callable[[Any, dict[str, Any]
 
 
 def unless_missing(task: Any, output: Path) -> Any:
-    """``task`` that ignores (and overwrites) its cached result when ``output`` is gone, e.g. a deleted run directory."""
+    """``task`` that ignores (and overwrites) its cached result when ``output`` is gone, e.g. a deleted run
+    directory.
+    """
     return task.with_options(refresh_cache=not Path(output).exists())
 
 

@@ -35,8 +35,12 @@ def finalize(out: Path, reports: list[ShardReport], params: Params) -> CurationR
 
 
 @flow(name="curate", log_prints=True)
-def curate_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (), input_dir: Optional[str] = None,
-                out_dir: Optional[str] = None) -> dict[str, Any]:
+def curate_flow(
+    params_file: str = "params.yaml",
+    overrides: Sequence[str] = (),
+    input_dir: Optional[str] = None,
+    out_dir: Optional[str] = None,
+) -> dict[str, Any]:
     """Curate ``input_dir`` (default paths.web_dir) into ``out_dir`` (default paths.data_dir)."""
     params = load(params_file, overrides)
     source = Path(input_dir or params.paths.web_dir)
@@ -54,23 +58,40 @@ def curate_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (),
             report = future.result()
             reports.append(report)
             state = "already done" if report.skipped else f"{sum(report.timings.values()):.1f}s"
-            logger.info(f"shard {report.shard}: {report.seen} seen, {report.kept} kept, {report.rejected} rejected, "
-                        f"{report.failed} failed, {report.crops} crops ({state})")
+            logger.info(
+                f"shard {report.shard}: {report.seen} seen, {report.kept} kept, {report.rejected} rejected, "
+                f"{report.failed} failed, {report.crops} crops ({state})"
+            )
         result = finalize(out, reports, params)
     logger.info(result.summary())
-    create_markdown_artifact(key="curation-report", description="Curation: counts per shard",
-                             markdown=_report_markdown(result))
+    create_markdown_artifact(
+        key="curation-report", description="Curation: counts per shard", markdown=_report_markdown(result)
+    )
     return {"out": str(out), "totals": result.totals(), "summary": result.summary()}
 
 
 def _report_markdown(report: CurationReport) -> str:
-    rows = [(s.shard, s.seen, s.kept, s.rejected, s.failed, s.crops, ", ".join(f"{k} {v}" for k, v in sorted(s.boxes.items())))
-            for s in report.shards]
+    rows = [
+        (
+            s.shard,
+            s.seen,
+            s.kept,
+            s.rejected,
+            s.failed,
+            s.crops,
+            ", ".join(f"{k} {v}" for k, v in sorted(s.boxes.items())),
+        )
+        for s in report.shards
+    ]
     return "# Curation\n\n" + markdown_table(("shard", "seen", "kept", "rejected", "failed", "crops", "boxes"), rows)
 
 
-def run_curation(params_file: str = "params.yaml", overrides: Sequence[str] = (), input_dir: Optional[str] = None,
-                 out_dir: Optional[str] = None) -> dict[str, Any]:
+def run_curation(
+    params_file: str = "params.yaml",
+    overrides: Sequence[str] = (),
+    input_dir: Optional[str] = None,
+    out_dir: Optional[str] = None,
+) -> dict[str, Any]:
     """Run :func:`curate_flow` with the task runner params.yaml asks for (threads or Dask)."""
     overrides = safe_overrides(overrides)
     params = load(params_file, overrides)

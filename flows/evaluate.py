@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from prefect import flow, task
 
@@ -11,16 +11,28 @@ from flows.common import cache_on_inputs, load
 from gadms.config import Params
 
 
-@task(name="evaluate", task_run_name="evaluate-{setting}-{benchmark}", persist_result=True,
-      cache_key_fn=cache_on_inputs(ignore=("parent_run_id",)))
-def evaluate(params: Params, model_path: Path, model_digest: str, benchmark: str, benchmark_root: Path, setting: str,
-             data_hash: str, parent_run_id: Optional[str]) -> dict[str, float]:
+@task(
+    name="evaluate",
+    task_run_name="evaluate-{setting}-{benchmark}",
+    persist_result=True,
+    cache_key_fn=cache_on_inputs(ignore=("parent_run_id",)),
+)
+def evaluate(
+    params: Params,
+    model_path: Path,
+    model_digest: str,
+    benchmark: str,
+    benchmark_root: Path,
+    setting: str,
+    data_hash: str,
+    parent_run_id: Optional[str],
+) -> dict[str, float]:
     """Evaluate ``model_path`` on ``benchmark`` and log ``<setting>/<benchmark>/*`` in a run of stage ``evaluate``."""
+    import torch
+
     from gadms.tracking.runs import tracked_run
     from gadms.tracking.stages import evaluate_and_log
     from gadms.train.runs import load_any_model
-
-    import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_any_model(model_path).eval().to(device)
@@ -37,8 +49,15 @@ def file_digest(path: Path) -> str:
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate_flow(model: str, benchmarks: Optional[Sequence[str]] = None, setting: str = "direct", params_file: str = "params.yaml",
-                  overrides: Sequence[str] = (), data_hash: str = "unknown", parent_run_id: Optional[str] = None) -> dict[str, dict[str, float]]:
+def evaluate_flow(
+    model: str,
+    benchmarks: Optional[Sequence[str]] = None,
+    setting: str = "direct",
+    params_file: str = "params.yaml",
+    overrides: Sequence[str] = (),
+    data_hash: str = "unknown",
+    parent_run_id: Optional[str] = None,
+) -> dict[str, dict[str, float]]:
     """Evaluate ``model`` on ``benchmarks`` (default: eval.benchmarks present under paths.benchmarks_dir)."""
     from gadms.tracking.stages import present_benchmarks
 
@@ -46,4 +65,6 @@ def evaluate_flow(model: str, benchmarks: Optional[Sequence[str]] = None, settin
     root = params.paths.benchmarks_dir
     names = list(benchmarks) if benchmarks else present_benchmarks(params.eval.benchmarks, root)
     path = Path(model)
-    return {name: evaluate(params, path, file_digest(path), name, root, setting, data_hash, parent_run_id) for name in names}
+    return {
+        name: evaluate(params, path, file_digest(path), name, root, setting, data_hash, parent_run_id) for name in names
+    }

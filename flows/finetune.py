@@ -13,38 +13,103 @@ from gadms.config import Params
 from gadms.train.loop import CHECKPOINT, FINAL_MODEL
 
 
-@task(name="finetune", task_run_name="finetune-{benchmark}", persist_result=True,
-      cache_key_fn=cache_on_inputs(ignore=("parent_run_id",)))
-def finetune(params: Params, params_file: str, overrides: Sequence[str], benchmark: str, benchmark_root: Path, pretrained: Path,
-             out_dir: Path, data_hash: str, parent_run_id: Optional[str]) -> dict[str, Any]:
+@task(
+    name="finetune",
+    task_run_name="finetune-{benchmark}",
+    persist_result=True,
+    cache_key_fn=cache_on_inputs(ignore=("parent_run_id",)),
+)
+def finetune(
+    params: Params,
+    params_file: str,
+    overrides: Sequence[str],
+    benchmark: str,
+    benchmark_root: Path,
+    pretrained: Path,
+    out_dir: Path,
+    data_hash: str,
+    parent_run_id: Optional[str],
+) -> dict[str, Any]:
     """Fine-tune and evaluate (``finetuned/<benchmark>/*``); resumes from ``out_dir/checkpoint.pt`` after a crash."""
     resume = (out_dir / CHECKPOINT).is_file()
     if resume:
         run_logger().info(f"resuming fine-tuning from {out_dir / CHECKPOINT}")
     if params.train.gpus > 1:
-        command = ["train", "finetune", "--benchmark", benchmark, "--root", str(benchmark_root), "--init", str(pretrained),
-                   "--out", str(out_dir), "--data-hash", data_hash, "--no-register",
-                   *(["--parent-run-id", parent_run_id] if parent_run_id else []), *(["--resume"] if resume else [])]
+        command = [
+            "train",
+            "finetune",
+            "--benchmark",
+            benchmark,
+            "--root",
+            str(benchmark_root),
+            "--init",
+            str(pretrained),
+            "--out",
+            str(out_dir),
+            "--data-hash",
+            data_hash,
+            "--no-register",
+            *(["--parent-run-id", parent_run_id] if parent_run_id else []),
+            *(["--resume"] if resume else []),
+        ]
         return launch_torchrun(command, params_file, overrides, out_dir / "result.json")
     from gadms.tracking.stages import track_finetune_and_evaluate
 
-    result = track_finetune_and_evaluate(params, benchmark, benchmark_root, pretrained, out_dir, data_hash,
-                                         parent_run_id=parent_run_id, register=False, resume=resume, progress=True)
-    return {"run_id": result.run_id, "model": str(result.model_path), "model_uri": result.model_uri, "metrics": result.metrics}
+    result = track_finetune_and_evaluate(
+        params,
+        benchmark,
+        benchmark_root,
+        pretrained,
+        out_dir,
+        data_hash,
+        parent_run_id=parent_run_id,
+        register=False,
+        resume=resume,
+        progress=True,
+    )
+    return {
+        "run_id": result.run_id,
+        "model": str(result.model_path),
+        "model_uri": result.model_uri,
+        "metrics": result.metrics,
+    }
 
 
 def finetune_dir(params: Params, benchmark: str, pretrained: Path) -> Path:
     """Where the fine-tuning of this pre-trained model on this benchmark lives."""
-    return stage_dir(params.paths.work_dir, f"finetune-{benchmark}", str(pretrained), params.seed, params.model, params.loss,
-                     params.finetune, params.augment)
+    return stage_dir(
+        params.paths.work_dir,
+        f"finetune-{benchmark}",
+        str(pretrained),
+        params.seed,
+        params.model,
+        params.loss,
+        params.finetune,
+        params.augment,
+    )
 
 
 @flow(name="finetune", log_prints=True)
-def finetune_flow(benchmark: str, pretrained: str, params_file: str = "params.yaml", overrides: Sequence[str] = (),
-                  data_hash: str = "unknown", parent_run_id: Optional[str] = None) -> dict[str, Any]:
+def finetune_flow(
+    benchmark: str,
+    pretrained: str,
+    params_file: str = "params.yaml",
+    overrides: Sequence[str] = (),
+    data_hash: str = "unknown",
+    parent_run_id: Optional[str] = None,
+) -> dict[str, Any]:
     """Fine-tune the model at ``pretrained`` on ``benchmark`` (found under paths.benchmarks_dir)."""
     params = load(params_file, overrides)
     init = Path(pretrained)
     out = finetune_dir(params, benchmark, init)
-    return unless_missing(finetune, out / FINAL_MODEL)(params, params_file, list(overrides), benchmark, params.paths.benchmarks_dir,
-                                                     init, out, data_hash, parent_run_id)
+    return unless_missing(finetune, out / FINAL_MODEL)(
+        params,
+        params_file,
+        list(overrides),
+        benchmark,
+        params.paths.benchmarks_dir,
+        init,
+        out,
+        data_hash,
+        parent_run_id,
+    )

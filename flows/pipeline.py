@@ -33,7 +33,9 @@ HEADLINE = ("R1", "mAP")
 
 
 @task(name="synthesize-world", persist_result=True, cache_key_fn=cache_on_inputs())
-def synthesize(seed: int, synth: Any, rules: Any, scenes: int, identities: int, web_dir: Path, benchmarks_dir: Path) -> dict[str, Any]:
+def synthesize(
+    seed: int, synth: Any, rules: Any, scenes: int, identities: int, web_dir: Path, benchmarks_dir: Path
+) -> dict[str, Any]:
     """Write the synthetic web shards and benchmark (the demo's stand-in for COYO shards and CUHK-PEDES)."""
     from gadms.synth.benchmark import write_benchmark
     from gadms.synth.web import write_web_shards
@@ -44,9 +46,17 @@ def synthesize(seed: int, synth: Any, rules: Any, scenes: int, identities: int, 
     return {"scenes": web.scenes, "people": web.people, "benchmark": str(bench.root)}
 
 
-@task(name="register-and-promote", persist_result=True, cache_key_fn=cache_on_inputs(), retries=3, retry_delay_seconds=[2, 5, 15])
+@task(
+    name="register-and-promote",
+    persist_result=True,
+    cache_key_fn=cache_on_inputs(),
+    retries=3,
+    retry_delay_seconds=[2, 5, 15],
+)
 def promote(params: Params, run_id: str, benchmark: str, r1: float) -> dict[str, Any]:
-    """Register the fine-tuned model; move the champion alias only when it beats the champion's R1 on the same benchmark."""
+    """Register the fine-tuned model; move the champion alias only when it beats the champion's R1 on the same
+    benchmark.
+    """
     from gadms.tracking.registry import register_and_maybe_promote
     from gadms.tracking.stages import MODEL_NAME
 
@@ -92,8 +102,10 @@ def format_results(rows: list[tuple[str, ...]]) -> str:
     """The evaluation table as plain text."""
     header = ("benchmark", "setting", *METRICS)
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(str(v).rjust(w) if i > 1 else str(v).ljust(w) for i, (v, w) in enumerate(zip(row, widths)))
-                     for row in [header, *rows])
+    return "\n".join(
+        "  ".join(str(v).rjust(w) if i > 1 else str(v).ljust(w) for i, (v, w) in enumerate(zip(row, widths)))
+        for row in [header, *rows]
+    )
 
 
 @flow(name="gadms-pipeline", log_prints=True)
@@ -107,8 +119,15 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
     logger.info(f"pipeline: {params_file}" + (f" with {' '.join(overrides)}" if overrides else ""))
     if params.pipeline.synthesize:
         synthesize_once = unless_missing(synthesize, params.paths.benchmarks_dir / "CUHK-PEDES" / "reid_raw.json")
-        synthesize_once(params.seed, params.synth, params.curation.filter, params.pipeline.web_scenes, params.pipeline.benchmark_identities,
-                   params.paths.web_dir, params.paths.benchmarks_dir)
+        synthesize_once(
+            params.seed,
+            params.synth,
+            params.curation.filter,
+            params.pipeline.web_scenes,
+            params.pipeline.benchmark_identities,
+            params.paths.web_dir,
+            params.paths.benchmarks_dir,
+        )
     curation = curate_flow.with_options(task_runner=task_runner(params))(params_file, overrides)
     gate = validate_flow(params_file, overrides)
     version = version_flow(params_file, overrides)
@@ -121,30 +140,53 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
     unchanged = find_unchanged(params, fingerprint)
     if unchanged is not None:
         logger.info(unchanged.message())
-        return {"curation": curation["totals"], "gate": gate["summary"], "data_hash": md5, "unchanged": unchanged.message()}
+        return {
+            "curation": curation["totals"],
+            "gate": gate["summary"],
+            "data_hash": md5,
+            "unchanged": unchanged.message(),
+        }
     run_name = f"pipeline {datetime.now(timezone.utc):%Y-%m-%d %H:%M}"
     with tracked_run(params, run_name, "pipeline", md5, {"benchmarks": ",".join(benchmarks)}) as parent:
-        pre = pretrain_flow(params_file, overrides, data_hash=md5, parent_run_id=parent.run_id, gate_summary=gate["summary"])
+        pre = pretrain_flow(
+            params_file, overrides, data_hash=md5, parent_run_id=parent.run_id, gate_summary=gate["summary"]
+        )
         direct = evaluate_flow(pre["model"], benchmarks, "direct", params_file, overrides, md5, parent.run_id)
-        tuned = {name: finetune_flow(name, pre["model"], params_file, overrides, md5, parent.run_id) for name in benchmarks}
+        tuned = {
+            name: finetune_flow(name, pre["model"], params_file, overrides, md5, parent.run_id) for name in benchmarks
+        }
         promotion = None
         if benchmarks:
             primary = benchmarks[0]
             promotion = promote(params, tuned[primary]["run_id"], primary, tuned[primary]["metrics"][f"{primary}/R1"])
-            parent.set_tags({"registry.version": promotion["version"], "registry.promoted": str(promotion["promoted"]).lower()})
+            parent.set_tags(
+                {"registry.version": promotion["version"], "registry.promoted": str(promotion["promoted"]).lower()}
+            )
             mark_version(params, promotion["version"], fingerprint)
             if promotion["promoted"]:
                 out = params.paths.work_dir / "search" / primary
-                for figure in unless_missing(showcase, out / "query_0.png")(params, tuned[primary]["model"], primary, out):
+                for figure in unless_missing(showcase, out / "query_0.png")(
+                    params, tuned[primary]["model"], primary, out
+                ):
                     parent.log_artifact(Path(figure), "figures/search")
         rows = results_table(direct, tuned)
         parent.log_values(headline_metrics(direct, tuned))
         parent.log_text(format_results(rows), "results.txt")
-    create_markdown_artifact(key="gadms-results", description="GA-DMS pipeline: retrieval results",
-                             markdown=markdown_table(("benchmark", "setting", *METRICS), rows))
-    return {"curation": curation["totals"], "gate": gate["summary"], "data_hash": md5, "pretrain_run": pre["run_id"],
-            "pipeline_run": parent.run_id, "finetune_runs": {k: v["run_id"] for k, v in tuned.items()},
-            "table": format_results(rows), "promotion": promotion}
+    create_markdown_artifact(
+        key="gadms-results",
+        description="GA-DMS pipeline: retrieval results",
+        markdown=markdown_table(("benchmark", "setting", *METRICS), rows),
+    )
+    return {
+        "curation": curation["totals"],
+        "gate": gate["summary"],
+        "data_hash": md5,
+        "pretrain_run": pre["run_id"],
+        "pipeline_run": parent.run_id,
+        "finetune_runs": {k: v["run_id"] for k, v in tuned.items()},
+        "table": format_results(rows),
+        "promotion": promotion,
+    }
 
 
 def run_pipeline(params_file: str = "params.yaml", overrides: Optional[Sequence[str]] = None) -> dict[str, Any]:
@@ -152,7 +194,9 @@ def run_pipeline(params_file: str = "params.yaml", overrides: Optional[Sequence[
     return pipeline_flow(params_file, safe_overrides(overrides))
 
 
-def serve_schedule(params_file: str = "params.yaml", overrides: Optional[Sequence[str]] = None, name: str = "weekly-retraining") -> None:
+def serve_schedule(
+    params_file: str = "params.yaml", overrides: Optional[Sequence[str]] = None, name: str = "weekly-retraining"
+) -> None:
     """Serve the pipeline on params.yaml's cron schedule from this process (no work pool needed)."""
     from prefect import serve
 

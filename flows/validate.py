@@ -24,14 +24,20 @@ def run_gate(data_dir: Path, cfg: ValidationConfig, report_dir: Path) -> GateRes
 
 
 @flow(name="validate", log_prints=True)
-def validate_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (), data_dir: Optional[str] = None) -> dict[str, Any]:
+def validate_flow(
+    params_file: str = "params.yaml", overrides: Sequence[str] = (), data_dir: Optional[str] = None
+) -> dict[str, Any]:
     """Gate the corpus in ``data_dir`` (default paths.data_dir); raise :class:`QualityGateFailed` when it fails."""
     params = load(params_file, overrides)
     data = Path(data_dir or params.paths.data_dir)
     report_dir = params.paths.reports_dir / "gate"
     result = run_gate(data, params.validation, report_dir)
-    create_markdown_artifact(key="quality-gate", description="Caption quality gate", markdown=f"```\n{result.summary}\n```")
+    create_markdown_artifact(
+        key="quality-gate", description="Caption quality gate", markdown=f"```\n{result.summary}\n```"
+    )
     get_run_logger().info(result.summary)
     if not result.passed:
-        raise QualityGateFailed(f"quality gate failed ({', '.join(result.failed_checks)}); nothing downstream runs.\n{result.summary}")
+        raise QualityGateFailed(
+            f"quality gate failed ({', '.join(result.failed_checks)}); nothing downstream runs.\n{result.summary}"
+        )
     return {"passed": True, "summary": result.summary, "fingerprint": result.fingerprint, "report_dir": str(report_dir)}

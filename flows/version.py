@@ -33,7 +33,9 @@ def push_corpus(root: Path, remote_name: str) -> None:
 
 
 @flow(name="version", log_prints=True)
-def version_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (), data_dir: Optional[str] = None) -> dict[str, Any]:
+def version_flow(
+    params_file: str = "params.yaml", overrides: Sequence[str] = (), data_dir: Optional[str] = None
+) -> dict[str, Any]:
     """Version the corpus only if the quality gate passed on exactly these bytes; returns the DVC hash."""
     params = load(params_file, overrides)
     data = Path(data_dir or params.paths.data_dir).resolve()
@@ -41,7 +43,9 @@ def version_flow(params_file: str = "params.yaml", overrides: Sequence[str] = ()
     root = repo_root()
     cfg = params.versioning
     version = track_corpus(root, data, cfg.remote_name, cfg.remote_url)
-    pusher = push_corpus.with_options(retries=params.orchestration.retries, retry_delay_seconds=list(params.orchestration.retry_delays_s))
+    pusher = push_corpus.with_options(
+        retries=params.orchestration.retries, retry_delay_seconds=list(params.orchestration.retry_delays_s)
+    )
     pusher(root, cfg.remote_name)
     get_run_logger().info(f"versioned {describe(version)}; pushed to '{cfg.remote_name}'")
     return {"md5": version.md5, "path": str(version.path), "files": version.files, "size": version.size}

@@ -109,8 +109,12 @@ def synth_web(
     out: Path = typer.Option(..., "--out", help="Output directory for 00000.tar, 00000.parquet, ..."),
     scenes: int = typer.Option(200, "--scenes", min=1, help="Number of scenes (images) to generate."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: params seed)."),
-    shard_size: Optional[int] = typer.Option(None, "--shard-size", help="Samples per tar shard (default: synth.shard_size)."),
-    preview: Optional[Path] = typer.Option(None, "--preview", help="Also write a PNG of a few scenes with boxes and keypoints."),
+    shard_size: Optional[int] = typer.Option(
+        None, "--shard-size", help="Samples per tar shard (default: synth.shard_size)."
+    ),
+    preview: Optional[Path] = typer.Option(
+        None, "--preview", help="Also write a PNG of a few scenes with boxes and keypoints."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
@@ -133,7 +137,10 @@ def synth_web(
             raise UserError(f"--seed {seed}: must be >= 0")
         started = time.perf_counter()
         summary = write_web_shards(out, scenes, seed, p.synth, p.curation.filter, progress=not quiet)
-        typer.echo(f"wrote {summary.scenes} scenes ({summary.people} people) in {summary.shards} shard(s) to {summary.out} in {time.perf_counter() - started:.1f}s")
+        typer.echo(
+            f"wrote {summary.scenes} scenes ({summary.people} people) in {summary.shards} shard(s) to "
+            f"{summary.out} in {time.perf_counter() - started:.1f}s"
+        )
         typer.echo("expected filter decisions: " + ", ".join(f"{k}={v}" for k, v in summary.decisions.items()))
         if preview is not None:
             typer.echo(f"preview: {web_preview(out, preview)}")
@@ -145,11 +152,15 @@ def synth_benchmark(
     identities: int = typer.Option(100, "--identities", min=3, help="Number of identities (split train/val/test)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: params seed)."),
     caption_noise: Optional[float] = typer.Option(
-        None, "--caption-noise", metavar="P",
+        None,
+        "--caption-noise",
+        metavar="P",
         help="Fraction of train captions in which one attribute word is replaced by a wrong one "
         "(simulated MLLM hallucination); the wrong words' character spans go to synthetic_truth.json.",
-    ),  # fmt: skip
-    preview: Optional[Path] = typer.Option(None, "--preview", help="Also write a PNG of a few images with their captions."),
+    ),
+    preview: Optional[Path] = typer.Option(
+        None, "--preview", help="Also write a PNG of a few images with their captions."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
@@ -186,11 +197,24 @@ def _maybe_torchrun(p: Params) -> None:
     import subprocess
 
     if p.train.gpus > 1 and "WORLD_SIZE" not in os.environ:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={p.train.gpus}", "-m", "gadms", *sys.argv[1:]]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={p.train.gpus}",
+            "-m",
+            "gadms",
+            *sys.argv[1:],
+        ]
         raise typer.Exit(subprocess.call(cmd))
 
 
-TrackOpt = typer.Option(True, "--track/--no-track", help="Log the run to MLflow (params, git commit, data hash, losses, figures, metrics, model).")
+TrackOpt = typer.Option(
+    True,
+    "--track/--no-track",
+    help="Log the run to MLflow (params, git commit, data hash, losses, figures, metrics, model).",
+)
 DataHashOpt = typer.Option(None, "--data-hash", help="DVC hash of the training data, logged as the tag dvc.data_hash.")
 ParentRunOpt = typer.Option(None, "--parent-run-id", help="Nest the MLflow run under this run (e.g. a pipeline's).")
 ResultJsonOpt = typer.Option(None, "--result-json", help="Also write run id, model path and metrics to this JSON file.")
@@ -200,7 +224,9 @@ def _report(history, out: Path) -> None:
     """Print one line per epoch and where the model is."""
     for log in history:
         losses = "  ".join(f"{k} {v:.4f}" for k, v in log.losses.items())
-        typer.echo(f"epoch {log.epoch + 1}: {losses}  lr {log.lr:.2e}  {log.samples_per_s:.1f} samples/s  {log.seconds:.1f}s")
+        typer.echo(
+            f"epoch {log.epoch + 1}: {losses}  lr {log.lr:.2e}  {log.samples_per_s:.1f} samples/s  {log.seconds:.1f}s"
+        )
     typer.echo(f"model: {out / 'model.safetensors'}")
 
 
@@ -213,15 +239,30 @@ def _tracked_report(p: Params, result, result_json: Optional[Path]) -> None:
     for name, value in sorted(result.metrics.items()):
         typer.echo(f"{name:<32} {value:6.2f}")
     if result.promotion is not None:
-        typer.echo(f"registered {p.tracking.registered_model} version {result.promotion.version}: {result.promotion.reason}")
+        typer.echo(
+            f"registered {p.tracking.registered_model} version {result.promotion.version}: {result.promotion.reason}"
+        )
     typer.echo(f"model: {result.model_path}")
     typer.echo(f"MLflow run {result.run_id}; open the UI with: {ui_command(p)}")
     if result_json is not None:
-        payload = {"run_id": result.run_id, "model": str(result.model_path), "model_uri": result.model_uri, "metrics": result.metrics}
+        payload = {
+            "run_id": result.run_id,
+            "model": str(result.model_path),
+            "model_uri": result.model_uri,
+            "metrics": result.metrics,
+        }
         result_json.write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
 
 
-def _train(params: Optional[Path], overrides: Optional[list[str]], out: Path, track: bool, plain, tracked, result_json: Optional[Path]) -> None:
+def _train(
+    params: Optional[Path],
+    overrides: Optional[list[str]],
+    out: Path,
+    track: bool,
+    plain,
+    tracked,
+    result_json: Optional[Path],
+) -> None:
     """Load params, relaunch under torchrun if asked, run (tracked or not), report on the main process only."""
     import os
 
@@ -240,9 +281,15 @@ def _train(params: Optional[Path], overrides: Optional[list[str]], out: Path, tr
 
 @train_app.command("pretrain")
 def train_pretrain(
-    data: Path = typer.Option(..., "--data", help="The caption corpus: curated shards, WebPerson Parquet, or a benchmark root."),
-    fmt: str = typer.Option("curated", "--format", help="curated | webperson | cuhk-pedes | icfg-pedes | rstpreid (its train split)."),
-    out: Path = typer.Option(..., "--out", help="Run directory: checkpoint.pt after each epoch, model.safetensors at the end."),
+    data: Path = typer.Option(
+        ..., "--data", help="The caption corpus: curated shards, WebPerson Parquet, or a benchmark root."
+    ),
+    fmt: str = typer.Option(
+        "curated", "--format", help="curated | webperson | cuhk-pedes | icfg-pedes | rstpreid (its train split)."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Run directory: checkpoint.pt after each epoch, model.safetensors at the end."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from --out/checkpoint.pt."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     track: bool = TrackOpt,
@@ -261,22 +308,35 @@ def train_pretrain(
     from gadms.tracking.stages import track_pretrain
     from gadms.train.runs import run_pretrain
 
-    _train(params, set_, out, track,
-           lambda p: run_pretrain(p, data, fmt, out, resume=resume, device=device),
-           lambda p: track_pretrain(p, data, out, data_hash, fmt=fmt, parent_run_id=parent_run_id, resume=resume, device=device, progress=True),
-           result_json)  # fmt: skip
+    _train(
+        params,
+        set_,
+        out,
+        track,
+        lambda p: run_pretrain(p, data, fmt, out, resume=resume, device=device),
+        lambda p: track_pretrain(
+            p, data, out, data_hash, fmt=fmt, parent_run_id=parent_run_id, resume=resume, device=device, progress=True
+        ),
+        result_json,
+    )
 
 
 @train_app.command("finetune")
 def train_finetune(
     benchmark: str = typer.Option(..., "--benchmark", help="cuhk-pedes | icfg-pedes | rstpreid."),
     root: Path = typer.Option(..., "--root", help="The benchmark directory or its parent."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Pre-trained model (model.safetensors, checkpoint.pt or a run directory)."),
+    init: Optional[Path] = typer.Option(
+        None, "--init", help="Pre-trained model (model.safetensors, checkpoint.pt or a run directory)."
+    ),
     out: Path = typer.Option(..., "--out", help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue from --out/checkpoint.pt."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     track: bool = TrackOpt,
-    register: bool = typer.Option(True, "--register/--no-register", help="Register the model in MLflow and promote it to champion if it beats the champion's R1."),
+    register: bool = typer.Option(
+        True,
+        "--register/--no-register",
+        help="Register the model in MLflow and promote it to champion if it beats the champion's R1.",
+    ),
     data_hash: Optional[str] = DataHashOpt,
     parent_run_id: Optional[str] = ParentRunOpt,
     result_json: Optional[Path] = ResultJsonOpt,
@@ -291,16 +351,36 @@ def train_finetune(
     from gadms.tracking.stages import track_finetune_and_evaluate
     from gadms.train.runs import run_finetune
 
-    _train(params, set_, out, track,
-           lambda p: run_finetune(p, benchmark, root, init, out, resume=resume, device=device),
-           lambda p: track_finetune_and_evaluate(p, benchmark, root, init, out, data_hash, parent_run_id=parent_run_id,
-                                                 register=register, resume=resume, device=device, progress=True),
-           result_json)  # fmt: skip
+    _train(
+        params,
+        set_,
+        out,
+        track,
+        lambda p: run_finetune(p, benchmark, root, init, out, resume=resume, device=device),
+        lambda p: track_finetune_and_evaluate(
+            p,
+            benchmark,
+            root,
+            init,
+            out,
+            data_hash,
+            parent_run_id=parent_run_id,
+            register=register,
+            resume=resume,
+            device=device,
+            progress=True,
+        ),
+        result_json,
+    )
 
 
 @curate_app.command("run")
 def curate_run(
-    input_dir: Optional[Path] = typer.Option(None, "--input", help="Source shards: img2dataset WebDataset tars, Parquet, or a folder of images (default: paths.web_dir)."),
+    input_dir: Optional[Path] = typer.Option(
+        None,
+        "--input",
+        help="Source shards: img2dataset WebDataset tars, Parquet, or a folder of images (default: paths.web_dir).",
+    ),
     out: Optional[Path] = typer.Option(None, "--out", help="Curated output directory (default: paths.data_dir)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     params: Optional[Path] = ParamsOpt,
@@ -332,10 +412,18 @@ def curate_run(
 
 @curate_app.command("templates")
 def curate_templates(
-    captions: Path = typer.Option(..., "--captions", help="Captions to mine: a text file (one per line), a JSON list, or a benchmark root (its train captions)."),
+    captions: Path = typer.Option(
+        ...,
+        "--captions",
+        help="Captions to mine: a text file (one per line), a JSON list, or a benchmark root (its train captions).",
+    ),
     out: Optional[Path] = typer.Option(None, "--out", help="Templates file to write (default: paths.templates_file)."),
-    extractor: Optional[str] = typer.Option(None, "--extractor", help="rule (offline) | llm (OpenAI-compatible endpoint at curation.templates.llm_url)."),
-    clusters: Optional[int] = typer.Option(None, "--clusters", help="k of k-means (default: curation.templates.clusters)."),
+    extractor: Optional[str] = typer.Option(
+        None, "--extractor", help="rule (offline) | llm (OpenAI-compatible endpoint at curation.templates.llm_url)."
+    ),
+    clusters: Optional[int] = typer.Option(
+        None, "--clusters", help="k of k-means (default: curation.templates.clusters)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
@@ -358,7 +446,9 @@ def curate_templates(
             t = p.curation.templates
             client = ChatClient(t.llm_url, t.llm_model, t.api_key_env)
         sentences = captions_from_source(captions)
-        result = mine_templates(sentences, p.curation.templates, p.seed, client=client, progress=not quiet, source=str(captions))
+        result = mine_templates(
+            sentences, p.curation.templates, p.seed, client=client, progress=not quiet, source=str(captions)
+        )
         write_templates(target, result)
         typer.echo(f"mined {len(result.templates)} templates from {len(sentences)} captions into {target}")
 
@@ -393,9 +483,15 @@ def evaluate(
         dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         model = load_any_model(checkpoint).to(dev)
         data = load_benchmark(benchmark, root, split)
-        rows = {f"{benchmark} {split} text-to-image": evaluate_split(model, data, chunk=p.eval.query_chunk, device=dev, progress=True)}
+        rows = {
+            f"{benchmark} {split} text-to-image": evaluate_split(
+                model, data, chunk=p.eval.query_chunk, device=dev, progress=True
+            )
+        }
         if image_to_text or p.eval.image_to_text:
-            rows[f"{benchmark} {split} image-to-text"] = evaluate_split(model, data, image_to_text=True, chunk=p.eval.query_chunk, device=dev)
+            rows[f"{benchmark} {split} image-to-text"] = evaluate_split(
+                model, data, image_to_text=True, chunk=p.eval.query_chunk, device=dev
+            )
         typer.echo(json.dumps(rows, indent=2) if as_json else format_table(rows))
 
 
@@ -418,7 +514,9 @@ def data_stats(
 @app.command("validate")
 def validate(
     data: Optional[Path] = typer.Option(None, "--data", help="The curated corpus (default: paths.data_dir)."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Where the GX Data Docs, summary.txt and gate.json go (default: paths.reports_dir/gate)."),
+    report: Optional[Path] = typer.Option(
+        None, "--report", help="Where the GX Data Docs, summary.txt and gate.json go (default: paths.reports_dir/gate)."
+    ),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
@@ -446,9 +544,13 @@ def _repo_root() -> Path:
     import subprocess
 
     try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True).stdout.strip()
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        raise UserError(f"{Path.cwd()} is not inside a git repository; DVC versioning needs one (run git init)") from None
+        raise UserError(
+            f"{Path.cwd()} is not inside a git repository; DVC versioning needs one (run git init)"
+        ) from None
     return Path(top)
 
 
@@ -469,7 +571,9 @@ def _data_dir(data: Optional[Path], p: Params) -> Path:
 def data_version(
     data: Optional[Path] = typer.Option(None, "--data", help="The curated corpus (default: paths.data_dir)."),
     push_: bool = typer.Option(True, "--push/--no-push", help="Also push it to the DVC remote."),
-    skip_gate: bool = typer.Option(False, "--skip-gate", help="Version even without a passing quality gate on this exact data."),
+    skip_gate: bool = typer.Option(
+        False, "--skip-gate", help="Version even without a passing quality gate on this exact data."
+    ),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
@@ -523,9 +627,16 @@ def data_pull(
 
 @data_app.command("checkout")
 def data_checkout(
-    md5: str = typer.Option(..., "--hash", help="The DVC directory hash of the corpus (as printed by `gadms data version`, logged in MLflow as dvc.data_hash)."),
+    md5: str = typer.Option(
+        ...,
+        "--hash",
+        help="The DVC directory hash of the corpus (as printed by `gadms data version`, "
+        "logged in MLflow as dvc.data_hash).",
+    ),
     data: Optional[Path] = typer.Option(None, "--data", help="The corpus directory (default: paths.data_dir)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite files in the corpus directory that are not in the DVC cache."),
+    force: bool = typer.Option(
+        False, "--force", help="Overwrite files in the corpus directory that are not in the DVC cache."
+    ),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
@@ -541,7 +652,9 @@ def data_checkout(
 
 @app.command("pipeline")
 def pipeline(
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (the full-scale run: params.full.yaml)."),
+    params: Path = typer.Option(
+        Path("params.yaml"), "--params", help="Parameter file (the full-scale run: params.full.yaml)."
+    ),
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
     """The main job as one Prefect flow: curate -> validate (gate) -> version (DVC) -> pre-train -> fine-tune per
@@ -576,7 +689,9 @@ def pipeline(
         typer.echo(f"registered {p.tracking.registered_model} version {promo['version']}: {promo['reason']}")
     typer.echo(f"MLflow pipeline run: {result['pipeline_run']} (pre-training run {result['pretrain_run']})")
     typer.echo(f"MLflow UI:  {ui_command(p)}   then open http://127.0.0.1:5000")
-    typer.echo("Prefect UI: prefect server start   then open http://127.0.0.1:4200 (flow runs of this machine are listed)")
+    typer.echo(
+        "Prefect UI: prefect server start   then open http://127.0.0.1:4200 (flow runs of this machine are listed)"
+    )
 
 
 @app.command("deploy")
@@ -595,7 +710,10 @@ def deploy(
 
     with _user_errors():
         p = _params(params, set_)
-        typer.echo(f"serving deployment gadms-pipeline/{name} on cron '{p.orchestration.schedule_cron}' ({p.orchestration.timezone}); Ctrl-C stops")
+        typer.echo(
+            f"serving deployment gadms-pipeline/{name} on cron '{p.orchestration.schedule_cron}' "
+            f"({p.orchestration.timezone}); Ctrl-C stops"
+        )
         serve_schedule(str(params), list(set_ or []), name)
 
 
@@ -621,8 +739,13 @@ def demo(
         bench_png = benchmark_preview(bench.root, out / "benchmark_preview.png")
         typer.echo(f"\ndemo finished in {time.perf_counter() - started:.1f}s; outputs:")
         typer.echo(f"  web shards      {web.out}  ({web.scenes} scenes, {web.people} people, {web.shards} shards)")
-        typer.echo("                  expected filter decisions: " + ", ".join(f"{k}={v}" for k, v in web.decisions.items()))
-        typer.echo(f"  benchmark       {bench.root}  ({sum(bench.identities.values())} identities, {sum(bench.images.values())} images)")
+        typer.echo(
+            "                  expected filter decisions: " + ", ".join(f"{k}={v}" for k, v in web.decisions.items())
+        )
+        typer.echo(
+            f"  benchmark       {bench.root}  ({sum(bench.identities.values())} identities, "
+            f"{sum(bench.images.values())} images)"
+        )
         typer.echo(f"  previews        {web_png}, {bench_png}")
 
 

@@ -22,6 +22,7 @@ DEFAULT_PARAMS = Path("params.yaml")
 MAX_PARAMS_BYTES = 1 << 20  # a params file is a few kB; refuse anything past 1 MiB unread
 MAX_SEED = 2**64 - 1  # what torch.manual_seed accepts
 
+
 class ConfigError(ValueError):
     """A parameter file or override is invalid; the message is one line."""
 

@@ -29,8 +29,11 @@ def test_help_explains_every_command():
     assert result.exit_code == 0
     for command in ("synth", "params", "curate", "validate", "data", "train", "evaluate", "pipeline", "deploy", "demo"):
         assert command in result.output
-    for group, commands in (("curate", ("run", "templates")), ("data", ("stats", "version", "push", "pull", "checkout")),
-                            ("train", ("pretrain", "finetune"))):  # fmt: skip
+    for group, commands in (
+        ("curate", ("run", "templates")),
+        ("data", ("stats", "version", "push", "pull", "checkout")),
+        ("train", ("pretrain", "finetune")),
+    ):
         listed = _invoke(group, "--help").output
         assert all(c in listed for c in commands), group
     synth = _text(_invoke("synth", "--help").output)
@@ -39,12 +42,28 @@ def test_help_explains_every_command():
 
 
 def test_console_script_is_installed():
-    result = subprocess.run([sys.executable, "-m", "gadms", "--help"], capture_output=True, text=True, cwd=REPO, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "gadms", "--help"], capture_output=True, text=True, cwd=REPO, check=False
+    )
     assert result.returncode == 0 and "Usage" in result.stdout
 
 
 def test_synth_web_writes_shards_and_preview(tmp_path):
-    result = _invoke("synth", "web", "--out", str(tmp_path / "web"), "--scenes", "12", "--shard-size", "5", "--seed", "3", "--quiet", "--preview", str(tmp_path / "p.png"))
+    result = _invoke(
+        "synth",
+        "web",
+        "--out",
+        str(tmp_path / "web"),
+        "--scenes",
+        "12",
+        "--shard-size",
+        "5",
+        "--seed",
+        "3",
+        "--quiet",
+        "--preview",
+        str(tmp_path / "p.png"),
+    )
     assert result.exit_code == 0, result.output
     assert "wrote 12 scenes" in result.output
     assert sorted(p.name for p in (tmp_path / "web").glob("*.tar")) == ["00000.tar", "00001.tar", "00002.tar"]
@@ -52,9 +71,25 @@ def test_synth_web_writes_shards_and_preview(tmp_path):
 
 
 def test_synth_benchmark_prints_split_table(tmp_path):
-    result = _invoke("synth", "benchmark", "--out", str(tmp_path), "--identities", "10", "--caption-noise", "0.5", "--quiet", "--preview", str(tmp_path / "b.png"))
+    result = _invoke(
+        "synth",
+        "benchmark",
+        "--out",
+        str(tmp_path),
+        "--identities",
+        "10",
+        "--caption-noise",
+        "0.5",
+        "--quiet",
+        "--preview",
+        str(tmp_path / "b.png"),
+    )
     assert result.exit_code == 0, result.output
-    lines = {line.split()[0]: line.split()[1:] for line in result.output.splitlines() if line.split() and line.split()[0] in ("train", "val", "test")}
+    lines = {
+        line.split()[0]: line.split()[1:]
+        for line in result.output.splitlines()
+        if line.split() and line.split()[0] in ("train", "val", "test")
+    }
     records = json.loads((tmp_path / "CUHK-PEDES" / "reid_raw.json").read_text())
     assert int(lines["test"][0]) == len({r["id"] for r in records if r["split"] == "test"})
     assert (tmp_path / "b.png").is_file()
@@ -65,7 +100,10 @@ def test_synth_benchmark_prints_split_table(tmp_path):
     [
         (["synth", "benchmark", "--out", "X", "--caption-noise", "1.5"], "synth.caption_noise: must be <= 1 (got 1.5)"),
         (["synth", "web", "--out", "X", "--set", "synth.jpeg_quality=0"], "synth.jpeg_quality: must be >= 1 (got 0)"),
-        (["params", "show", "--set", "model.masking.alpha_noise=1.5"], "model.masking.alpha_noise: must be <= 1 (got 1.5)"),
+        (
+            ["params", "show", "--set", "model.masking.alpha_noise=1.5"],
+            "model.masking.alpha_noise: must be <= 1 (got 1.5)",
+        ),
         (["params", "show", "--set", "train.nonsense=1"], "train.nonsense: unknown key"),
         (["params", "show", "--params", "missing.yaml"], "missing.yaml: parameter file not found"),
     ],

@@ -63,7 +63,11 @@ def test_full_scale_params_name_the_real_resources():
     """The paper's run: COYO shards, YOLO11 weights, vLLM endpoints, CLIP weights, 8 GPUs, remote MLflow and DVC."""
     p = load_params(REPO / "params.full.yaml")
     d = p.curation.detector
-    assert d.backend == "yolo" and d.detector_weights.name.startswith("yolo11") and d.pose_weights.name.startswith("yolo11")
+    assert (
+        d.backend == "yolo"
+        and d.detector_weights.name.startswith("yolo11")
+        and d.pose_weights.name.startswith("yolo11")
+    )
     assert p.curation.captioning.backend == "vlm" and p.curation.captioning.vlm_url.startswith("http")
     assert p.curation.templates.extractor == "llm" and p.curation.captioning.templates_file is not None
     assert p.model.pretrained and p.train.gpus == 8 and not p.pipeline.synthesize
@@ -104,7 +108,11 @@ def test_params_file_sets_every_field_so_dvc_sees_every_number():
         (["train", "optimizer", "lr"], -3e-4, "train.optimizer.lr: must be > 0 (got -0.0003)"),
         (["train", "epochs"], "ten", "train.epochs: input should be a valid integer"),
         (["curation", "filter", "min_keypoints"], 18, "curation.filter.min_keypoints: must be <= 17"),
-        (["model", "masking", "score"], "attention", "model.masking.score: input should be 'none', 'random', 'cosine' or 'gass'"),
+        (
+            ["model", "masking", "score"],
+            "attention",
+            "model.masking.score: input should be 'none', 'random', 'cosine' or 'gass'",
+        ),
         (["loss", "sdm", "enabled"], "maybe", "loss.sdm.enabled: input should be a valid boolean"),
     ],
 )
@@ -140,7 +148,9 @@ def test_cross_field_rules():
 
 
 def test_set_overrides_single_values_and_keeps_the_rest():
-    p = load_params(PARAMS, ["train.optimizer.lr=3e-4", "model.gass.scales=[1, 2, 4]", "curation.detector.backend=yolo"])
+    p = load_params(
+        PARAMS, ["train.optimizer.lr=3e-4", "model.gass.scales=[1, 2, 4]", "curation.detector.backend=yolo"]
+    )
     assert p.train.optimizer.lr == 3e-4
     assert p.model.gass.scales == (1, 2, 4)
     assert p.curation.detector.backend == "yolo"

@@ -106,11 +106,20 @@ def test_duplicate_keys_are_refused(tmp_path, text, match):
 @pytest.mark.parametrize(
     "key",
     [
-        "train.optimizer.lr", "train.optimizer.eps", "train.optimizer.weight_decay", "train.grad_clip", "finetune.lr",
-        "loss.temperature", "loss.sdm.weight", "loss.mtp.weight", "model.masking.slope",
-        "model.masking.alpha_noise", "curation.captioning.timeout_s", "curation.filter.min_short_side",
+        "train.optimizer.lr",
+        "train.optimizer.eps",
+        "train.optimizer.weight_decay",
+        "train.grad_clip",
+        "finetune.lr",
+        "loss.temperature",
+        "loss.sdm.weight",
+        "loss.mtp.weight",
+        "model.masking.slope",
+        "model.masking.alpha_noise",
+        "curation.captioning.timeout_s",
+        "curation.filter.min_short_side",
     ],
-)  # fmt: skip
+)
 def test_non_finite_numbers_are_refused(key, value):
     with pytest.raises(ConfigError, match=rf"{key.replace('.', chr(92) + '.')}: input should be a finite number"):
         load_params(None, [f"{key}={value}"])

@@ -6,14 +6,24 @@ import pytest
 from gadms.config import SynthConfig
 from gadms.synth.attributes import COLORS, SKIN_TONES, sample_identity
 from gadms.synth.figure import POSES, Placement, sample_pose
-from gadms.synth.scene import Occluder, PersonSpec, SceneSpec, keypoints_with_visibility, person_box, render_scene, sample_background
+from gadms.synth.scene import (
+    Occluder,
+    PersonSpec,
+    SceneSpec,
+    keypoints_with_visibility,
+    person_box,
+    render_scene,
+    sample_background,
+)
 from gadms.synth.web import sample_scene
 
 W, H = 640, 480
 
 
 def _scene(rng, people, occluders=()):
-    return SceneSpec(width=W, height=H, people=tuple(people), occluders=tuple(occluders), **sample_background(rng, W, H))
+    return SceneSpec(
+        width=W, height=H, people=tuple(people), occluders=tuple(occluders), **sample_background(rng, W, H)
+    )
 
 
 def _person(rng, pose, x=320.0, top=40.0, height=380.0):
@@ -34,7 +44,9 @@ def _drawn_box(spec):
 def test_box_is_the_tight_box_of_the_drawn_figure(pose, seed):
     rng = np.random.default_rng(seed)
     height = float(rng.uniform(120, 300))
-    spec = _scene(rng, [_person(rng, pose, x=float(rng.uniform(200, 440)), top=float(rng.uniform(60, 100)), height=height)])
+    spec = _scene(
+        rng, [_person(rng, pose, x=float(rng.uniform(200, 440)), top=float(rng.uniform(60, 100)), height=height)]
+    )
     rendered = render_scene(spec, lit=False)
     assert person_box(rendered.masks[0]) == _drawn_box(spec)
 

@@ -50,11 +50,20 @@ def yolo_rate(batches: int, batch: int = 8) -> dict[str, float]:
     from gadms.curation.detect import YoloDetector
 
     torch.set_num_threads(1)
-    cfg = DetectorConfig(backend="yolo", detector_weights=Path("yolo11n.yaml"), pose_weights=Path("yolo11n-pose.yaml"), batch_size=batch, device="cpu")
+    cfg = DetectorConfig(
+        backend="yolo",
+        detector_weights=Path("yolo11n.yaml"),
+        pose_weights=Path("yolo11n-pose.yaml"),
+        batch_size=batch,
+        device="cpu",
+    )
     detector = YoloDetector(cfg)
     images = [np.random.default_rng(i).integers(0, 255, (480, 640, 3), dtype=np.uint8) for i in range(batch)]
     rates = {}
-    for name, model, kwargs in (("yolo11n detect", detector.detector, {"classes": [0]}), ("yolo11n-pose", detector.pose, {})):
+    for name, model, kwargs in (
+        ("yolo11n detect", detector.detector, {"classes": [0]}),
+        ("yolo11n-pose", detector.pose, {}),
+    ):
         detector._predict(model, images, **kwargs)  # warm-up
         started = time.perf_counter()
         for _ in range(batches):

@@ -37,7 +37,9 @@ from gadms.synth.captions import GENDER_WORDS, build_pieces, inject_noise
 
 _MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
 _STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
-ATTRIBUTE_WORDS = {w for values in VOCABULARY.values() for w in values} | set(GENDER_WORDS["man"]) | set(GENDER_WORDS["woman"])
+ATTRIBUTE_WORDS = (
+    {w for values in VOCABULARY.values() for w in values} | set(GENDER_WORDS["man"]) | set(GENDER_WORDS["woman"])
+)
 
 
 def auroc(negatives: list[float], positives: list[float]) -> float:
@@ -64,7 +66,11 @@ def _load_image(path: Path, height: int, width: int) -> torch.Tensor:
 
 def _train(model, images, tokens, identities, steps: int, batch: int, lr: float, seed: int, progress: bool) -> float:
     """A short contrastive training run (ITC) from scratch; returns seconds."""
-    step = TrainingStep(ModelConfig(context_length=tokens.shape[-1]), LossConfig(sdm={"enabled": False}, mtp={"enabled": False}, itc={"enabled": True}), mode="sdm")
+    step = TrainingStep(
+        ModelConfig(context_length=tokens.shape[-1]),
+        LossConfig(sdm={"enabled": False}, mtp={"enabled": False}, itc={"enabled": True}),
+        mode="sdm",
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-8, weight_decay=4e-5)
     g = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
@@ -99,9 +105,17 @@ def _word_aurocs(model, tok, captions: list[NoisyCaption], features: torch.Tenso
 
 
 def noise_detection_auroc(
-    identities: int = 200, steps: int = 400, batch: int = 64, lr: float = 5e-4, noise: float = 0.3,
-    seed: int = 0, context_length: int = 48, figure: Path | None = None, progress: bool = True, workdir: Path | None = None,
-) -> dict[str, dict[str, float]]:  # fmt: skip
+    identities: int = 200,
+    steps: int = 400,
+    batch: int = 64,
+    lr: float = 5e-4,
+    noise: float = 0.3,
+    seed: int = 0,
+    context_length: int = 48,
+    figure: Path | None = None,
+    progress: bool = True,
+    workdir: Path | None = None,
+) -> dict[str, dict[str, float]]:
     """Train the tiny model on noisy synthetic captions and measure how scores rank wrong words.
 
     Returns:
@@ -113,7 +127,12 @@ def noise_detection_auroc(
         records = json.loads((bench.root / "reid_raw.json").read_text(encoding="utf-8"))
         truth = json.loads((bench.root / "synthetic_truth.json").read_text(encoding="utf-8"))["records"]
         model_cfg = ModelConfig(context_length=context_length)
-        images = torch.stack([_load_image(bench.root / "imgs" / r["file_path"], model_cfg.image_height, model_cfg.image_width) for r in records])
+        images = torch.stack(
+            [
+                _load_image(bench.root / "imgs" / r["file_path"], model_cfg.image_height, model_cfg.image_width)
+                for r in records
+            ]
+        )
     tok = tokenizer(context_length)
     tokens = torch.stack([tok(r["captions"]) for r in records])
     ids = torch.tensor([r["id"] for r in records])
@@ -125,13 +144,22 @@ def noise_detection_auroc(
     with torch.no_grad():
         features = model.encode_image(images)[0]
 
-    seen = [NoisyCaption(i, records[i]["captions"][c], [s["start"] for s in spans]) for i in train for c, spans in enumerate(truth[i]["noise_spans"]) if spans]
+    seen = [
+        NoisyCaption(i, records[i]["captions"][c], [s["start"] for s in spans])
+        for i in train
+        for c, spans in enumerate(truth[i]["noise_spans"])
+        if spans
+    ]
 
     def fresh(indices: list[int]) -> list[NoisyCaption]:
         out = []
         for i in indices:
             rng = np.random.default_rng([seed, 0xF7E5, i])
-            caption, spans = inject_noise(build_pieces(Identity.from_dict(truth[i]["attributes"]), truth[i]["pose"], rng), Identity.from_dict(truth[i]["attributes"]), rng)
+            caption, spans = inject_noise(
+                build_pieces(Identity.from_dict(truth[i]["attributes"]), truth[i]["pose"], rng),
+                Identity.from_dict(truth[i]["attributes"]),
+                rng,
+            )
             out.append(NoisyCaption(i, caption, [s.start for s in spans]))
         return out
 
@@ -147,7 +175,9 @@ def noise_detection_auroc(
     if figure is not None:
         sample = fresh(test)[:6]
         toks = tok([s.caption for s in sample])
-        scores = torch.cat([gass(model.clip, toks[k : k + 1], features[s.image : s.image + 1]) for k, s in enumerate(sample)])
+        scores = torch.cat(
+            [gass(model.clip, toks[k : k + 1], features[s.image : s.image + 1]) for k, s in enumerate(sample)]
+        )
         wrong = [{len(tok.pat.findall(s.caption[:start].lower())) for start in s.wrong_starts} for s in sample]
         token_score_figure(toks, scores, tok.decoder, figure, wrong_words=wrong, title="GASS on unseen noisy captions")
     return results
@@ -161,11 +191,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--noise", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--figure", type=Path, default=None, help="write a token-score PNG of a few unseen noisy captions")
+    parser.add_argument(
+        "--figure", type=Path, default=None, help="write a token-score PNG of a few unseen noisy captions"
+    )
     args = parser.parse_args(argv)
-    results = noise_detection_auroc(args.identities, args.steps, args.batch, args.lr, args.noise, args.seed, figure=args.figure)
+    results = noise_detection_auroc(
+        args.identities, args.steps, args.batch, args.lr, args.noise, args.seed, figure=args.figure
+    )
     run = results.pop("run")
-    print(f"tiny backbone, {args.identities} identities, {args.steps} steps x {args.batch}, trained in {run['train_s']:.0f}s")
+    print(
+        f"tiny backbone, {args.identities} identities, {args.steps} steps x {args.batch}, trained in "
+        f"{run['train_s']:.0f}s"
+    )
     print("AUROC that a correct attribute word scores above a known-wrong one (0.5 = chance)")
     print(f"{'captions':<30} {'gass':>6} {'cosine':>7} {'random':>7}")
     for name, row in results.items():

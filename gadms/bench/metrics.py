@@ -37,7 +37,9 @@ KS = (1, 5, 10)
 METRICS = tuple(f"R{k}" for k in KS) + ("mAP", "mINP")
 
 
-def common_retrieval_metrics(similarity: torch.Tensor, query_ids: torch.Tensor, gallery_ids: torch.Tensor) -> dict[str, float]:
+def common_retrieval_metrics(
+    similarity: torch.Tensor, query_ids: torch.Tensor, gallery_ids: torch.Tensor
+) -> dict[str, float]:
     """The evaluation most code in this field uses: full argsort, a match matrix, cumulative sums, a loop for mINP.
 
     Args:
@@ -64,8 +66,12 @@ def common_retrieval_metrics(similarity: torch.Tensor, query_ids: torch.Tensor, 
     return metrics
 
 
-def synthetic_features(num_queries: int, num_gallery: int, dim: int, seed: int = 0, noise: float = 2.5) -> tuple[torch.Tensor, ...]:
-    """Seeded features with identity structure, like CUHK-PEDES: about 3 images per identity, captions of images as queries.
+def synthetic_features(
+    num_queries: int, num_gallery: int, dim: int, seed: int = 0, noise: float = 2.5
+) -> tuple[torch.Tensor, ...]:
+    """Seeded features with identity structure, like CUHK-PEDES.
+
+    About 3 images per identity; captions of images are the queries.
 
     Args:
         num_queries: captions; each describes a random gallery image.
@@ -116,11 +122,18 @@ def _measure(kind: str, num_queries: int, num_gallery: int, dim: int, chunk: int
         metrics = _run(kind, inputs, chunk)
         seconds.append(time.perf_counter() - started)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": min(seconds), "metrics": metrics, "peak_mb": peak, "extra_mb": peak - before if reset else float("nan")}
+    return {
+        "seconds": min(seconds),
+        "metrics": metrics,
+        "peak_mb": peak,
+        "extra_mb": peak - before if reset else float("nan"),
+    }
 
 
 def _reset_peak_rss() -> bool:
-    """Return freed heap to the OS (glibc) and zero the peak-RSS mark (Linux >= 4.0), so the peak counts what follows."""
+    """Return freed heap to the OS (glibc) and zero the peak-RSS mark (Linux >= 4.0), so the peak counts what
+    follows.
+    """
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     try:
@@ -158,32 +171,55 @@ def measure(kind: str, num_queries: int, num_gallery: int, dim: int, chunk: int 
 def main(argv: list[str] | None = None) -> None:
     """Print the comparison table, then the large feature-path run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--queries", type=int, default=6156, help="queries of the comparison (CUHK-PEDES test: 6,156 captions)")
-    parser.add_argument("--gallery", type=int, default=3074, help="gallery images of the comparison (CUHK-PEDES test: 3,074)")
-    parser.add_argument("--large", type=int, default=100_000, help="queries = gallery images of the feature-path run; 0 skips it")
+    parser.add_argument(
+        "--queries", type=int, default=6156, help="queries of the comparison (CUHK-PEDES test: 6,156 captions)"
+    )
+    parser.add_argument(
+        "--gallery", type=int, default=3074, help="gallery images of the comparison (CUHK-PEDES test: 3,074)"
+    )
+    parser.add_argument(
+        "--large", type=int, default=100_000, help="queries = gallery images of the feature-path run; 0 skips it"
+    )
     parser.add_argument("--dim", type=int, default=512, help="feature size")
     parser.add_argument("--chunk", type=int, default=4096, help="query rows per chunk")
     parser.add_argument("--repeats", type=int, default=5, help="runs per comparison measurement; the best time is kept")
     args = parser.parse_args(argv)
 
     matrix_mb = args.queries * args.gallery * 4 / 2**20
-    print(f"{args.queries:,} queries x {args.gallery:,} gallery, {args.dim}-d features; similarity matrix {matrix_mb:.1f} MB (float32)")
-    print(f"best of {args.repeats}; torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.2f} before (other work competing for the cores slows both)\n")
-    runs = {kind: measure(kind, args.queries, args.gallery, args.dim, args.chunk, args.repeats) for kind in ("common", "ours")}
+    print(
+        f"{args.queries:,} queries x {args.gallery:,} gallery, {args.dim}-d features; similarity matrix "
+        f"{matrix_mb:.1f} MB (float32)"
+    )
+    print(
+        f"best of {args.repeats}; torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.2f} "
+        "before (other work competing for the cores slows both)\n"
+    )
+    runs = {
+        kind: measure(kind, args.queries, args.gallery, args.dim, args.chunk, args.repeats)
+        for kind in ("common", "ours")
+    }
     print("| implementation | seconds | peak extra RSS (MB) | x matrix size |")
     print("|---|---:|---:|---:|")
     names = {"common": "common: argsort, match matrix, mINP loop", "ours": "retrieval_metrics (chunked counting)"}
     for kind, run in runs.items():
         print(f"| {names[kind]} | {run['seconds']:.3f} | {run['extra_mb']:.1f} | {run['extra_mb'] / matrix_mb:.2f} |")
     difference = max(abs(runs["common"]["metrics"][m] - runs["ours"]["metrics"][m]) for m in METRICS)
-    print(f"\nspeed-up {runs['common']['seconds'] / runs['ours']['seconds']:.1f}x; max |difference| over {', '.join(METRICS)}: {difference:.2e}")
+    print(
+        f"\nspeed-up {runs['common']['seconds'] / runs['ours']['seconds']:.1f}x; max |difference| over "
+        f"{', '.join(METRICS)}: {difference:.2e}"
+    )
     print("metrics: " + "  ".join(f"{m} {runs['ours']['metrics'][m]:.2f}" for m in METRICS))
 
     if args.large:
-        print(f"\n{args.large:,} queries x {args.large:,} gallery via retrieval_metrics_from_features "
-              f"(the float32 matrix would be {args.large**2 * 4 / 1e9:.1f} GB)")
+        print(
+            f"\n{args.large:,} queries x {args.large:,} gallery via retrieval_metrics_from_features "
+            f"(the float32 matrix would be {args.large**2 * 4 / 1e9:.1f} GB)"
+        )
         run = measure("features", args.large, args.large, args.dim, args.chunk)
-        print(f"| seconds | peak RSS (MB) | peak extra RSS (MB), of which one chunk of similarities is {min(args.chunk, args.large) * args.large * 4 / 2**20:.0f} |")
+        print(
+            "| seconds | peak RSS (MB) | peak extra RSS (MB), of which one chunk of similarities is "
+            f"{min(args.chunk, args.large) * args.large * 4 / 2**20:.0f} |"
+        )
         print("|---:|---:|---:|")
         print(f"| {run['seconds']:.1f} | {run['peak_mb']:.0f} | {run['extra_mb']:.0f} |")
         print("metrics: " + "  ".join(f"{m} {run['metrics'][m]:.2f}" for m in METRICS))

@@ -55,7 +55,9 @@ def random_gallery(kind: str, count: int, queries: int, seed: int = 0) -> tuple[
     """``(gallery (count, 512), queries (queries, 512))`` float32 unit rows of the given kind."""
     rng = np.random.default_rng(seed)
     if kind == "isotropic":
-        return _unit(rng.standard_normal((count, DIM), dtype=np.float32)), _unit(rng.standard_normal((queries, DIM), dtype=np.float32))
+        return _unit(rng.standard_normal((count, DIM), dtype=np.float32)), _unit(
+            rng.standard_normal((queries, DIM), dtype=np.float32)
+        )
     # person-like structure: 8 attributes of 12 values each (as in the synthetic world), an identity is one value per
     # attribute plus its own offset, an image is its identity plus noise; about 4 images per identity
     attributes, values = 8, 12
@@ -64,7 +66,9 @@ def random_gallery(kind: str, count: int, queries: int, seed: int = 0) -> tuple[
     centres = np.empty((identities, DIM), dtype=np.float32)
     for start in range(0, identities, 100_000):  # bounded temporary memory
         stop = min(start + 100_000, identities)
-        picked = vocab[np.arange(attributes), rng.integers(0, values, (stop - start, attributes))].sum(1) / np.sqrt(attributes)
+        picked = vocab[np.arange(attributes), rng.integers(0, values, (stop - start, attributes))].sum(1) / np.sqrt(
+            attributes
+        )
         centres[start:stop] = _unit(picked + 0.7 * _unit(rng.standard_normal((stop - start, DIM), dtype=np.float32)))
     gallery = np.empty((count, DIM), dtype=np.float32)
     for start in range(0, count, 100_000):
@@ -98,7 +102,8 @@ def ranking_rows(kind: str, count: int, queries: int, text_ms: float) -> list[st
     head = f"{kind:<9} {count:>9,}"
     return [
         f"{head} {'exact':<28} {ex50:>8.2f} {ex95:>8.2f} {ex50 + text_ms:>10.2f} {'1.000':>10}",
-        f"{head} {f'IVF {approx.nlist} cells, nprobe {approx.nprobe}':<28} {ap50:>8.2f} {ap95:>8.2f} {ap50 + text_ms:>10.2f} "
+        f"{head} {f'IVF {approx.nlist} cells, nprobe {approx.nprobe}':<28} {ap50:>8.2f} {ap95:>8.2f} "
+        f"{ap50 + text_ms:>10.2f} "
         f"{recall:>10.3f}   (build+tune {build_s:.0f}s, probe recall {approx.recall:.3f})",
     ]
 
@@ -108,8 +113,12 @@ def build_rate(backbone: str, images: Path, work: Path) -> tuple[float, float]:
     height, width = (384, 128) if backbone == "ViT-B-16" else (128, 64)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = PersonRetrievalModel(Architecture.from_config(ModelConfig(backbone=backbone, image_height=height, image_width=width)))
-    searcher = load_search_model(str(save_model(model, work / backbone / "model.safetensors")), params_from_dict({}), "auto")
+        model = PersonRetrievalModel(
+            Architecture.from_config(ModelConfig(backbone=backbone, image_height=height, image_width=width))
+        )
+    searcher = load_search_model(
+        str(save_model(model, work / backbone / "model.safetensors")), params_from_dict({}), "auto"
+    )
     report = build_index(work / f"index-{backbone}", folder_gallery(images), searcher, progress=False)
     embed_queries(searcher, ["warm up"])
     times = []

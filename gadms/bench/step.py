@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> None:
         rows.append((label, seconds, scoring, masked))
 
     irra = rows[1][1]
-    print(f"{args.backbone} at {h}x{w}, batch {args.batch}, {args.device}, {torch.get_num_threads()} threads, median of {args.repeats}")
+    print(
+        f"{args.backbone} at {h}x{w}, batch {args.batch}, {args.device}, {torch.get_num_threads()} threads, median "
+        f"of {args.repeats}"
+    )
     print(f"{'step':<30} {'s/step':>8} {'vs IRRA':>8} {'GASS s':>8} {'GASS share':>10} {'MTP tokens':>10}")
     for label, seconds, scoring, masked in rows:
         share = f"{100 * scoring / seconds:.1f}%" if scoring else "-"

@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     cfg = ModelConfig(backbone=args.backbone, image_height=h, image_width=w)
     with tempfile.TemporaryDirectory() as tmp:
         write_benchmark(Path(tmp), 60, 0, SynthConfig(), progress=False)
-        dataset = PairDataset(corpus_pairs("cuhk-pedes", Path(tmp)), image_transform(h, w, AugmentConfig()), tokenizer(77))
+        dataset = PairDataset(
+            corpus_pairs("cuhk-pedes", Path(tmp)), image_transform(h, w, AugmentConfig()), tokenizer(77)
+        )
         batches = max(4, min(20, len(dataset) // args.batch - 1))
         loader = {n: _loader_rate(dataset, args.batch, n, batches) for n in sorted({0, args.workers})}
         items = [dataset[i] for i in range(args.batch)]
@@ -70,7 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     model = PersonRetrievalModel(Architecture.from_config(cfg))
     rates = {}
-    for label, mode, loss in (("GA-DMS (SDM + MTP, GASS)", "gadms", LossConfig()), ("IRRA-style (SDM + MLM)", "irra", LossConfig())):
+    for label, mode, loss in (
+        ("GA-DMS (SDM + MTP, GASS)", "gadms", LossConfig()),
+        ("IRRA-style (SDM + MLM)", "irra", LossConfig()),
+    ):
         rates[label] = _step_rate(model, TrainingStep(cfg, loss, mode=mode), images, tokens, args.steps)  # type: ignore[arg-type]
     print(f"{args.backbone} at {h}x{w}, batch {args.batch}, {torch.get_num_threads()} threads")
     for label, rate in rates.items():

@@ -17,7 +17,14 @@ import numpy as np
 
 from gadms.config import CaptioningConfig
 from gadms.curation.records import CaptionRequest, CaptionResult
-from gadms.curation.templates import PLACEHOLDERS, PRONOUNS, capitalize_sentence, render_tokens, split_sentences, tokenize
+from gadms.curation.templates import (
+    PLACEHOLDERS,
+    PRONOUNS,
+    capitalize_sentence,
+    render_tokens,
+    split_sentences,
+    tokenize,
+)
 
 NOUNS = {"man": ("man", "gentleman", "guy"), "woman": ("woman", "lady", "girl")}
 _PRONOUNS = {
@@ -141,25 +148,31 @@ def placeholder_fills(attributes: Mapping[str, Any], template: str, rng: np.rand
     noun = str(rng.choice(NOUNS[gender]))
     shoe_word = str(rng.choice(FOOTWEAR_WORDS))
     pose = _value(attributes, "pose")
-    action = str(rng.choice(POSE_PHRASES[pose.replace(" ", "_")])) if pose and pose.replace(" ", "_") in POSE_PHRASES else None
+    action = (
+        str(rng.choice(POSE_PHRASES[pose.replace(" ", "_")]))
+        if pose and pose.replace(" ", "_") in POSE_PHRASES
+        else None
+    )
     shoe_color = _value(attributes, "shoe_color")
     fills: dict[str, Fill | None] = {p: Fill(w, BARE) for p, w in _PRONOUNS[gender].items()}
-    fills.update({
-        "[man]": Fill(noun),
-        "[age]": None,
-        "[hair]": _hair(attributes),
-        "[colored top]": _top(attributes, "[color pattern]" in template),
-        "[colored inner top]": None,
-        "[color pattern]": _pattern(attributes),
-        "[colored bottom]": _bottom(attributes),
-        "[colored footwear]": Fill(f"{shoe_color} {shoe_word}" if shoe_color else shoe_word, PLURAL),
-        "[colored headwear]": _colored_item(attributes, "hat_type", "hat_color"),
-        "[colored bag]": _colored_item(attributes, "bag_type", "bag_color"),
-        "[facial hair]": None,
-        "[glasses]": None,
-        "[accessory]": None,
-        "[action]": Fill(action, BARE) if action else None,
-    })  # fmt: skip
+    fills.update(
+        {
+            "[man]": Fill(noun),
+            "[age]": None,
+            "[hair]": _hair(attributes),
+            "[colored top]": _top(attributes, "[color pattern]" in template),
+            "[colored inner top]": None,
+            "[color pattern]": _pattern(attributes),
+            "[colored bottom]": _bottom(attributes),
+            "[colored footwear]": Fill(f"{shoe_color} {shoe_word}" if shoe_color else shoe_word, PLURAL),
+            "[colored headwear]": _colored_item(attributes, "hat_type", "hat_color"),
+            "[colored bag]": _colored_item(attributes, "bag_type", "bag_color"),
+            "[facial hair]": None,
+            "[glasses]": None,
+            "[accessory]": None,
+            "[action]": Fill(action, BARE) if action else None,
+        }
+    )
     return fills
 
 
@@ -176,7 +189,11 @@ def _is_word(token: str | None) -> bool:
 
 def _np_start(tokens: Sequence[str], i: int) -> bool:
     """Whether a noun phrase (an item) starts at ``i``."""
-    return i < len(tokens) and (tokens[i] in _NP_LEFT or tokens[i] == "pair" or (_is_placeholder(tokens[i]) and tokens[i] not in {"[he]", "[him]"}))
+    return i < len(tokens) and (
+        tokens[i] in _NP_LEFT
+        or tokens[i] == "pair"
+        or (_is_placeholder(tokens[i]) and tokens[i] not in {"[he]", "[him]"})
+    )
 
 
 def _np_end(token: str) -> bool:
@@ -198,9 +215,17 @@ def _span(tokens: Sequence[str], p: int) -> tuple[int, int]:
 
 def _right_extension(tokens: Sequence[str], end: int) -> int:
     """End of a trailing "on his back" / "in her left hand" / "underneath" that belongs to the item."""
-    if end < len(tokens) and tokens[end] in _TRAILING_PARTICLES and (end + 1 == len(tokens) or tokens[end + 1] in _PUNCTUATION):
+    if (
+        end < len(tokens)
+        and tokens[end] in _TRAILING_PARTICLES
+        and (end + 1 == len(tokens) or tokens[end + 1] in _PUNCTUATION)
+    ):
         return end + 1
-    if end + 1 < len(tokens) and tokens[end] in _RIGHT_PREPOSITIONS and tokens[end + 1] in {"the", "[his]", "a", "both"}:
+    if (
+        end + 1 < len(tokens)
+        and tokens[end] in _RIGHT_PREPOSITIONS
+        and tokens[end + 1] in {"the", "[his]", "a", "both"}
+    ):
         k = end + 2
         while k < len(tokens) and k < end + 4 and tokens[k] in _BODY_WORDS:
             k += 1
@@ -347,7 +372,12 @@ def _needs_article(pieces: Sequence[tuple[str, str | None]], i: int) -> bool:
     if prev in _DETERMINERS:
         return False
     # "a tall [man]": an adjective after the article
-    return not (i >= 2 and pieces[i - 1][1] is None and prev not in _LIST_LINKERS | _DANGLING and pieces[i - 2][0].lower() in _DETERMINERS)
+    return not (
+        i >= 2
+        and pieces[i - 1][1] is None
+        and prev not in _LIST_LINKERS | _DANGLING
+        and pieces[i - 2][0].lower() in _DETERMINERS
+    )
 
 
 def _fix_articles(pieces: list[tuple[str, str | None]]) -> list[str]:

@@ -314,9 +314,7 @@ class ChatClient:
         try:
             content = response.json()["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
-            raise _Retryable(
-                f"HTTP {status} without choices[0].message.content: {self._excerpt(response)}"
-            ) from None
+            raise _Retryable(f"HTTP {status} without choices[0].message.content: {self._excerpt(response)}") from None
         if not isinstance(content, str):
             raise _Retryable(f"HTTP {status}: message.content is {type(content).__name__}, not text")
         return content
@@ -327,7 +325,11 @@ class ChatClient:
         delay = min(delay, self.max_backoff_s)
         log.warning(
             "chat %s: attempt %d/%d failed (%s); retrying in %.2f s",
-            self.url, attempt + 1, self.max_retries + 1, failure.reason, delay,
+            self.url,
+            attempt + 1,
+            self.max_retries + 1,
+            failure.reason,
+            delay,
         )
         return delay
 

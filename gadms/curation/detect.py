@@ -132,6 +132,7 @@ def _list_of_objects(value: Any, where: str) -> list[dict[str, Any]]:
 
 def _numbers(value: Any) -> np.ndarray | None:
     """``value`` as a float array when it is a (nested) list of finite JSON numbers (not booleans), else ``None``."""
+
     def numeric(v: Any) -> bool:
         if isinstance(v, list):
             return all(numeric(x) for x in v)
@@ -149,8 +150,13 @@ def _numbers(value: Any) -> np.ndarray | None:
 def _box(value: Any, where: str) -> tuple[float, float, float, float]:
     """A box of four finite numbers with positive width and height, within any sensible image."""
     box = _numbers(value)
-    if box is None or box.shape != (4,) or not (box[0] < box[2] and box[1] < box[3]) or box.max() > _MAX_COORDINATE \
-            or box.min() < -_MAX_COORDINATE:
+    if (
+        box is None
+        or box.shape != (4,)
+        or not (box[0] < box[2] and box[1] < box[3])
+        or box.max() > _MAX_COORDINATE
+        or box.min() < -_MAX_COORDINATE
+    ):
         raise BadDetectionRecord(f"{where}.box must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1, got {_shown(value)}")
     x0, y0, x1, y1 = (float(v) for v in box)
     return x0, y0, x1, y1
@@ -194,7 +200,9 @@ def resolve_device(name: str) -> str:
 def _model_source(path: Path | None, key: str) -> str:
     """Check a weights path from params; ``*.yaml`` builds an untrained model from ultralytics' configs."""
     if path is None:
-        raise DetectorError(f"curation.detector.{key} is not set: put the local path of the YOLO11 weights (.pt) in params.yaml")
+        raise DetectorError(
+            f"curation.detector.{key} is not set: put the local path of the YOLO11 weights (.pt) in params.yaml"
+        )
     text = str(path)
     if text.endswith((".yaml", ".yml")) and not Path(text).exists():
         return text  # an ultralytics model config name such as yolo11n.yaml: built with random weights
@@ -215,7 +223,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def match_keypoints(person_boxes: np.ndarray, pose_boxes: np.ndarray, pose_keypoints: np.ndarray, min_iou: float = 0.5) -> np.ndarray:
+def match_keypoints(
+    person_boxes: np.ndarray, pose_boxes: np.ndarray, pose_keypoints: np.ndarray, min_iou: float = 0.5
+) -> np.ndarray:
     """Give each person box the keypoints of its best-overlapping pose instance.
 
     Greedy one-to-one matching by IoU (highest first). A person with no pose
@@ -282,7 +292,15 @@ class YoloDetector:
     def _predict(self, model: Any, images: list[np.ndarray], **kwargs: Any) -> list[Any]:
         # ultralytics reads numpy images as BGR
         batch = [np.ascontiguousarray(im[:, :, ::-1]) for im in images]
-        return model.predict(batch, conf=self.min_score, max_det=self.max_people, device=self.device, verbose=False, batch=self.cfg.batch_size, **kwargs)
+        return model.predict(
+            batch,
+            conf=self.min_score,
+            max_det=self.max_people,
+            device=self.device,
+            verbose=False,
+            batch=self.cfg.batch_size,
+            **kwargs,
+        )
 
     def detect(self, images: Sequence[np.ndarray], records: Sequence[SourceRecord]) -> list[list[PersonDetection]]:
         """Run both models on ``images`` and join their outputs per person."""

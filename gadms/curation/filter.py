@@ -53,7 +53,9 @@ def filter_decision(person: PersonDetection, rules: FilterConfig) -> str:
     return KEEP
 
 
-def crop_box(box: tuple[float, float, float, float], margin: float, width: int, height: int) -> tuple[int, int, int, int]:
+def crop_box(
+    box: tuple[float, float, float, float], margin: float, width: int, height: int
+) -> tuple[int, int, int, int]:
     """The integer crop of ``box`` grown by ``margin`` of its size on each side, clipped to the image.
 
     Args:

@@ -131,9 +131,17 @@ class ShardReport:
     def from_dict(cls, raw: dict[str, Any]) -> "ShardReport":
         """Rebuild a report read back from a done marker."""
         return cls(
-            shard=raw["shard"], seen=raw["seen"], kept=raw["kept"], rejected=raw["rejected"], failed=raw["failed"],
-            crops=raw["crops"], captions=raw["captions"], boxes=Counter(raw["boxes"]), failures=Counter(raw["failures"]),
-            problems=list(raw["problems"]), skipped=True,
+            shard=raw["shard"],
+            seen=raw["seen"],
+            kept=raw["kept"],
+            rejected=raw["rejected"],
+            failed=raw["failed"],
+            crops=raw["crops"],
+            captions=raw["captions"],
+            boxes=Counter(raw["boxes"]),
+            failures=Counter(raw["failures"]),
+            problems=list(raw["problems"]),
+            skipped=True,
         )
 
 
@@ -146,7 +154,10 @@ class CurationReport:
 
     def totals(self) -> dict[str, Any]:
         """Sums over shards of every count."""
-        total: dict[str, Any] = {k: sum(getattr(s, k) for s in self.shards) for k in ("seen", "kept", "rejected", "failed", "crops", "captions")}
+        total: dict[str, Any] = {
+            k: sum(getattr(s, k) for s in self.shards)
+            for k in ("seen", "kept", "rejected", "failed", "crops", "captions")
+        }
         total["boxes"] = dict(sorted(sum((s.boxes for s in self.shards), Counter()).items()))
         total["failures"] = dict(sorted(sum((s.failures for s in self.shards), Counter()).items()))
         return total
@@ -175,8 +186,10 @@ class CurationReport:
         if earlier:
             other = sum(s.other_params for s in earlier)
             note = f" ({other} curated with other parameters)" if other else ""
-            lines.append(f"  kept {len(earlier)} shard(s) of earlier runs that are not in this input{note}: "
-                         f"{_listed([s.shard for s in earlier])}")
+            lines.append(
+                f"  kept {len(earlier)} shard(s) of earlier runs that are not in this input{note}: "
+                f"{_listed([s.shard for s in earlier])}"
+            )
         return "\n".join(lines)
 
 
@@ -223,7 +236,9 @@ class CurationStages:
             curation["detector"].pop(key)
         curation["captioning"].pop("concurrency")
         templates = [[t.id, t.text] for t in self.templates]
-        return hashlib.sha256(json_bytes({"seed": self.params.seed, "curation": curation, "templates": templates})).hexdigest()
+        return hashlib.sha256(
+            json_bytes({"seed": self.params.seed, "curation": curation, "templates": templates})
+        ).hexdigest()
 
 
 def build_captioner(params: Params) -> Any:
@@ -321,8 +336,13 @@ def shard_fingerprint(shard: SourceShard, stages_fingerprint: str) -> dict[str, 
         digest = shard_digest(shard)
     except OSError as err:
         raise CurationError(f"{shard.path}: cannot read shard {shard.name} ({err.strerror or err})") from None
-    identity = {"name": shard.name, "kind": shard.kind, "members": list(shard.members), "input": digest,
-                "params": stages_fingerprint}
+    identity = {
+        "name": shard.name,
+        "kind": shard.kind,
+        "members": list(shard.members),
+        "input": digest,
+        "params": stages_fingerprint,
+    }
     fingerprint = hashlib.sha256(json_bytes(identity)).hexdigest()
     return {"input": digest, "params": stages_fingerprint, "fingerprint": fingerprint}
 
@@ -398,8 +418,9 @@ def curate_shard(shard: SourceShard, out: Path, params: Params, progress: bool =
     return report
 
 
-def _batches(records: Iterable[SourceRecord], stages: CurationStages,
-             report: ShardReport) -> Iterator[list[tuple[SourceRecord, np.ndarray | None]]]:
+def _batches(
+    records: Iterable[SourceRecord], stages: CurationStages, report: ShardReport
+) -> Iterator[list[tuple[SourceRecord, np.ndarray | None]]]:
     """Decode records into batches of ``(record, image)``; unusable records come with ``None``.
 
     A batch holds at most ``detector.batch_size`` images and at most
@@ -459,8 +480,14 @@ def _decoded(record: SourceRecord, stages: CurationStages) -> tuple[SourceRecord
         return SourceRecord(record.key, None, record.text, record.meta, err.reason, err.detail), None
 
 
-def _detect_and_crop(batch: list[tuple[SourceRecord, np.ndarray | None]], shard: SourceShard, stages: CurationStages,
-                     report: ShardReport, decisions: list[dict[str, Any]], used: set[str]) -> list[_Crop]:
+def _detect_and_crop(
+    batch: list[tuple[SourceRecord, np.ndarray | None]],
+    shard: SourceShard,
+    stages: CurationStages,
+    report: ShardReport,
+    decisions: list[dict[str, Any]],
+    used: set[str],
+) -> list[_Crop]:
     """Detect, filter and crop the people of a batch; record every decision (``used``: the shard's keys so far)."""
     usable = [(r, im) for r, im in batch if im is not None]
     start = time.perf_counter()
@@ -491,8 +518,14 @@ def _detect_and_crop(batch: list[tuple[SourceRecord, np.ndarray | None]], shard:
     return crops
 
 
-def _caption_and_write(crops: list[_Crop], batch: list[tuple[SourceRecord, np.ndarray | None]], stages: CurationStages,
-                       tar: ShardWriter, report: ShardReport, manifest: list[dict[str, Any]]) -> None:
+def _caption_and_write(
+    crops: list[_Crop],
+    batch: list[tuple[SourceRecord, np.ndarray | None]],
+    stages: CurationStages,
+    tar: ShardWriter,
+    report: ShardReport,
+    manifest: list[dict[str, Any]],
+) -> None:
     """Caption the batch's crops, write the captioned ones, and count every sample of the batch."""
     start = time.perf_counter()
     requests = [CaptionRequest(c.key, c.jpeg, c.templates, c.person.attributes, c.seed) for c in crops]
@@ -553,30 +586,56 @@ def _sample_json(crop: _Crop, captions: list[str], params: Params) -> dict[str, 
     }
 
 
-MANIFEST_SCHEMA = pa.schema([
-    ("key", pa.string()), ("source_key", pa.string()), ("person_index", pa.int32()),
-    ("crop_width", pa.int32()), ("crop_height", pa.int32()), ("box", pa.list_(pa.float64())),
-    ("score", pa.float64()), ("captions", pa.list_(pa.string())), ("template_ids", pa.list_(pa.int32())),
-])
-DECISIONS_SCHEMA = pa.schema([
-    ("source_key", pa.string()), ("person_index", pa.int32()), ("decision", pa.string()),
-    ("box", pa.list_(pa.float64())), ("score", pa.float64()), ("visible_keypoints", pa.int32()),
-])
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("source_key", pa.string()),
+        ("person_index", pa.int32()),
+        ("crop_width", pa.int32()),
+        ("crop_height", pa.int32()),
+        ("box", pa.list_(pa.float64())),
+        ("score", pa.float64()),
+        ("captions", pa.list_(pa.string())),
+        ("template_ids", pa.list_(pa.int32())),
+    ]
+)
+DECISIONS_SCHEMA = pa.schema(
+    [
+        ("source_key", pa.string()),
+        ("person_index", pa.int32()),
+        ("decision", pa.string()),
+        ("box", pa.list_(pa.float64())),
+        ("score", pa.float64()),
+        ("visible_keypoints", pa.int32()),
+    ]
+)
 
 
 def _manifest_row(crop: _Crop, captions: list[str]) -> dict[str, Any]:
     x0, y0, x1, y1 = crop.box
     return {
-        "key": crop.key, "source_key": crop.record.key, "person_index": crop.person_index,
-        "crop_width": x1 - x0, "crop_height": y1 - y0, "box": _rounded(crop.person.box),
-        "score": round(crop.person.score, 4), "captions": captions, "template_ids": [t.id for t in crop.templates],
+        "key": crop.key,
+        "source_key": crop.record.key,
+        "person_index": crop.person_index,
+        "crop_width": x1 - x0,
+        "crop_height": y1 - y0,
+        "box": _rounded(crop.person.box),
+        "score": round(crop.person.score, 4),
+        "captions": captions,
+        "template_ids": [t.id for t in crop.templates],
     }
 
 
 def _decision_row(key: str, index: int, person: PersonDetection, decision: str, params: Params) -> dict[str, Any]:
     seen = visible_keypoints(person.keypoints, params.curation.filter.keypoint_confidence)
-    return {"source_key": key, "person_index": index, "decision": decision, "box": _rounded(person.box),
-            "score": round(person.score, 4), "visible_keypoints": int(seen.sum())}
+    return {
+        "source_key": key,
+        "person_index": index,
+        "decision": decision,
+        "box": _rounded(person.box),
+        "score": round(person.score, 4),
+        "visible_keypoints": int(seen.sum()),
+    }
 
 
 def _parquet_bytes(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
@@ -636,21 +695,28 @@ def check_output_location(input_dir: Path, out: Path, shards: Sequence[SourceSha
     """
     source, target = Path(input_dir).resolve(), Path(out).resolve()
     if source == target:
-        raise CurationError(f"--out {out} is the input directory {input_dir}: curating would overwrite the source "
-                            "shards; choose another --out")
+        raise CurationError(
+            f"--out {out} is the input directory {input_dir}: curating would overwrite the source "
+            "shards; choose another --out"
+        )
     written = {(target / rel).resolve(): rel for rel in _written_names(shards)}
     for path in _input_files(shards, source):
         if path in written:
-            raise CurationError(f"--out {out} would overwrite the input file {path} (as {written[path]}); "
-                                "choose another --out")
+            raise CurationError(
+                f"--out {out} would overwrite the input file {path} (as {written[path]}); choose another --out"
+            )
 
 
 def _written_names(shards: Sequence[SourceShard]) -> list[str]:
     """Every path, relative to the output directory, that curating ``shards`` writes or replaces."""
     names = [MANIFEST, REPORT, LOCK]
     for shard in shards:
-        names += [f"{shard.name}.tar", f"{META_DIR}/{shard.name}.parquet",
-                  f"{META_DIR}/{shard.name}.decisions.parquet", f"{META_DIR}/{shard.name}.report.json"]
+        names += [
+            f"{shard.name}.tar",
+            f"{META_DIR}/{shard.name}.parquet",
+            f"{META_DIR}/{shard.name}.decisions.parquet",
+            f"{META_DIR}/{shard.name}.report.json",
+        ]
     return names
 
 
@@ -691,8 +757,10 @@ def open_output(input_dir: Path, out: Path, shards: Sequence[SourceShard]) -> It
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise CurationError(f"{out} is being curated by another run (it holds {out / LOCK}); wait for it to "
-                                "finish or choose another --out") from None
+            raise CurationError(
+                f"{out} is being curated by another run (it holds {out / LOCK}); wait for it to "
+                "finish or choose another --out"
+            ) from None
         prepare_output(out)
         yield out
 
@@ -709,8 +777,13 @@ def prepare_output(out: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def curate(input_dir: Path, out: Path, params: Params, progress: bool = True,
-           on_shard: Callable[[ShardReport], None] | None = None) -> CurationReport:
+def curate(
+    input_dir: Path,
+    out: Path,
+    params: Params,
+    progress: bool = True,
+    on_shard: Callable[[ShardReport], None] | None = None,
+) -> CurationReport:
     """Curate every source shard of ``input_dir`` into ``out``, one shard after another.
 
     Args:

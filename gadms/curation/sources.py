@@ -169,7 +169,7 @@ def list_source_shards(input_dir: Path, fmt: str = "auto", folder_shard_size: in
         "parquet": lambda: _parquet_shards(input_dir),
         "folder": lambda: _folder_shards(input_dir, folder_shard_size),
     }
-    for kind in (("webdataset", "parquet", "folder") if fmt == "auto" else (fmt,)):
+    for kind in ("webdataset", "parquet", "folder") if fmt == "auto" else (fmt,):
         shards = listers[kind]()
         if shards:
             return _unique_names(sorted(shards, key=lambda s: (s.name, s.path)))
@@ -244,8 +244,9 @@ def _image_extension(name: str) -> bool:
 # ---------------------------------------------------------------- reading
 
 
-def iter_source(shard: SourceShard, problems: Optional[list[str]] = None,
-                max_member_bytes: int = _DEFAULTS.max_member_bytes) -> Iterator[SourceRecord]:
+def iter_source(
+    shard: SourceShard, problems: Optional[list[str]] = None, max_member_bytes: int = _DEFAULTS.max_member_bytes
+) -> Iterator[SourceRecord]:
     """Stream the samples of one source shard, one record per sample, in shard order.
 
     Nothing is read before the first ``next()``, and only one sample (one
@@ -308,7 +309,9 @@ def _failed(key: str, reason: str, detail: str) -> SourceRecord:
     return SourceRecord(key=key, image=None, error=reason, detail=detail)
 
 
-def _sample_record(key: str, image: Optional[bytes], image_name: str, text: Optional[bytes], meta: Optional[bytes]) -> SourceRecord:
+def _sample_record(
+    key: str, image: Optional[bytes], image_name: str, text: Optional[bytes], meta: Optional[bytes]
+) -> SourceRecord:
     """The record of one sample from its raw image, text and JSON bytes (``None`` when absent)."""
     if image is None:
         return _failed(key, MISSING_IMAGE, f"sample {key!r} has no image ({', '.join(IMAGE_EXTENSIONS)})")
@@ -364,8 +367,13 @@ class _CappedTarInfo(tarfile.TarInfo):
     """A tar header that refuses GNU long-name and PAX extended headers beyond a small size before reading them."""
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
-        extended = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
-                    tarfile.SOLARIS_XHDTYPE)
+        extended = (
+            tarfile.GNUTYPE_LONGNAME,
+            tarfile.GNUTYPE_LONGLINK,
+            tarfile.XHDTYPE,
+            tarfile.XGLTYPE,
+            tarfile.SOLARIS_XHDTYPE,
+        )
         if self.type in extended and self.size > _MAX_EXTENDED_HEADER_BYTES:
             raise tarfile.ReadError(f"extended header of {self.size} bytes, more than {_MAX_EXTENDED_HEADER_BYTES}")
         return super()._proc_member(tarfile_)  # type: ignore[misc]
@@ -600,8 +608,9 @@ def _unreadable_rows(path: Path, group: int, first: int, rows: int) -> Iterator[
         yield _failed(f"{row:09d}", CORRUPT_ROW_GROUP, detail)
 
 
-def _parquet_record(values: dict[str, Any], row: int, layout: _ParquetLayout, seen: set[str],
-                    max_member_bytes: int) -> SourceRecord:
+def _parquet_record(
+    values: dict[str, Any], row: int, layout: _ParquetLayout, seen: set[str], max_member_bytes: int
+) -> SourceRecord:
     """The record of one Parquet row."""
     key_value = values.get(layout.key) if layout.key else None
     key = f"{row:09d}" if key_value is None else str(key_value)
@@ -720,7 +729,9 @@ def decode_image(data: bytes, max_pixels: int = _DEFAULTS.max_image_pixels) -> n
         raise ImageDecodeError(TOO_LARGE, str(err)) from None
     except UnidentifiedImageError:
         raise ImageDecodeError(CORRUPT_IMAGE, f"not a {', '.join(DECODE_FORMATS)} image") from None
-    except Exception as err:  # Pillow's plugins raise assorted types (OSError, SyntaxError, struct.error, ...) on bad data
+    except (
+        Exception
+    ) as err:  # Pillow's plugins raise assorted types (OSError, SyntaxError, struct.error, ...) on bad data
         reason = TRUNCATED_IMAGE if "truncated" in str(err).lower() else CORRUPT_IMAGE
         raise ImageDecodeError(reason, f"{type(err).__name__}: {err}") from None
 
@@ -729,7 +740,9 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
     """Refuse an image whose header announces more than ``max_pixels`` pixels."""
     width, height = size
     if width * height > max_pixels:
-        raise ImageDecodeError(TOO_LARGE, f"{width}x{height} is {width * height} pixels, more than the limit of {max_pixels}")
+        raise ImageDecodeError(
+            TOO_LARGE, f"{width}x{height} is {width * height} pixels, more than the limit of {max_pixels}"
+        )
 
 
 def _upright(image: Image.Image) -> Image.Image:

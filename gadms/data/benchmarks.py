@@ -15,8 +15,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from pathlib import PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Sequence
 
 from PIL import Image
@@ -215,7 +214,13 @@ def read_benchmark(
 
     unassigned = problems[None]
     data = {
-        split: _split_data(fmt.name, split, annotation_file, [e for e in entries if e.split == split], problems.get(split, []) + unassigned)
+        split: _split_data(
+            fmt.name,
+            split,
+            annotation_file,
+            [e for e in entries if e.split == split],
+            problems.get(split, []) + unassigned,
+        )
         for split in wanted
     }
     every_problem = sorted((p for ps in problems.values() for p in ps), key=lambda p: p.index)
@@ -225,7 +230,9 @@ def read_benchmark(
     return result
 
 
-def load_benchmark(name: str, root: Path | str, split: str, strict: bool = False, check_images: bool = True) -> SplitData:
+def load_benchmark(
+    name: str, root: Path | str, split: str, strict: bool = False, check_images: bool = True
+) -> SplitData:
     """Read one split of a benchmark.
 
     Args:
@@ -341,7 +348,9 @@ def _parse_id(value: Any) -> int | None:
     return None
 
 
-def _split_data(name: str, split: str, annotation_file: Path, entries: list[_Entry], problems: list[Problem]) -> SplitData:
+def _split_data(
+    name: str, split: str, annotation_file: Path, entries: list[_Entry], problems: list[Problem]
+) -> SplitData:
     """Number identities 0..K-1 in ascending original id and lay captions out image by image."""
     original_ids = sorted({e.original_id for e in entries})
     label = {original: k for k, original in enumerate(original_ids)}

@@ -196,7 +196,15 @@ class IdentitySampler(Sampler[int]):
     replacement. Seeded per epoch; split across ranks like :class:`EpochSampler`.
     """
 
-    def __init__(self, identities: Sequence[int], batch: int, instances: int = 2, seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        identities: Sequence[int],
+        batch: int,
+        instances: int = 2,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         if batch % instances:
             raise ValueError(f"batch size {batch} must be a multiple of instances per identity {instances}")
         self.by_id: dict[int, list[int]] = {}

@@ -90,7 +90,9 @@ def _stream_stats(name: str, root: Path | str, tally: StreamTally) -> dict[str, 
     return _result(name, root, {"train": counts}, dict(counts), tally.problems, reasons)
 
 
-def _result(name: str, source: Path | str, splits: dict, total: dict, problems: int, reasons: Counter) -> dict[str, Any]:
+def _result(
+    name: str, source: Path | str, splits: dict, total: dict, problems: int, reasons: Counter
+) -> dict[str, Any]:
     """The stats dict, reasons ordered by count (most frequent first)."""
     return {
         "dataset": name,

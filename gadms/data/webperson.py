@@ -54,7 +54,9 @@ def parquet_files(root_or_files: Path | str | Iterable[Path | str]) -> list[Path
     return files
 
 
-def iter_webperson(root_or_files: Path | str | Iterable[Path | str], tally: StreamTally | None = None) -> Iterator[Sample]:
+def iter_webperson(
+    root_or_files: Path | str | Iterable[Path | str], tally: StreamTally | None = None
+) -> Iterator[Sample]:
     """Stream ``(image_bytes, captions, key)`` from WebPerson Parquet shards, row group by row group.
 
     A row without image bytes or without any non-empty caption is skipped; an
@@ -104,7 +106,11 @@ def _row_groups(path: Path, tally: StreamTally, columns: list[str] | None) -> It
         tally.bad_shards.append(f"{path}: {err}")
         return
     _check_schema(path, shard.schema_arrow)
-    names = [n for n in ("image", "image_path", *CAPTION_COLUMNS) if n in shard.schema_arrow.names] if columns is None else columns
+    names = (
+        [n for n in ("image", "image_path", *CAPTION_COLUMNS) if n in shard.schema_arrow.names]
+        if columns is None
+        else columns
+    )
     first_row = 0
     for group in range(shard.num_row_groups):
         rows = shard.metadata.row_group(group).num_rows
@@ -123,7 +129,9 @@ def _check_schema(path: Path, schema: pa.Schema) -> None:
     """A shard without the WebPerson columns is the wrong data, not a bad row: one-line ``DataError``."""
     missing = [n for n in ("image", *CAPTION_COLUMNS) if n not in schema.names]
     if missing:
-        raise DataError(f"{path}: not a WebPerson shard, missing column(s) {', '.join(missing)} (has {', '.join(schema.names)})")
+        raise DataError(
+            f"{path}: not a WebPerson shard, missing column(s) {', '.join(missing)} (has {', '.join(schema.names)})"
+        )
     image = schema.field("image").type
     if not pa.types.is_struct(image) or image.get_field_index("bytes") < 0:
         raise DataError(f"{path}: column 'image' must be a struct with a 'bytes' field, got {image}")
@@ -175,7 +183,13 @@ def _samples(path: Path, table: pa.Table, first_row: int, tally: StreamTally) ->
 
 def _keys(path: Path, table: pa.Table, first_row: int) -> list[str]:
     """``image_path``, else ``image.path``, else ``SHARD/ROW`` for each row."""
-    by_column = table.column("image_path").to_pylist() if "image_path" in table.column_names else [None] * table.num_rows
+    by_column = (
+        table.column("image_path").to_pylist() if "image_path" in table.column_names else [None] * table.num_rows
+    )
     image_type = table.schema.field("image").type
-    by_struct = pc.struct_field(table.column("image"), "path").to_pylist() if image_type.get_field_index("path") >= 0 else [None] * table.num_rows
+    by_struct = (
+        pc.struct_field(table.column("image"), "path").to_pylist()
+        if image_type.get_field_index("path") >= 0
+        else [None] * table.num_rows
+    )
     return [a or b or f"{path.stem}/{first_row + row}" for row, (a, b) in enumerate(zip(by_column, by_struct))]

@@ -21,16 +21,32 @@ METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 
 
 @torch.no_grad()
-def encode_images(model: PersonRetrievalModel, images: Sequence[ImageSource], batch: int = 128, workers: int = 0, device: str = "cpu", progress: bool = False) -> torch.Tensor:
+def encode_images(
+    model: PersonRetrievalModel,
+    images: Sequence[ImageSource],
+    batch: int = 128,
+    workers: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+) -> torch.Tensor:
     """L2-normalised image embeddings ``(G, E)``, in input order."""
     arch = model.arch
-    loader = DataLoader(ImageDataset(images, image_transform(arch.image_height, arch.image_width)), batch_size=batch, num_workers=workers)
-    out = [model.embed_images(x.to(device)).cpu() for x, _ in tqdm(loader, desc="gallery", unit="batch", disable=not progress, leave=False)]
+    loader = DataLoader(
+        ImageDataset(images, image_transform(arch.image_height, arch.image_width)),
+        batch_size=batch,
+        num_workers=workers,
+    )
+    out = [
+        model.embed_images(x.to(device)).cpu()
+        for x, _ in tqdm(loader, desc="gallery", unit="batch", disable=not progress, leave=False)
+    ]
     return torch.cat(out) if out else torch.zeros(0, 1)
 
 
 @torch.no_grad()
-def encode_texts(model: PersonRetrievalModel, captions: Sequence[str], batch: int = 256, device: str = "cpu", progress: bool = False) -> torch.Tensor:
+def encode_texts(
+    model: PersonRetrievalModel, captions: Sequence[str], batch: int = 256, device: str = "cpu", progress: bool = False
+) -> torch.Tensor:
     """L2-normalised caption embeddings ``(Q, E)``, in input order."""
     tok = tokenizer(model.arch.context_length)
     out = []
@@ -39,8 +55,16 @@ def encode_texts(model: PersonRetrievalModel, captions: Sequence[str], batch: in
     return torch.cat(out) if out else torch.zeros(0, 1)
 
 
-def evaluate_split(model: PersonRetrievalModel, split, image_to_text: bool = False, chunk: int = 4096, batch: int = 128,
-                   workers: int = 0, device: str = "cpu", progress: bool = False) -> dict[str, float]:  # fmt: skip
+def evaluate_split(
+    model: PersonRetrievalModel,
+    split,
+    image_to_text: bool = False,
+    chunk: int = 4096,
+    batch: int = 128,
+    workers: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+) -> dict[str, float]:
     """R1, R5, R10, mAP, mINP (percent) of text-to-image retrieval on ``split`` (a test split).
 
     Args:

@@ -109,7 +109,9 @@ def retrieval_metrics_from_features(
     _check_options(ks, chunk)
     queries, gallery = torch.as_tensor(query_features).detach(), torch.as_tensor(gallery_features).detach()
     if queries.dim() != 2 or gallery.dim() != 2 or queries.shape[1] != gallery.shape[1]:
-        raise ValueError(f"features must be (num, dim) with one dim, got {tuple(queries.shape)} and {tuple(gallery.shape)}")
+        raise ValueError(
+            f"features must be (num, dim) with one dim, got {tuple(queries.shape)} and {tuple(gallery.shape)}"
+        )
     gallery = F.normalize(gallery.to(queries.device, torch.float32), dim=1)
     positives = _positives(query_ids, gallery_ids, (len(queries), len(gallery)), queries.device)
 
@@ -150,7 +152,10 @@ def _positives(query_ids, gallery_ids, shape: tuple[int, int], device: torch.dev
     """Index every query's positives without a query-by-gallery match matrix."""
     query_ids, gallery_ids = torch.as_tensor(query_ids, device=device), torch.as_tensor(gallery_ids, device=device)
     if query_ids.shape != shape[:1] or gallery_ids.shape != shape[1:]:
-        raise ValueError(f"ids of shapes {tuple(query_ids.shape)} and {tuple(gallery_ids.shape)} do not match a {shape[0]} x {shape[1]} ranking")
+        raise ValueError(
+            f"ids of shapes {tuple(query_ids.shape)} and {tuple(gallery_ids.shape)} do not match a {shape[0]} x "
+            f"{shape[1]} ranking"
+        )
     id_type = torch.promote_types(query_ids.dtype, gallery_ids.dtype)
     query_ids, gallery_ids = query_ids.to(id_type), gallery_ids.to(id_type)
     gallery_by_id = torch.argsort(gallery_ids, stable=True)

@@ -68,15 +68,23 @@ def build_clip(name: str, image_size: tuple[int, int] | None = None, context_len
     spec = BACKBONES[name]
     size = tuple(image_size or spec.image_size)
     if size[0] % spec.patch_size or size[1] % spec.patch_size:
-        raise BackboneError(f"model.image_height/width: {size[0]}x{size[1]} is not a multiple of the patch size {spec.patch_size}")
+        raise BackboneError(
+            f"model.image_height/width: {size[0]}x{size[1]} is not a multiple of the patch size {spec.patch_size}"
+        )
     vision = CLIPVisionCfg(
-        layers=spec.vision_layers, width=spec.vision_width, head_width=spec.vision_head_width,
-        patch_size=spec.patch_size, image_size=size,
-    )  # fmt: skip
+        layers=spec.vision_layers,
+        width=spec.vision_width,
+        head_width=spec.vision_head_width,
+        patch_size=spec.patch_size,
+        image_size=size,
+    )
     text = CLIPTextCfg(
-        context_length=context_length, vocab_size=spec.vocab_size,
-        width=spec.text_width, heads=spec.text_heads, layers=spec.text_layers,
-    )  # fmt: skip
+        context_length=context_length,
+        vocab_size=spec.vocab_size,
+        width=spec.text_width,
+        heads=spec.text_heads,
+        layers=spec.text_layers,
+    )
     return CLIP(embed_dim=spec.embed_dim, vision_cfg=vision, text_cfg=text)
 
 
@@ -135,7 +143,9 @@ def load_pretrained(model: CLIP, source: str, arch: str = "ViT-B-16") -> None:
         try:
             path = Path(open_clip.download_pretrained(cfg))
         except Exception as exc:  # noqa: BLE001 - network errors come in many types
-            raise BackboneError(f"model.pretrained: could not download tag {source!r} ({type(exc).__name__}); pass a local file instead") from None
+            raise BackboneError(
+                f"model.pretrained: could not download tag {source!r} ({type(exc).__name__}); pass a local file instead"
+            ) from None
     state = {k.removeprefix("module."): v for k, v in _read_state_dict(path).items()}
     for key in ("input_resolution", "context_length", "vocab_size"):
         state.pop(key, None)
@@ -143,4 +153,7 @@ def load_pretrained(model: CLIP, source: str, arch: str = "ViT-B-16") -> None:
     open_clip.model.resize_text_pos_embed(state, model)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise BackboneError(f"{path}: weights do not fit this backbone (missing {len(missing)}, e.g. {missing[:2]}; unexpected {len(unexpected)}, e.g. {unexpected[:2]})")
+        raise BackboneError(
+            f"{path}: weights do not fit this backbone (missing {len(missing)}, e.g. {missing[:2]}; unexpected "
+            f"{len(unexpected)}, e.g. {unexpected[:2]})"
+        )

@@ -39,7 +39,14 @@ def word_scores(token_ids: list[int], scores: list[float], decoder: dict[int, st
     return words
 
 
-def token_score_figure(tokens: torch.Tensor, scores: torch.Tensor, decoder: dict[int, str], path: Path, wrong_words: list[set[int]] | None = None, title: str = "GASS token scores") -> Path:
+def token_score_figure(
+    tokens: torch.Tensor,
+    scores: torch.Tensor,
+    decoder: dict[int, str],
+    path: Path,
+    wrong_words: list[set[int]] | None = None,
+    title: str = "GASS token scores",
+) -> Path:
     """Draw one row per caption, each word on a background coloured by its score.
 
     Args:
@@ -81,14 +88,30 @@ def token_score_figure(tokens: torch.Tensor, scores: torch.Tensor, decoder: dict
         x = 0.005
         for word, score, is_wrong in line:
             text = ax.text(
-                x, y, word, fontsize=11, va="center", ha="left",
+                x,
+                y,
+                word,
+                fontsize=11,
+                va="center",
+                ha="left",
                 fontweight="bold" if is_wrong else "normal",
-                bbox={"facecolor": cmap(score), "edgecolor": "black" if is_wrong else "none", "boxstyle": "round,pad=0.2"},
-            )  # fmt: skip
+                bbox={
+                    "facecolor": cmap(score),
+                    "edgecolor": "black" if is_wrong else "none",
+                    "boxstyle": "round,pad=0.2",
+                },
+            )
             box = text.get_window_extent(renderer=renderer).transformed(ax.transData.inverted())
             x = box.x1 + 0.008
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
-    fig.colorbar(sm, ax=ax, orientation="horizontal", fraction=0.04, pad=0.02, label="score (low: treated as noise, high: informative)")
+    fig.colorbar(
+        sm,
+        ax=ax,
+        orientation="horizontal",
+        fraction=0.04,
+        pad=0.02,
+        label="score (low: treated as noise, high: informative)",
+    )
     ax.set_title(title + ("  (outlined: known-wrong words)" if wrong_words else ""), fontsize=12)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

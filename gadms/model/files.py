@@ -97,8 +97,9 @@ def read_torch_file(path: Path) -> Any:
         callable_name = found.group(1) if found else _pickled_callable(path)
         if callable_name is None:
             raise ModelFileError(_unreadable(path, exc)) from None
-        raise ModelFileError(f"{path}: refused: loading it would run code (it calls {callable_name}); "
-                             "only weights-only files are read") from None
+        raise ModelFileError(
+            f"{path}: refused: loading it would run code (it calls {callable_name}); only weights-only files are read"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError, KeyError, IndexError) as exc:
         raise ModelFileError(_unreadable(path, exc)) from None
 

@@ -20,10 +20,10 @@ batch's maximum.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from typing import Literal
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gadms.model.text_tower import TextOutput, encode_text, project_tokens
@@ -76,8 +76,9 @@ class GassScorer:
         variant: ``paper`` (the paper's formulas) or ``official`` (the released code's).
     """
 
-    def __init__(self, layers: int = 8, scales: tuple[int, ...] = (1, 2),
-                 variant: Literal["paper", "official"] = "paper"):  # fmt: skip
+    def __init__(
+        self, layers: int = 8, scales: tuple[int, ...] = (1, 2), variant: Literal["paper", "official"] = "paper"
+    ):
         if variant not in ("paper", "official"):
             raise ValueError(f"model.gass.variant: expected paper or official (got {variant!r})")
         self.layers = layers
@@ -89,7 +90,9 @@ class GassScorer:
         """Whether the last layers are re-run with one attention head (the official variant)."""
         return self.variant == "official"
 
-    def gradients(self, model: nn.Module, tokens: torch.Tensor, image_features: torch.Tensor) -> tuple[list[torch.Tensor], TextOutput]:
+    def gradients(
+        self, model: nn.Module, tokens: torch.Tensor, image_features: torch.Tensor
+    ) -> tuple[list[torch.Tensor], TextOutput]:
         """dSIM/dT^l at every position for the last L layers, from one backward pass.
 
         Returns:
@@ -102,16 +105,22 @@ class GassScorer:
             # one backward: grads w.r.t. the L attention outputs only (no parameter .grad)
             grads = torch.autograd.grad(sim.sum(), outputs)
         # drop every reference into the (already freed) graph
-        detached = TextOutput(out.features.detach(), out.tokens.detach(), out.eos_index, [layer.detached() for layer in out.layers])
+        detached = TextOutput(
+            out.features.detach(), out.tokens.detach(), out.eos_index, [layer.detached() for layer in out.layers]
+        )
         return list(grads), detached
 
-    def gradients_per_layer(self, model: nn.Module, tokens: torch.Tensor, image_features: torch.Tensor) -> list[torch.Tensor]:
+    def gradients_per_layer(
+        self, model: nn.Module, tokens: torch.Tensor, image_features: torch.Tensor
+    ) -> list[torch.Tensor]:
         """Reference: the same gradients with one ``autograd.grad`` call per layer (L backward passes)."""
         with torch.enable_grad():
             out = encode_text(model, tokens, internals=self.layers, frozen_prefix=True, single_head=self.single_head)
             sim = F.cosine_similarity(out.features, image_features.detach(), dim=-1).sum()
             last = len(out.layers) - 1
-            return [torch.autograd.grad(sim, layer.output, retain_graph=i < last)[0] for i, layer in enumerate(out.layers)]
+            return [
+                torch.autograd.grad(sim, layer.output, retain_graph=i < last)[0] for i, layer in enumerate(out.layers)
+            ]
 
     @torch.no_grad()
     def layer_score(self, grad: torch.Tensor, layer, eos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -146,7 +155,9 @@ class GassScorer:
             return score / score.max().clamp_min(1e-12)
         return minmax(score, valid)
 
-    def __call__(self, model: nn.Module, tokens: torch.Tensor, image_features: torch.Tensor, one_pass: bool = True) -> torch.Tensor:
+    def __call__(
+        self, model: nn.Module, tokens: torch.Tensor, image_features: torch.Tensor, one_pass: bool = True
+    ) -> torch.Tensor:
         """Scores ``(B, N)`` in [0, 1] on valid tokens, 0 on start/end/padding.
 
         ``one_pass=False`` takes the gradients with one backward per layer

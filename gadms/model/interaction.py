@@ -38,7 +38,9 @@ class InteractionEncoder(nn.Module):
         self.ln_query = nn.LayerNorm(width)
         self.ln_memory = nn.LayerNorm(width)
         self.cross_attention = nn.MultiheadAttention(width, heads, batch_first=True)
-        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.ln_out = nn.LayerNorm(width)
         self.head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width), nn.Linear(width, vocab_size))

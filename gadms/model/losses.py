@@ -16,7 +16,13 @@ def _match_distribution(identities: torch.Tensor) -> torch.Tensor:
     return same / same.sum(dim=1, keepdim=True)
 
 
-def sdm_loss(image_features: torch.Tensor, text_features: torch.Tensor, identities: torch.Tensor, temperature: float, eps: float = 1e-8) -> torch.Tensor:
+def sdm_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    identities: torch.Tensor,
+    temperature: float,
+    eps: float = 1e-8,
+) -> torch.Tensor:
     """Similarity distribution matching: KL(p || q) image-to-text plus text-to-image.
 
     p_ij = softmax_j(cos(v_i, t_j) / tau); q_ij is the true-match distribution.
@@ -55,7 +61,13 @@ def id_loss(image_logits: torch.Tensor, text_logits: torch.Tensor, identities: t
     return (F.cross_entropy(image_logits, identities) + F.cross_entropy(text_logits, identities)) / 2
 
 
-def tic_loss(text_features: torch.Tensor, partner_features: torch.Tensor, identities: torch.Tensor, temperature: float, hard_negatives: int) -> torch.Tensor:
+def tic_loss(
+    text_features: torch.Tensor,
+    partner_features: torch.Tensor,
+    identities: torch.Tensor,
+    temperature: float,
+    hard_negatives: int,
+) -> torch.Tensor:
     """Textual intra-modal contrastive loss (after FG-CLIP 2).
 
     Each caption must be closer to the other caption of its own image than to

@@ -13,9 +13,9 @@ itself 10% (it is still a prediction target).
 
 from __future__ import annotations
 
-import torch
-
 from typing import Literal
+
+import torch
 
 from gadms.model.backbone import MASK_TOKEN_ID
 from gadms.model.gass import valid_token_mask
@@ -46,8 +46,13 @@ def apply_mask(tokens: torch.Tensor, mask: torch.Tensor, mask_token_id: int = MA
     return torch.where(mask, torch.full_like(tokens, mask_token_id), tokens)
 
 
-def replace_tokens(tokens: torch.Tensor, mask: torch.Tensor, rule: Literal["mask", "bert"], generator: torch.Generator,
-                   mask_token_id: int = MASK_TOKEN_ID) -> torch.Tensor:  # fmt: skip
+def replace_tokens(
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    rule: Literal["mask", "bert"],
+    generator: torch.Generator,
+    mask_token_id: int = MASK_TOKEN_ID,
+) -> torch.Tensor:
     """The caption with its masked positions replaced by ``rule`` (returns a new tensor).
 
     Args:

@@ -23,7 +23,6 @@ from gadms.model.files import ModelFileError, read_safetensors
 from gadms.model.interaction import InteractionEncoder, IrraInteractionEncoder
 from gadms.model.text_tower import encode_text, project_tokens
 
-
 # Largest value a model file may record per field: past these the model would not fit in memory anyway,
 # and building it first (to compare the weights) must not exhaust memory.
 _LARGEST = {

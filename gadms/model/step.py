@@ -13,8 +13,8 @@ at least one MTP target per caption (``mtp_at_least_one``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import time
+from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 import torch
@@ -60,7 +60,14 @@ class TrainingStep:
         seed: seeds the generator every mask is drawn from.
     """
 
-    def __init__(self, model_cfg: ModelConfig, loss_cfg: LossConfig, mode: Mode = "gadms", mlm_probability: float = 0.15, seed: int = 0):
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        loss_cfg: LossConfig,
+        mode: Mode = "gadms",
+        mlm_probability: float = 0.15,
+        seed: int = 0,
+    ):
         self.model_cfg = model_cfg
         self.loss_cfg = loss_cfg
         self.mode = mode
@@ -75,7 +82,9 @@ class TrainingStep:
         self.gather: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.gather_ids: Callable[[torch.Tensor], torch.Tensor] | None = None
 
-    def token_scores(self, model: PersonRetrievalModel, tokens: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor | None:
+    def token_scores(
+        self, model: PersonRetrievalModel, tokens: torch.Tensor, image_features: torch.Tensor
+    ) -> torch.Tensor | None:
         """Scores of the configured kind, or None for ``none``."""
         kind = self.model_cfg.masking.score
         if kind == "gass":
@@ -155,9 +164,16 @@ class TrainingStep:
         text_features = model.encode_text(noise_masked)
         all_image, all_text, all_ids = image_features, text_features, identities
         if self.gather is not None and self.gather_ids is not None:
-            all_image, all_text, all_ids = self.gather(image_features), self.gather(text_features), self.gather_ids(identities)
+            all_image, all_text, all_ids = (
+                self.gather(image_features),
+                self.gather(text_features),
+                self.gather_ids(identities),
+            )
         if cfg.sdm.enabled:
-            out["sdm_loss"], weights["sdm_loss"] = losses.sdm_loss(all_image, all_text, all_ids, cfg.temperature), cfg.sdm.weight
+            out["sdm_loss"], weights["sdm_loss"] = (
+                losses.sdm_loss(all_image, all_text, all_ids, cfg.temperature),
+                cfg.sdm.weight,
+            )
         if cfg.itc.enabled:
             out["itc_loss"], weights["itc_loss"] = losses.itc_loss(all_image, all_text, cfg.temperature), cfg.itc.weight
         if cfg.mtp.enabled and informative_mask.any():
@@ -165,7 +181,9 @@ class TrainingStep:
             logits = model.interaction.predict(model.fuse(states, image_features, image_tokens), informative_mask)
             out["mtp_loss"], weights["mtp_loss"] = losses.mtp_loss(logits, tokens[informative_mask]), cfg.mtp.weight
         if cfg.id.enabled and model.classifier is not None:
-            out["id_loss"] = losses.id_loss(model.classifier(image_features), model.classifier(text_features), identities)
+            out["id_loss"] = losses.id_loss(
+                model.classifier(image_features), model.classifier(text_features), identities
+            )
             weights["id_loss"] = cfg.id.weight
         if cfg.tic.enabled and partner_tokens is not None:
             has = (partner_tokens != tokens).any(dim=1)  # captions with a second caption of their image

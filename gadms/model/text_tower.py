@@ -28,10 +28,11 @@ class LayerInternals:
     output: torch.Tensor  # attention output (after out_proj) at every position: T^l
     out_proj_weight: torch.Tensor
 
-
     def detached(self) -> "LayerInternals":
         """A copy cut from the autograd graph."""
-        return LayerInternals(*(t.detach() for t in (self.query, self.key, self.value, self.attention, self.output, self.out_proj_weight)))
+        return LayerInternals(
+            *(t.detach() for t in (self.query, self.key, self.value, self.attention, self.output, self.out_proj_weight))
+        )
 
 
 @dataclass
@@ -54,8 +55,9 @@ def text_layers(model: nn.Module) -> int:
     return len(_tower(model).transformer.resblocks)
 
 
-def _attention(block: Any, x: torch.Tensor, attn_mask: torch.Tensor | None,
-               single_head: bool = False) -> tuple[torch.Tensor, LayerInternals]:  # fmt: skip
+def _attention(
+    block: Any, x: torch.Tensor, attn_mask: torch.Tensor | None, single_head: bool = False
+) -> tuple[torch.Tensor, LayerInternals]:
     """Re-run ``block``'s self-attention from its own weights, keeping the internals.
 
     ``single_head`` treats the packed projections as one head of the full width
@@ -79,16 +81,18 @@ def _attention(block: Any, x: torch.Tensor, attn_mask: torch.Tensor | None,
     return output, LayerInternals(q, k, v, weights, output, attn.out_proj.weight)
 
 
-def _block_with_internals(block: Any, x: torch.Tensor, attn_mask: torch.Tensor | None,
-                          single_head: bool = False) -> tuple[torch.Tensor, LayerInternals]:  # fmt: skip
+def _block_with_internals(
+    block: Any, x: torch.Tensor, attn_mask: torch.Tensor | None, single_head: bool = False
+) -> tuple[torch.Tensor, LayerInternals]:
     output, internals = _attention(block, x, attn_mask, single_head)
     x = x + block.ls_1(output)
     x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return x, internals
 
 
-def encode_text(model: nn.Module, tokens: torch.Tensor, internals: int = 0, frozen_prefix: bool = False,
-                single_head: bool = False) -> TextOutput:  # fmt: skip
+def encode_text(
+    model: nn.Module, tokens: torch.Tensor, internals: int = 0, frozen_prefix: bool = False, single_head: bool = False
+) -> TextOutput:
     """Encode token ids with the model's text tower.
 
     Args:
@@ -114,7 +118,11 @@ def encode_text(model: nn.Module, tokens: torch.Tensor, internals: int = 0, froz
     with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_prefix):
         x = tower.token_embedding(tokens) + tower.positional_embedding[: tokens.shape[1]]
         for block in blocks[:split]:
-            x = block(x, attn_mask=attn_mask) if batch_first else block(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
+            x = (
+                block(x, attn_mask=attn_mask)
+                if batch_first
+                else block(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
+            )
     if frozen_prefix and torch.is_grad_enabled():
         # the graph starts here, whether or not the weights are trainable
         x = x.detach().requires_grad_(True)

@@ -76,12 +76,25 @@ class BuildReport:
 
     def to_json(self) -> dict:
         """The counts as a JSON-ready dict (stored as ``last_build`` without the time)."""
-        return {"found": self.found, "already_indexed": self.already, "added": self.added,
-                "skipped": dict(sorted(self.skipped.items())), "skipped_examples": self.examples}  # fmt: skip
+        return {
+            "found": self.found,
+            "already_indexed": self.already,
+            "added": self.added,
+            "skipped": dict(sorted(self.skipped.items())),
+            "skipped_examples": self.examples,
+        }
 
 
-def build_index(directory: Path, gallery: Gallery, searcher: SearchModel, batch: int = 64, workers: int = 2,
-                approx_threshold: int = APPROX_THRESHOLD, seed: int = 0, progress: bool = True) -> BuildReport:  # fmt: skip
+def build_index(
+    directory: Path,
+    gallery: Gallery,
+    searcher: SearchModel,
+    batch: int = 64,
+    workers: int = 2,
+    approx_threshold: int = APPROX_THRESHOLD,
+    seed: int = 0,
+    progress: bool = True,
+) -> BuildReport:
     """Create the index at ``directory`` or add the gallery's new items to it.
 
     Args:
@@ -106,8 +119,11 @@ def build_index(directory: Path, gallery: Gallery, searcher: SearchModel, batch:
     report, started = BuildReport(), time.perf_counter()
     transform = image_transform(searcher.model.arch.image_height, searcher.model.arch.image_width)
     bar = tqdm(total=gallery.total, desc=f"indexing {gallery.description}", unit="img", disable=not progress)
-    with ThreadPoolExecutor(max(1, workers)) as pool, open(directory / EMBEDDINGS_FILE, "ab") as emb, \
-            open(directory / SOURCES_FILE, "a", encoding="utf-8") as src:  # fmt: skip
+    with (
+        ThreadPoolExecutor(max(1, workers)) as pool,
+        open(directory / EMBEDDINGS_FILE, "ab") as emb,
+        open(directory / SOURCES_FILE, "a", encoding="utf-8") as src,
+    ):
         for items in _batches(_new_items(gallery.items, known, report), batch):
             decoded = list(pool.map(lambda item: _decode(item, transform), items))
             kept = [(item, tensor) for item, (tensor, _) in zip(items, decoded) if tensor is not None]

@@ -1,4 +1,6 @@
-"""The ``gadms index``, ``gadms search`` and ``gadms serve`` commands (added to the main app by :func:`add_search_commands`)."""
+"""The ``gadms index``, ``gadms search`` and ``gadms serve`` commands (added to the main app by
+:func:`add_search_commands`).
+"""
 
 from __future__ import annotations
 
@@ -26,17 +28,24 @@ def _cli():
 def index_command(
     out: Path = typer.Option(..., "--out", help="Index directory (created, or extended with the new images)."),
     model: Optional[str] = typer.Option(
-        None, "--model", help="MLflow model URI, run directory, model.safetensors or checkpoint.pt "
-        "(default: models:/<tracking.registered_model>@<tracking.champion_alias>, i.e. models:/gadms-person-retrieval@champion).",
+        None,
+        "--model",
+        help="MLflow model URI, run directory, model.safetensors or checkpoint.pt "
+        "(default: models:/<tracking.registered_model>@<tracking.champion_alias>, i.e. "
+        "models:/gadms-person-retrieval@champion).",
     ),
     images: Optional[Path] = typer.Option(None, "--images", help="A folder of images, read recursively."),
-    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="cuhk-pedes | icfg-pedes | rstpreid (with --root)."),
+    benchmark: Optional[str] = typer.Option(
+        None, "--benchmark", help="cuhk-pedes | icfg-pedes | rstpreid (with --root)."
+    ),
     root: Optional[Path] = typer.Option(None, "--root", help="The benchmark directory or its parent."),
     split: str = typer.Option("test", "--split", help="Benchmark split whose images are indexed."),
     curated: Optional[Path] = typer.Option(None, "--curated", help="A directory of curated shards (KEY.jpg crops)."),
     batch: int = typer.Option(64, "--batch", min=1, help="Images encoded at once."),
     workers: int = typer.Option(2, "--workers", min=1, help="Threads decoding images."),
-    approx_threshold: int = typer.Option(100_000, "--approx-threshold", min=0, help="Rows from which a FAISS approximate index is built."),
+    approx_threshold: int = typer.Option(
+        100_000, "--approx-threshold", min=0, help="Rows from which a FAISS approximate index is built."
+    ),
     device: str = DeviceOpt,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     params: Optional[Path] = ParamsOpt,
@@ -55,28 +64,44 @@ def index_command(
     with cli._user_errors():
         p = cli._params(params, set_)
         gallery = _gallery(images, benchmark, root, split, curated)
-        searcher = load_search_model(model or f"models:/{p.tracking.registered_model}@{p.tracking.champion_alias}", p, device)
+        searcher = load_search_model(
+            model or f"models:/{p.tracking.registered_model}@{p.tracking.champion_alias}", p, device
+        )
         report = build_index(out, gallery, searcher, batch, workers, approx_threshold, p.seed, progress=not quiet)
         rate = report.added / report.seconds if report.seconds > 0 else 0.0
-        typer.echo(f"index {out}: {report.count} images, model {searcher.identity.label} (weights {searcher.identity.digest[:12]})")
-        typer.echo(f"this run: {report.found} found = {report.already} already indexed + {report.added} added "
-                   f"+ {sum(report.skipped.values())} skipped; {report.seconds:.1f}s ({rate:.1f} images/s on {searcher.device})")  # fmt: skip
+        typer.echo(
+            f"index {out}: {report.count} images, model {searcher.identity.label} (weights "
+            f"{searcher.identity.digest[:12]})"
+        )
+        typer.echo(
+            f"this run: {report.found} found = {report.already} already indexed + {report.added} added "
+            f"+ {sum(report.skipped.values())} skipped; {report.seconds:.1f}s ({rate:.1f} images/s on "
+            f"{searcher.device})"
+        )
         for reason, n in sorted(report.skipped.items()):
             typer.echo(f"  skipped {n} ({reason})")
         for example in report.examples:
             typer.echo(f"    e.g. {example}")
         if report.approximate:
             a = report.approximate
-            typer.echo(f"approximate index: FAISS IVF-Flat, {a['nlist']} cells, nprobe {a['nprobe']}, "
-                       f"recall@10 vs exact {a['recall_at_10']:.3f} on {a['probe_queries']} probe queries")  # fmt: skip
+            typer.echo(
+                f"approximate index: FAISS IVF-Flat, {a['nlist']} cells, nprobe {a['nprobe']}, "
+                f"recall@10 vs exact {a['recall_at_10']:.3f} on {a['probe_queries']} probe queries"
+            )
 
 
-def _gallery(images: Optional[Path], benchmark: Optional[str], root: Optional[Path], split: str, curated: Optional[Path]):
+def _gallery(
+    images: Optional[Path], benchmark: Optional[str], root: Optional[Path], split: str, curated: Optional[Path]
+):
     """The one gallery source the options name."""
     from gadms.search.model import SearchError
     from gadms.search.sources import benchmark_gallery, curated_gallery, folder_gallery
 
-    given = [name for name, value in (("--images", images), ("--benchmark", benchmark), ("--curated", curated)) if value is not None]
+    given = [
+        name
+        for name, value in (("--images", images), ("--benchmark", benchmark), ("--curated", curated))
+        if value is not None
+    ]
     if len(given) != 1:
         raise SearchError(f"give exactly one of --images, --benchmark, --curated (got {', '.join(given) or 'none'})")
     if images is not None:
@@ -119,13 +144,19 @@ def open_checked(index_dir: Path, model: Optional[str], p, device: str):
 
 def search_command(
     index_dir: Path = typer.Argument(..., metavar="INDEX", help="The index directory (from gadms index)."),
-    query: Optional[str] = typer.Argument(None, help="The text query, e.g. \"a woman in a beige puffer coat\"."),
-    queries: Optional[Path] = typer.Option(None, "--queries", help="A file of queries, one per line (with or without QUERY)."),
+    query: Optional[str] = typer.Argument(None, help='The text query, e.g. "a woman in a beige puffer coat".'),
+    queries: Optional[Path] = typer.Option(
+        None, "--queries", help="A file of queries, one per line (with or without QUERY)."
+    ),
     top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Results per query."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON: one object for one query, a list for several."),
-    figure: Optional[Path] = typer.Option(None, "--figure", help="Also draw the queries with their top-k images to this PNG."),
+    figure: Optional[Path] = typer.Option(
+        None, "--figure", help="Also draw the queries with their top-k images to this PNG."
+    ),
     mode: str = typer.Option("auto", "--mode", help="auto (approximate when the index has one) | exact | approximate."),
-    check_recall: bool = typer.Option(False, "--check-recall", help="With approximate search, also search exactly and print recall@k."),
+    check_recall: bool = typer.Option(
+        False, "--check-recall", help="With approximate search, also search exactly and print recall@k."
+    ),
     model: Optional[str] = SearchModelOpt,
     device: str = DeviceOpt,
     params: Optional[Path] = ParamsOpt,
@@ -164,7 +195,9 @@ def serve_command(
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
-    """A search page on http://127.0.0.1:PORT/: type a query, see the ranked images with scores and the model version."""
+    """A search page on http://127.0.0.1:PORT/: type a query, see the ranked images with scores and the model
+    version.
+    """
     import uvicorn
 
     from gadms.search.web import create_app

@@ -46,8 +46,15 @@ class IndexMeta:
 
     def to_json(self) -> dict:
         """JSON-ready dict, keys in a fixed order."""
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "model": self.model.to_json(), "embed_dim": self.embed_dim,
-                "count": self.count, "approximate": self.approximate, "last_build": self.last_build}  # fmt: skip
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": self.model.to_json(),
+            "embed_dim": self.embed_dim,
+            "count": self.count,
+            "approximate": self.approximate,
+            "last_build": self.last_build,
+        }
 
 
 def read_meta(directory: Path) -> IndexMeta:
@@ -68,9 +75,17 @@ def read_meta(directory: Path) -> IndexMeta:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         if raw.get("format") != FORMAT or raw.get("format_version") != FORMAT_VERSION:
-            raise SearchError(f"{path}: format {raw.get('format')!r} v{raw.get('format_version')}, expected {FORMAT} v{FORMAT_VERSION}")
-        return IndexMeta(ModelIdentity.from_json(raw["model"]), int(raw["embed_dim"]), int(raw["count"]), raw.get("approximate"),
-                         dict(raw.get("last_build") or {}))  # fmt: skip
+            raise SearchError(
+                f"{path}: format {raw.get('format')!r} v{raw.get('format_version')}, expected {FORMAT} "
+                f"v{FORMAT_VERSION}"
+            )
+        return IndexMeta(
+            ModelIdentity.from_json(raw["model"]),
+            int(raw["embed_dim"]),
+            int(raw["count"]),
+            raw.get("approximate"),
+            dict(raw.get("last_build") or {}),
+        )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, SearchError):
             raise
@@ -150,7 +165,10 @@ def map_embeddings(directory: Path, meta: IndexMeta) -> np.ndarray:
     need = meta.count * meta.embed_dim * 4
     have = path.stat().st_size if path.is_file() else 0
     if have < need:
-        raise SearchError(f"{path}: {have} bytes, index.json commits {meta.count} rows ({need} bytes); the index is damaged, rebuild it")
+        raise SearchError(
+            f"{path}: {have} bytes, index.json commits {meta.count} rows ({need} bytes); the index is damaged, "
+            "rebuild it"
+        )
     if meta.count == 0:
         return np.zeros((0, meta.embed_dim), dtype=np.float32)
     return np.memmap(path, dtype="<f4", mode="r", shape=(meta.count, meta.embed_dim))
@@ -167,5 +185,7 @@ def read_records(directory: Path, count: int) -> list[dict]:
                     break
                 records.append(json.loads(line))
     if len(records) != count:
-        raise SearchError(f"{path}: {len(records)} lines, index.json commits {count} rows; the index is damaged, rebuild it")
+        raise SearchError(
+            f"{path}: {len(records)} lines, index.json commits {count} rows; the index is damaged, rebuild it"
+        )
     return records

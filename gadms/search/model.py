@@ -123,11 +123,16 @@ def _from_path(path: Path) -> tuple[PersonRetrievalModel, str, str]:
     from gadms.train.runs import load_any_model
 
     if not path.exists():
-        raise SearchError(f"--model {path}: no such file or directory (give an MLflow model URI, a run directory or model.safetensors)")
+        raise SearchError(
+            f"--model {path}: no such file or directory (give an MLflow model URI, a run directory or "
+            "model.safetensors)"
+        )
     try:
         model = load_any_model(path)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise SearchError(f"--model {path}: not a gadms model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise SearchError(
+            f"--model {path}: not a gadms model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
     return model, str(path), str(path.resolve())
 
 
@@ -147,7 +152,10 @@ def _from_mlflow(uri: str, params: Params, root: Path | None) -> tuple[PersonRet
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=pinned, dst_path=scratch))
                 weights = sorted(local.rglob("*.safetensors"))
                 if len(weights) != 1:
-                    raise SearchError(f"--model {uri}: expected one .safetensors weights file in the logged model, found {len(weights)}")
+                    raise SearchError(
+                        f"--model {uri}: expected one .safetensors weights file in the logged model, found "
+                        f"{len(weights)}"
+                    )
                 return load_model(weights[0]), label, pinned
         except MlflowException as exc:
             raise SearchError(f"--model {uri}: {exc.message.splitlines()[0]} (store {store})") from None

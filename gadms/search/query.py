@@ -74,13 +74,21 @@ def _tokenizer(context_length: int):
 def embed_queries(searcher: SearchModel, queries: list[str], batch: int = 256) -> np.ndarray:
     """``(Q, E)`` float32 unit embeddings of the query texts (as :func:`gadms.eval.evaluate.encode_texts`)."""
     tok = _tokenizer(searcher.model.arch.context_length)
-    out = [searcher.model.embed_texts(tok(queries[s : s + batch]).to(searcher.device)).float().cpu().numpy()
-           for s in range(0, len(queries), batch)]  # fmt: skip
+    out = [
+        searcher.model.embed_texts(tok(queries[s : s + batch]).to(searcher.device)).float().cpu().numpy()
+        for s in range(0, len(queries), batch)
+    ]
     return np.concatenate(out).astype(np.float32)
 
 
-def run_queries(index: SearchIndex, searcher: SearchModel, queries: list[str], k: int = 10, mode: str = "auto",
-                check_recall: bool = False) -> SearchRun:  # fmt: skip
+def run_queries(
+    index: SearchIndex,
+    searcher: SearchModel,
+    queries: list[str],
+    k: int = 10,
+    mode: str = "auto",
+    check_recall: bool = False,
+) -> SearchRun:
     """Rank the index for each query.
 
     Args:
@@ -104,12 +112,15 @@ def run_queries(index: SearchIndex, searcher: SearchModel, queries: list[str], k
     return rank_vectors(index, vectors, queries, k, mode, check_recall)
 
 
-def rank_vectors(index: SearchIndex, vectors: np.ndarray, queries: list[str], k: int, mode: str = "auto",
-                 check_recall: bool = False) -> SearchRun:  # fmt: skip
+def rank_vectors(
+    index: SearchIndex, vectors: np.ndarray, queries: list[str], k: int, mode: str = "auto", check_recall: bool = False
+) -> SearchRun:
     """:func:`run_queries` for embeddings already computed (``vectors`` row i is ``queries[i]``)."""
     approximate = mode == "approximate" or (mode == "auto" and index.approximate is not None)
     if approximate and index.approximate is None:
-        raise SearchError(f"{index.directory}: no approximate index (it has {len(index)} rows; build with a lower --approx-threshold)")
+        raise SearchError(
+            f"{index.directory}: no approximate index (it has {len(index)} rows; build with a lower --approx-threshold)"
+        )
     started = time.perf_counter()
     if approximate:
         scores, ids = index.approximate.search(vectors, k)  # type: ignore[union-attr]
@@ -128,7 +139,11 @@ def rank_vectors(index: SearchIndex, vectors: np.ndarray, queries: list[str], k:
 
 def _result(index: SearchIndex, query: str, scores: np.ndarray, ids: np.ndarray) -> QueryResult:
     """Hits of one query (FAISS pads with id -1 when it found fewer than k)."""
-    hits = [Hit(rank, float(s), int(i), index.records[int(i)]["source"]) for rank, (s, i) in enumerate(zip(scores, ids), start=1) if i >= 0]
+    hits = [
+        Hit(rank, float(s), int(i), index.records[int(i)]["source"])
+        for rank, (s, i) in enumerate(zip(scores, ids), start=1)
+        if i >= 0
+    ]
     return QueryResult(query, hits)
 
 

@@ -23,7 +23,9 @@ BLOCK_ROWS = 65536
 APPROX_FILE = "approximate.faiss"
 
 
-def exact_top_k(gallery: np.ndarray, queries: np.ndarray, k: int, block: int = BLOCK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+def exact_top_k(
+    gallery: np.ndarray, queries: np.ndarray, k: int, block: int = BLOCK_ROWS
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best gallery rows for each query by dot product.
 
     Args:
@@ -109,8 +111,14 @@ class ApproximateIndex:
 
     def meta(self) -> dict:
         """What ``index.json`` records about this index."""
-        return {"kind": "faiss-ivf-flat", "count": self.count, "nlist": self.nlist, "nprobe": self.nprobe,
-                f"recall_at_{self.k}": round(self.recall, 4), "probe_queries": self.probes}  # fmt: skip
+        return {
+            "kind": "faiss-ivf-flat",
+            "count": self.count,
+            "nlist": self.nlist,
+            "nprobe": self.nprobe,
+            f"recall_at_{self.k}": round(self.recall, 4),
+            "probe_queries": self.probes,
+        }
 
     def save(self, directory: Path) -> Path:
         """Write the FAISS index to ``directory/approximate.faiss``."""
@@ -135,7 +143,9 @@ def default_nlist(count: int) -> int:
     return int(min(4096, max(16, 2 ** round(math.log2(max(count, 1)) / 2))))
 
 
-def train_approximate(gallery: np.ndarray, nlist: int | None = None, seed: int = 0, train_per_cell: int = 64) -> ApproximateIndex:
+def train_approximate(
+    gallery: np.ndarray, nlist: int | None = None, seed: int = 0, train_per_cell: int = 64
+) -> ApproximateIndex:
     """Train the IVF cells on a seeded sample of the gallery and add every row.
 
     Args:
@@ -163,8 +173,9 @@ def train_approximate(gallery: np.ndarray, nlist: int | None = None, seed: int =
     return ApproximateIndex(index, 1, 0.0, 10, 0)
 
 
-def tune_nprobe(approx: ApproximateIndex, gallery: np.ndarray, probe_queries: np.ndarray, k: int = 10,
-                target: float = 0.95) -> ApproximateIndex:  # fmt: skip
+def tune_nprobe(
+    approx: ApproximateIndex, gallery: np.ndarray, probe_queries: np.ndarray, k: int = 10, target: float = 0.95
+) -> ApproximateIndex:
     """Set ``approx.nprobe`` to the smallest power of two reaching ``target`` recall@k on the probe queries.
 
     Args:
@@ -204,7 +215,9 @@ def probe_queries_from(gallery: np.ndarray, count: int = 200, noise: float = 0.5
         ``(min(count, N), E)`` float32 unit rows.
     """
     rng = np.random.default_rng(seed)
-    rows = np.asarray(gallery[np.sort(rng.choice(len(gallery), size=min(count, len(gallery)), replace=False))], dtype=np.float32)
+    rows = np.asarray(
+        gallery[np.sort(rng.choice(len(gallery), size=min(count, len(gallery)), replace=False))], dtype=np.float32
+    )
     jitter = rng.standard_normal(rows.shape).astype(np.float32) * (noise / math.sqrt(rows.shape[1]))
     moved = rows + jitter
     return moved / np.linalg.norm(moved, axis=1, keepdims=True)

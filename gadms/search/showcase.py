@@ -27,8 +27,9 @@ def showcase_queries(benchmark: str, root: Path, count: int) -> list[str]:
     return list(picked.values())
 
 
-def search_showcase(params: Params, model: str, benchmark: str, root: Path, out_dir: Path, queries: int = 3,
-                    k: int = 5) -> list[Path]:
+def search_showcase(
+    params: Params, model: str, benchmark: str, root: Path, out_dir: Path, queries: int = 3, k: int = 5
+) -> list[Path]:
     """Index ``benchmark``'s test gallery with ``model`` at ``out_dir/index`` and draw one figure per query.
 
     Args:

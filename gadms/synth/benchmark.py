@@ -22,7 +22,15 @@ from gadms.shards import jpeg_bytes, json_bytes, write_bytes_atomic
 from gadms.synth.attributes import Identity, sample_unique_identities
 from gadms.synth.captions import Piece, build_pieces, inject_noise, render_pieces
 from gadms.synth.figure import Placement, sample_pose
-from gadms.synth.scene import Occluder, PersonSpec, SceneSpec, keypoints_with_visibility, person_box, render_scene, sample_background
+from gadms.synth.scene import (
+    Occluder,
+    PersonSpec,
+    SceneSpec,
+    keypoints_with_visibility,
+    person_box,
+    render_scene,
+    sample_background,
+)
 
 BENCHMARK_DIR = "CUHK-PEDES"
 _POSES = ("stand", "walk", "hands_on_hips", "phone", "wave")
@@ -51,7 +59,9 @@ def split_counts(n: int, synth: SynthConfig) -> dict[str, int]:
     n_val = max(1, round(f.val * n)) if f.val > 0 else 0
     n_train = n - n_test - n_val
     if n_train < 1:
-        raise SynthError(f"--identities {n}: too few to fill train/val/test splits (need at least {n_test + n_val + 1})")
+        raise SynthError(
+            f"--identities {n}: too few to fill train/val/test splits (need at least {n_test + n_val + 1})"
+        )
     return {"train": n_train, "val": n_val, "test": n_test}
 
 
@@ -86,7 +96,9 @@ def _render_crop(identity: Identity, rng: np.random.Generator, synth: SynthConfi
     return rendered.image[cy0:cy1, cx0:cx1], pose.name, kps_crop
 
 
-def write_benchmark(out: Path, identities: int, seed: int, synth: SynthConfig, progress: bool = True) -> BenchmarkSummary:
+def write_benchmark(
+    out: Path, identities: int, seed: int, synth: SynthConfig, progress: bool = True
+) -> BenchmarkSummary:
     """Write a CUHK-PEDES-format benchmark of ``identities`` people under ``out``.
 
     Args:
@@ -127,7 +139,16 @@ def write_benchmark(out: Path, identities: int, seed: int, synth: SynthConfig, p
                 caps.append(render_pieces(p)[0])
                 pieces.append(p)
             records.append({"id": index + 1, "file_path": file_path, "captions": caps, "split": split_of[index]})
-            truth.append({"id": index + 1, "file_path": file_path, "attributes": identity.to_dict(), "pose": pose, "keypoints": kps, "noise_spans": [[] for _ in caps]})
+            truth.append(
+                {
+                    "id": index + 1,
+                    "file_path": file_path,
+                    "attributes": identity.to_dict(),
+                    "pose": pose,
+                    "keypoints": kps,
+                    "noise_spans": [[] for _ in caps],
+                }
+            )
             pieces_of.append(pieces)
 
     noisy = _add_noise(records, truth, pieces_of, people, synth.caption_noise, np.random.default_rng([seed, 0x7015E]))
@@ -156,9 +177,18 @@ def write_benchmark(out: Path, identities: int, seed: int, synth: SynthConfig, p
     )
 
 
-def _add_noise(records: list[dict], truth: list[dict], pieces_of: list[list[list[Piece]]], people: list[Identity], fraction: float, rng: np.random.Generator) -> int:
+def _add_noise(
+    records: list[dict],
+    truth: list[dict],
+    pieces_of: list[list[list[Piece]]],
+    people: list[Identity],
+    fraction: float,
+    rng: np.random.Generator,
+) -> int:
     """Corrupt ``round(fraction * n)`` of the train captions with one wrong attribute word each."""
-    slots = [(r, c) for r, record in enumerate(records) if record["split"] == "train" for c in range(len(record["captions"]))]
+    slots = [
+        (r, c) for r, record in enumerate(records) if record["split"] == "train" for c in range(len(record["captions"]))
+    ]
     n_noisy = int(round(fraction * len(slots)))
     if n_noisy == 0:
         return 0

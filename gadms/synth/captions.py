@@ -34,10 +34,19 @@ class NoiseSpan:
     true: str
 
     def to_dict(self) -> dict[str, object]:
-        return {"start": self.start, "end": self.end, "attribute": self.attribute, "wrong": self.wrong, "true": self.true}
+        return {
+            "start": self.start,
+            "end": self.end,
+            "attribute": self.attribute,
+            "wrong": self.wrong,
+            "true": self.true,
+        }
 
 
-_NOUNS = {"man": ("man", "gentleman", "guy", "male pedestrian"), "woman": ("woman", "lady", "girl", "female pedestrian")}
+_NOUNS = {
+    "man": ("man", "gentleman", "guy", "male pedestrian"),
+    "woman": ("woman", "lady", "girl", "female pedestrian"),
+}
 # Words that state a gender; noise swaps a word for one of the other gender.
 GENDER_WORDS = {"man": ("man", "gentleman", "guy", "male"), "woman": ("woman", "lady", "girl", "female")}
 _PRONOUN = {"man": ("he", "his"), "woman": ("she", "her")}
@@ -98,7 +107,11 @@ def _slot_pieces(slot: str, identity: Identity, pose: str, rng: np.random.Genera
     if slot == "hair_short":
         if identity.hair_style == "bald":
             return [Piece("shaved off")]
-        return [Piece(identity.hair_color, "hair_color"), Piece(" and "), Piece(identity.hair_style if identity.hair_style in ("short", "long") else "tied up")]
+        return [
+            Piece(identity.hair_color, "hair_color"),
+            Piece(" and "),
+            Piece(identity.hair_style if identity.hair_style in ("short", "long") else "tied up"),
+        ]
     if slot == "top":
         out = [a, Piece(identity.top_color, "top_color"), Piece(" ")]
         if identity.top_pattern != "plain":
@@ -106,7 +119,11 @@ def _slot_pieces(slot: str, identity: Identity, pose: str, rng: np.random.Genera
         return out + [Piece(identity.top_type, "top_type")]
     if slot == "bottom":
         lead = [] if identity.bottom_type in _PLURAL_BOTTOMS else [a]
-        return lead + [Piece(identity.bottom_color, "bottom_color"), Piece(" "), Piece(identity.bottom_type, "bottom_type")]
+        return lead + [
+            Piece(identity.bottom_color, "bottom_color"),
+            Piece(" "),
+            Piece(identity.bottom_type, "bottom_type"),
+        ]
     if slot == "shoes":
         word = str(rng.choice(("shoes", "sneakers", "boots")))
         return [Piece(identity.shoe_color, "shoe_color"), Piece(" " + word)]
@@ -116,11 +133,25 @@ def _slot_pieces(slot: str, identity: Identity, pose: str, rng: np.random.Genera
         if identity.bag_type == "none":
             return []
         verb = str(rng.choice(("is carrying", "carries", "has")))
-        return [Piece(f"{he.capitalize()} {verb} "), a, Piece(identity.bag_color, "bag_color"), Piece(" "), Piece(identity.bag_type, "bag_type"), Piece(". ")]
+        return [
+            Piece(f"{he.capitalize()} {verb} "),
+            a,
+            Piece(identity.bag_color, "bag_color"),
+            Piece(" "),
+            Piece(identity.bag_type, "bag_type"),
+            Piece(". "),
+        ]
     if slot == "hat_sentence":
         if identity.hat_type == "none":
             return []
-        return [Piece(f"{he.capitalize()} wears "), a, Piece(identity.hat_color, "hat_color"), Piece(" "), Piece(identity.hat_type, "hat_type"), Piece(". ")]
+        return [
+            Piece(f"{he.capitalize()} wears "),
+            a,
+            Piece(identity.hat_color, "hat_color"),
+            Piece(" "),
+            Piece(identity.hat_type, "hat_type"),
+            Piece(". "),
+        ]
     raise KeyError(f"unknown caption slot {slot!r}")
 
 
@@ -207,7 +238,9 @@ def _wrong_words(attribute: str, truth: str, word: str) -> tuple[str, ...]:
     return tuple(v for v in VOCABULARY[attribute] if v != truth and v != "none")
 
 
-def inject_noise(pieces: list[Piece], identity: Identity, rng: np.random.Generator, count: int = 1) -> tuple[str, list[NoiseSpan]]:
+def inject_noise(
+    pieces: list[Piece], identity: Identity, rng: np.random.Generator, count: int = 1
+) -> tuple[str, list[NoiseSpan]]:
     """Replace ``count`` attribute words with wrong values of the same attribute.
 
     Args:
@@ -220,7 +253,9 @@ def inject_noise(pieces: list[Piece], identity: Identity, rng: np.random.Generat
         ``(noisy caption, spans of the wrong words)``.
     """
     candidates = [i for i, p in enumerate(pieces) if p.attribute]
-    chosen = sorted(rng.choice(candidates, size=min(count, len(candidates)), replace=False).tolist()) if candidates else []
+    chosen = (
+        sorted(rng.choice(candidates, size=min(count, len(candidates)), replace=False).tolist()) if candidates else []
+    )
     noisy = [Piece(p.text, p.attribute) for p in pieces]
     wrong_by_index: dict[int, tuple[str, str]] = {}
     for i in chosen:
@@ -243,20 +278,37 @@ def inject_noise(pieces: list[Piece], identity: Identity, rng: np.random.Generat
 def alt_text(identity: Identity | None, rng: np.random.Generator) -> str:
     """Web alt-text-like text for a scene (short, noisy, sometimes unrelated)."""
     generic = (
-        "street photography", "city life", "IMG_{n}", "downtown on a sunny afternoon",
-        "stock photo people walking", "Fußgängerzone im Sommer", "urban scene #{n}", "café corner, weekend",
-    )  # fmt: skip
+        "street photography",
+        "city life",
+        "IMG_{n}",
+        "downtown on a sunny afternoon",
+        "stock photo people walking",
+        "Fußgängerzone im Sommer",
+        "urban scene #{n}",
+        "café corner, weekend",
+    )
     n = int(rng.integers(1000, 9999))
     if identity is None or rng.random() < 0.3:
         return str(rng.choice(generic)).format(n=n)
     noun = {"man": "man", "woman": "woman"}[identity.gender]
     forms = (
         f"{noun} in {identity.top_color} {identity.top_type} walking in the city",
-        f"Street style: {identity.top_color} {identity.top_type} and {identity.bottom_color} {identity.bottom_type} #{n}",
+        f"Street style: {identity.top_color} {identity.top_type} and {identity.bottom_color} "
+        f"{identity.bottom_type} #{n}",
         f"outfit ideas {n} - {identity.bottom_type} look",
         f"Portrait of a {noun} outdoors",
     )
     return str(rng.choice(forms))
 
 
-__all__ = ["GENDER_WORDS", "NoiseSpan", "Piece", "TEMPLATES", "alt_text", "build_pieces", "inject_noise", "make_caption", "render_pieces"]
+__all__ = [
+    "GENDER_WORDS",
+    "NoiseSpan",
+    "Piece",
+    "TEMPLATES",
+    "alt_text",
+    "build_pieces",
+    "inject_noise",
+    "make_caption",
+    "render_pieces",
+]

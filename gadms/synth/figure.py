@@ -19,11 +19,24 @@ from gadms.synth.attributes import COLORS, HAIR_COLORS, SKIN_TONES, Identity
 
 # COCO keypoint order.
 KEYPOINT_NAMES = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
 HEAD_KEYPOINTS = (0, 1, 2, 3, 4)
 HIP_KEYPOINTS = (11, 12)
 
@@ -32,10 +45,24 @@ PART_LABELS = {"hair": 1, "head": 2, "torso": 3, "arm": 4, "hand": 5, "leg": 6, 
 
 # Which parts each keypoint must lie on when it is drawn (used by tests and previews).
 KEYPOINT_PARTS: tuple[tuple[str, ...], ...] = (
-    ("head",), ("head",), ("head",), ("head",), ("head",),
-    ("torso", "arm"), ("torso", "arm"), ("arm",), ("arm",), ("hand",), ("hand",),
-    ("torso", "leg"), ("torso", "leg"), ("leg",), ("leg",), ("leg", "shoe"), ("leg", "shoe"),
-)  # fmt: skip
+    ("head",),
+    ("head",),
+    ("head",),
+    ("head",),
+    ("head",),
+    ("torso", "arm"),
+    ("torso", "arm"),
+    ("arm",),
+    ("arm",),
+    ("hand",),
+    ("hand",),
+    ("torso", "leg"),
+    ("torso", "leg"),
+    ("leg",),
+    ("leg",),
+    ("leg", "shoe"),
+    ("leg", "shoe"),
+)
 
 POSES = ("stand", "walk", "hands_on_hips", "phone", "wave", "arms_out")
 
@@ -205,7 +232,9 @@ def _shade(rgb: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
     return tuple(int(max(0, min(255, round(c * factor)))) for c in rgb)  # type: ignore[return-value]
 
 
-def draw_figure(identity: Identity, pose: Pose, place: Placement, size: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
+def draw_figure(
+    identity: Identity, pose: Pose, place: Placement, size: tuple[int, int]
+) -> tuple[Image.Image, Image.Image]:
     """Draw one figure on an empty canvas of ``size`` (width, height).
 
     Args:
@@ -231,10 +260,15 @@ def draw_figure(identity: Identity, pose: Pose, place: Placement, size: tuple[in
     # Behind the body: long hair, ponytail, hood, backpack.
     if identity.hair_style == "long":
         layers.polygon(
-            [(hx - 0.062 * u, hy - 0.02 * u), (hx + 0.062 * u, hy - 0.02 * u),
-             (hx + 0.07 * u, head_top + 0.27 * u), (hx - 0.07 * u, head_top + 0.27 * u)],
-            hair_rgb, "hair",
-        )  # fmt: skip
+            [
+                (hx - 0.062 * u, hy - 0.02 * u),
+                (hx + 0.062 * u, hy - 0.02 * u),
+                (hx + 0.07 * u, head_top + 0.27 * u),
+                (hx - 0.07 * u, head_top + 0.27 * u),
+            ],
+            hair_rgb,
+            "hair",
+        )
     elif identity.hair_style == "ponytail":
         layers.ellipse(hx + 0.06 * u, hy + 0.03 * u, 0.022 * u, 0.06 * u, hair_rgb, "hair")
     if identity.top_type == "hoodie":
@@ -242,10 +276,15 @@ def draw_figure(identity: Identity, pose: Pose, place: Placement, size: tuple[in
     if identity.bag_type == "backpack":
         ls, rs = j["left_shoulder"], j["right_shoulder"]
         layers.polygon(
-            [(rs[0] - 0.025 * u, rs[1] + 0.02 * u), (ls[0] + 0.025 * u, ls[1] + 0.02 * u),
-             (ls[0] + 0.02 * u, head_top + 0.47 * u), (rs[0] - 0.02 * u, head_top + 0.47 * u)],
-            COLORS[identity.bag_color], "bag",
-        )  # fmt: skip
+            [
+                (rs[0] - 0.025 * u, rs[1] + 0.02 * u),
+                (ls[0] + 0.025 * u, ls[1] + 0.02 * u),
+                (ls[0] + 0.02 * u, head_top + 0.47 * u),
+                (rs[0] - 0.02 * u, head_top + 0.47 * u),
+            ],
+            COLORS[identity.bag_color],
+            "bag",
+        )
 
     # Legs, then shoes; trousers and jeans cover the whole leg, shorts the upper thigh.
     for side in ("left", "right"):
@@ -260,10 +299,15 @@ def draw_figure(identity: Identity, pose: Pose, place: Placement, size: tuple[in
     if identity.bottom_type == "skirt":
         lh, rh, lk, rk = j["left_hip"], j["right_hip"], j["left_knee"], j["right_knee"]
         layers.polygon(
-            [(rh[0] - 0.02 * u, rh[1] - 0.01 * u), (lh[0] + 0.02 * u, lh[1] - 0.01 * u),
-             (lk[0] + 0.05 * u, lk[1] - 0.04 * u), (rk[0] - 0.05 * u, rk[1] - 0.04 * u)],
-            bottom_rgb, "leg",
-        )  # fmt: skip
+            [
+                (rh[0] - 0.02 * u, rh[1] - 0.01 * u),
+                (lh[0] + 0.02 * u, lh[1] - 0.01 * u),
+                (lk[0] + 0.05 * u, lk[1] - 0.04 * u),
+                (rk[0] - 0.05 * u, rk[1] - 0.04 * u),
+            ],
+            bottom_rgb,
+            "leg",
+        )
 
     # Torso (a coat is longer and wider), its pattern and details.
     ls, rs, lh, rh = j["left_shoulder"], j["right_shoulder"], j["left_hip"], j["right_hip"]
@@ -271,31 +315,55 @@ def draw_figure(identity: Identity, pose: Pose, place: Placement, size: tuple[in
     bottom_y = lh[1] + (0.14 if long_coat else 0.02) * u
     flare = (0.05 if long_coat else 0.02) * u
     torso = [
-        (rs[0] - 0.01 * u, rs[1] - 0.015 * u), (ls[0] + 0.01 * u, ls[1] - 0.015 * u),
-        (lh[0] + flare, bottom_y), (rh[0] - flare, bottom_y),
-    ]  # fmt: skip
+        (rs[0] - 0.01 * u, rs[1] - 0.015 * u),
+        (ls[0] + 0.01 * u, ls[1] - 0.015 * u),
+        (lh[0] + flare, bottom_y),
+        (rh[0] - flare, bottom_y),
+    ]
     layers.polygon(torso, top_rgb, "torso")
     layers.pattern(torso, top_rgb, identity.top_pattern, 0.04 * u)
     cx = (ls[0] + rs[0]) / 2
     if identity.top_type in ("jacket", "coat"):
-        layers.segment((cx, j["neck"][1] + 0.03 * u), (cx, bottom_y - 0.01 * u), 0.008 * u, _shade(top_rgb, 0.6), "torso")
+        layers.segment(
+            (cx, j["neck"][1] + 0.03 * u), (cx, bottom_y - 0.01 * u), 0.008 * u, _shade(top_rgb, 0.6), "torso"
+        )
     elif identity.top_type == "sweater":
-        layers.segment((rh[0] - 0.01 * u, bottom_y - 0.012 * u), (lh[0] + 0.01 * u, bottom_y - 0.012 * u), 0.02 * u, _shade(top_rgb, 0.75), "torso")
+        layers.segment(
+            (rh[0] - 0.01 * u, bottom_y - 0.012 * u),
+            (lh[0] + 0.01 * u, bottom_y - 0.012 * u),
+            0.02 * u,
+            _shade(top_rgb, 0.75),
+            "torso",
+        )
     layers.segment(j["neck"], (hx, hy), 0.045 * u, skin, "head")
     if identity.top_type == "shirt":
         ny = j["neck"][1] + 0.02 * u
         for sign in (-1, 1):
-            layers.polygon([(cx, ny + 0.03 * u), (cx + sign * 0.04 * u, ny - 0.01 * u), (cx + sign * 0.005 * u, ny - 0.01 * u)], (240, 240, 240), "torso")
+            layers.polygon(
+                [(cx, ny + 0.03 * u), (cx + sign * 0.04 * u, ny - 0.01 * u), (cx + sign * 0.005 * u, ny - 0.01 * u)],
+                (240, 240, 240),
+                "torso",
+            )
     if identity.bag_type == "shoulder bag":
         strap_top = (ls[0] - 0.03 * u, ls[1] + 0.005 * u)
         bag = (rh[0] - 0.09 * u, rh[1] - 0.085 * u, rh[0] - 0.015 * u, rh[1] - 0.005 * u)
-        layers.segment(strap_top, (bag[2] - 0.005 * u, bag[1]), 0.012 * u, _shade(COLORS[identity.bag_color], 0.7), "bag")
-        layers.polygon([(bag[0], bag[1]), (bag[2], bag[1]), (bag[2], bag[3]), (bag[0], bag[3])], COLORS[identity.bag_color], "bag")
+        layers.segment(
+            strap_top, (bag[2] - 0.005 * u, bag[1]), 0.012 * u, _shade(COLORS[identity.bag_color], 0.7), "bag"
+        )
+        layers.polygon(
+            [(bag[0], bag[1]), (bag[2], bag[1]), (bag[2], bag[3]), (bag[0], bag[3])], COLORS[identity.bag_color], "bag"
+        )
     elif identity.bag_type == "backpack":
         for side in ("left", "right"):
             s = 1 if side == "left" else -1
             sh = j[f"{side}_shoulder"]
-            layers.segment((sh[0] - s * 0.03 * u, sh[1] + 0.005 * u), (sh[0] - s * 0.035 * u, head_top + 0.42 * u), 0.015 * u, _shade(COLORS[identity.bag_color], 0.7), "bag")
+            layers.segment(
+                (sh[0] - s * 0.03 * u, sh[1] + 0.005 * u),
+                (sh[0] - s * 0.035 * u, head_top + 0.42 * u),
+                0.015 * u,
+                _shade(COLORS[identity.bag_color], 0.7),
+                "bag",
+            )
 
     # Arms: sleeves in the top's colour (short for a t-shirt), hands in skin.
     for side in ("left", "right"):
@@ -312,10 +380,15 @@ def draw_figure(identity: Identity, pose: Pose, place: Placement, size: tuple[in
             bag_rgb = COLORS[identity.bag_color]
             layers.segment(wr, (wr[0], wr[1] + 0.03 * u), 0.008 * u, _shade(bag_rgb, 0.7), "bag")
             layers.polygon(
-                [(wr[0] - 0.04 * u, wr[1] + 0.03 * u), (wr[0] + 0.04 * u, wr[1] + 0.03 * u),
-                 (wr[0] + 0.045 * u, wr[1] + 0.1 * u), (wr[0] - 0.045 * u, wr[1] + 0.1 * u)],
-                bag_rgb, "bag",
-            )  # fmt: skip
+                [
+                    (wr[0] - 0.04 * u, wr[1] + 0.03 * u),
+                    (wr[0] + 0.04 * u, wr[1] + 0.03 * u),
+                    (wr[0] + 0.045 * u, wr[1] + 0.1 * u),
+                    (wr[0] - 0.045 * u, wr[1] + 0.1 * u),
+                ],
+                bag_rgb,
+                "bag",
+            )
         layers.ellipse(wr[0], wr[1], _HAND_R * u, _HAND_R * u, skin, "hand")
 
     # Head: ears, face, eyes, then hair and hat on top.
@@ -325,7 +398,9 @@ def draw_figure(identity: Identity, pose: Pose, place: Placement, size: tuple[in
     for side in ("left", "right"):
         ex, ey = j[f"{side}_eye"]
         layers.ellipse(ex, ey, 0.008 * u, 0.006 * u, (30, 30, 40), "head")
-    layers.segment((hx - 0.012 * u, hy + 0.035 * u), (hx + 0.012 * u, hy + 0.035 * u), 0.005 * u, _shade(skin, 0.7), "head")
+    layers.segment(
+        (hx - 0.012 * u, hy + 0.035 * u), (hx + 0.012 * u, hy + 0.035 * u), 0.005 * u, _shade(skin, 0.7), "head"
+    )
     if identity.hair_style != "bald":
         layers.chord([hx - 0.056 * u, head_top - 0.012 * u, hx + 0.056 * u, head_top + 0.09 * u], hair_rgb, "hair")
     if identity.hair_style == "bun":
@@ -333,8 +408,20 @@ def draw_figure(identity: Identity, pose: Pose, place: Placement, size: tuple[in
     hat_rgb = COLORS.get(identity.hat_color, (0, 0, 0))
     if identity.hat_type == "cap":
         layers.chord([hx - 0.055 * u, head_top - 0.018 * u, hx + 0.055 * u, head_top + 0.075 * u], hat_rgb, "hat")
-        layers.segment((hx - 0.05 * u, head_top + 0.028 * u), (hx + 0.09 * u, head_top + 0.03 * u), 0.012 * u, _shade(hat_rgb, 0.8), "hat")
+        layers.segment(
+            (hx - 0.05 * u, head_top + 0.028 * u),
+            (hx + 0.09 * u, head_top + 0.03 * u),
+            0.012 * u,
+            _shade(hat_rgb, 0.8),
+            "hat",
+        )
     elif identity.hat_type == "beanie":
         layers.chord([hx - 0.057 * u, head_top - 0.03 * u, hx + 0.057 * u, head_top + 0.08 * u], hat_rgb, "hat")
-        layers.segment((hx - 0.055 * u, head_top + 0.03 * u), (hx + 0.055 * u, head_top + 0.03 * u), 0.016 * u, _shade(hat_rgb, 0.8), "hat")
+        layers.segment(
+            (hx - 0.055 * u, head_top + 0.03 * u),
+            (hx + 0.055 * u, head_top + 0.03 * u),
+            0.016 * u,
+            _shade(hat_rgb, 0.8),
+            "hat",
+        )
     return layers.color, layers.label

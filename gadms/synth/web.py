@@ -66,7 +66,9 @@ def _occluder(rng: np.random.Generator, box: tuple[float, float, float, float]) 
     return Occluder(kind, tuple(round(v, 2) for v in box), _OCCLUDER_COLORS[int(rng.integers(len(_OCCLUDER_COLORS)))])  # type: ignore[arg-type]
 
 
-def sample_person(rng: np.random.Generator, design: str, width: int, height: int, occlusion_p: float) -> tuple[PersonSpec, list[Occluder]]:
+def sample_person(
+    rng: np.random.Generator, design: str, width: int, height: int, occlusion_p: float
+) -> tuple[PersonSpec, list[Occluder]]:
     """Draw one person built to exercise ``design``, with the occluders it needs."""
     identity = sample_identity(rng)
     if design == "aspect":
@@ -163,7 +165,9 @@ def scene_truth(spec: SceneSpec, rules: FilterConfig) -> tuple[np.ndarray, list[
     return rendered.image, people
 
 
-def write_web_shards(out: Path, scenes: int, seed: int, synth: SynthConfig, rules: FilterConfig, progress: bool = True) -> WebSummary:
+def write_web_shards(
+    out: Path, scenes: int, seed: int, synth: SynthConfig, rules: FilterConfig, progress: bool = True
+) -> WebSummary:
     """Generate ``scenes`` web scenes into ``out`` as ``00000.tar``, ``00000.parquet``, ...
 
     Args:
@@ -184,14 +188,30 @@ def write_web_shards(out: Path, scenes: int, seed: int, synth: SynthConfig, rule
     n_shards = (scenes + synth.shard_size - 1) // synth.shard_size
     bar = tqdm(total=scenes, desc="synth web", unit="scene", disable=not progress)
     for shard in range(n_shards):
-        rows: dict[str, list] = {k: [] for k in ("key", "url", "caption", "status", "error_message", "width", "height", "original_width", "original_height", "sha256")}
+        rows: dict[str, list] = {
+            k: []
+            for k in (
+                "key",
+                "url",
+                "caption",
+                "status",
+                "error_message",
+                "width",
+                "height",
+                "original_width",
+                "original_height",
+                "sha256",
+            )
+        }
         with ShardWriter(out / f"{shard:05d}.tar") as tar:
             for i in range(shard * synth.shard_size, min(scenes, (shard + 1) * synth.shard_size)):
                 key = f"{shard:05d}{i - shard * synth.shard_size:04d}"
                 spec = sample_scene(seed, i, synth)
                 image, people = scene_truth(spec, rules)
                 jpg = jpeg_bytes(image, synth.jpeg_quality)
-                text = alt_text(spec.people[0].identity if spec.people else None, np.random.default_rng([seed, 0x7E47, i]))
+                text = alt_text(
+                    spec.people[0].identity if spec.people else None, np.random.default_rng([seed, 0x7E47, i])
+                )
                 meta: dict[str, Any] = {
                     "key": key,
                     "url": f"https://synthetic.invalid/web/{seed}/{i}.jpg",
@@ -224,6 +244,9 @@ def write_web_shards(out: Path, scenes: int, seed: int, synth: SynthConfig, rule
         pq.write_table(table, tmp, compression="zstd")
         tmp.replace(out / f"{shard:05d}.parquet")
         count = len(rows["key"])
-        write_bytes_atomic(out / f"{shard:05d}_stats.json", json_bytes({"count": count, "successes": count, "failed_to_download": 0, "failed_to_resize": 0}))
+        write_bytes_atomic(
+            out / f"{shard:05d}_stats.json",
+            json_bytes({"count": count, "successes": count, "failed_to_download": 0, "failed_to_resize": 0}),
+        )
     bar.close()
     return WebSummary(out, n_shards, scenes, n_people, dict(sorted(decisions.items())))

@@ -64,7 +64,13 @@ def example_query_indices(num_queries: int, count: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, num_queries - 1, min(count, num_queries)).round()})
 
 
-def top_k_examples(query_features: torch.Tensor, gallery_features: torch.Tensor, split: SplitData, indices: Sequence[int], k: int = TOP_K) -> list[RetrievalExample]:
+def top_k_examples(
+    query_features: torch.Tensor,
+    gallery_features: torch.Tensor,
+    split: SplitData,
+    indices: Sequence[int],
+    k: int = TOP_K,
+) -> list[RetrievalExample]:
     """The top-k gallery images by cosine similarity for each chosen query.
 
     Args:
@@ -89,8 +95,16 @@ def top_k_examples(query_features: torch.Tensor, gallery_features: torch.Tensor,
     ]
 
 
-def evaluate_with_examples(model: PersonRetrievalModel, split: SplitData, examples: int = 4, k: int = TOP_K, chunk: int = 4096, batch: int = 128,
-                           device: str = "cpu", progress: bool = False) -> SplitEvaluation:  # fmt: skip
+def evaluate_with_examples(
+    model: PersonRetrievalModel,
+    split: SplitData,
+    examples: int = 4,
+    k: int = TOP_K,
+    chunk: int = 4096,
+    batch: int = 128,
+    device: str = "cpu",
+    progress: bool = False,
+) -> SplitEvaluation:
     """Text-to-image R1, R5, R10, mAP, mINP of ``split`` and the top-k of a few of its queries.
 
     Args:
@@ -111,6 +125,8 @@ def evaluate_with_examples(model: PersonRetrievalModel, split: SplitData, exampl
     captions, caption_ids = split.queries()
     gallery = encode_images(model, images, batch, 0, device, progress)
     queries = encode_texts(model, captions, batch * 2, device, progress)
-    metrics = retrieval_metrics_from_features(queries, gallery, torch.tensor(caption_ids), torch.tensor(image_ids), chunk=chunk)
+    metrics = retrieval_metrics_from_features(
+        queries, gallery, torch.tensor(caption_ids), torch.tensor(image_ids), chunk=chunk
+    )
     chosen = example_query_indices(len(captions), examples)
     return SplitEvaluation(metrics, top_k_examples(queries, gallery, split, chosen, k))

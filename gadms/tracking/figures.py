@@ -47,7 +47,9 @@ def _frame(axes, colour: str) -> None:
         spine.set_linewidth(FRAME_WIDTH)
 
 
-def retrieval_examples_figure(query_text: str, ranked_images: Sequence[GalleryImage], correct: Sequence[bool], title: str = "") -> Figure:
+def retrieval_examples_figure(
+    query_text: str, ranked_images: Sequence[GalleryImage], correct: Sequence[bool], title: str = ""
+) -> Figure:
     """One query and its ranked gallery images, correct ones framed green, wrong ones red.
 
     Args:
@@ -63,7 +65,9 @@ def retrieval_examples_figure(query_text: str, ranked_images: Sequence[GalleryIm
         ValueError: when ``ranked_images`` and ``correct`` differ in length or are empty.
     """
     if len(ranked_images) != len(correct) or not ranked_images:
-        raise ValueError(f"need one correct flag per ranked image, got {len(ranked_images)} images and {len(correct)} flags")
+        raise ValueError(
+            f"need one correct flag per ranked image, got {len(ranked_images)} images and {len(correct)} flags"
+        )
     k = len(ranked_images)
     lines = ([title] if title else []) + textwrap.wrap(f'"{query_text}"', 11 * max(k, 4))
     heading_in = 0.2 + 0.17 * len(lines)  # inches of text above the images

@@ -53,10 +53,24 @@ from gadms.model.retrieval import Architecture, PersonRetrievalModel, save_model
 WEIGHTS_ARTIFACT = "model"
 TEXT_COLUMN = "text"
 IMAGE_COLUMN = "image"
-INPUT_CONTRACT = ("each row sets exactly one of the columns 'text' (a caption) or 'image' (JPEG/PNG bytes, base64 over REST); "
-                  "over REST send one of the two columns per request")
+INPUT_CONTRACT = (
+    "each row sets exactly one of the columns 'text' (a caption) or 'image' (JPEG/PNG bytes, base64 over REST); "
+    "over REST send one of the two columns per request"
+)
 EXAMPLE_CAPTION = "A woman in a red coat and black trousers carrying a white bag."
-REQUIREMENTS = ("mlflow", "torch", "torchvision", "open_clip_torch", "safetensors", "pillow", "numpy", "pandas", "pydantic", "pyyaml", "tqdm")
+REQUIREMENTS = (
+    "mlflow",
+    "torch",
+    "torchvision",
+    "open_clip_torch",
+    "safetensors",
+    "pillow",
+    "numpy",
+    "pandas",
+    "pydantic",
+    "pyyaml",
+    "tqdm",
+)
 _MODEL_CODE = (
     "# Builds the gadms retrieval pyfunc (MLflow models-from-code).\n"
     "from mlflow.models import set_model\n"
@@ -138,11 +152,16 @@ def embed_frame(model: PersonRetrievalModel, frame: pd.DataFrame, device: str = 
     from gadms.eval.evaluate import encode_images, encode_texts
 
     if TEXT_COLUMN not in frame.columns and IMAGE_COLUMN not in frame.columns:
-        raise ValueError(f"input needs exactly one of the columns 'text' or 'image' per row, got columns {list(frame.columns)}")
+        raise ValueError(
+            f"input needs exactly one of the columns 'text' or 'image' per row, got columns {list(frame.columns)}"
+        )
     texts, images = _column_cells(frame, TEXT_COLUMN), _column_cells(frame, IMAGE_COLUMN)
     for row, (text, image) in enumerate(zip(texts, images)):
         if (text is None) == (image is None):
-            raise ValueError(f"row {row}: set exactly one of the columns 'text' or 'image' (got {'both' if text is not None else 'neither'})")
+            raise ValueError(
+                f"row {row}: set exactly one of the columns 'text' or 'image' (got "
+                f"{'both' if text is not None else 'neither'})"
+            )
     out = np.zeros((len(frame), BACKBONES[model.arch.backbone].embed_dim), dtype=np.float32)
     text_rows = [i for i, t in enumerate(texts) if t is not None]
     image_rows = [i for i, v in enumerate(images) if v is not None]
@@ -157,11 +176,15 @@ def _column_cells(frame: pd.DataFrame, column: str) -> list[Any]:
     """The column's cells with missing values (absent column, None, NaN) as None."""
     if column not in frame.columns:
         return [None] * len(frame)
-    return [None if value is None or (isinstance(value, float) and np.isnan(value)) else value for value in frame[column]]
+    return [
+        None if value is None or (isinstance(value, float) and np.isnan(value)) else value for value in frame[column]
+    ]
 
 
 def embedding_signature(embed_dim: int) -> ModelSignature:
-    """The pyfunc's signature: optional ``text`` (string) and ``image`` (binary) columns in, ``(-1, embed_dim)`` float32 out.
+    """The pyfunc's signature: optional ``text`` and ``image`` columns in, ``(-1, embed_dim)`` float32 out.
+
+    ``text`` is a string column, ``image`` a binary one.
 
     Both columns are optional because a request may carry either or both; each row sets exactly one
     (see :func:`embed_frame`).
@@ -204,7 +227,9 @@ def _weights_file(model: PersonRetrievalModel | Path, scratch: Path) -> tuple[Pa
     return save_model(loaded, scratch / "model.safetensors"), loaded.arch
 
 
-def log_retrieval_model(model: PersonRetrievalModel | Path, name: str = "model", registered_model_name: str | None = None) -> ModelInfo:
+def log_retrieval_model(
+    model: PersonRetrievalModel | Path, name: str = "model", registered_model_name: str | None = None
+) -> ModelInfo:
     """Log a model as a pyfunc in the active run (see the module docstring for what is logged).
 
     Args:
@@ -229,7 +254,10 @@ def log_retrieval_model(model: PersonRetrievalModel | Path, name: str = "model",
             signature=embedding_signature(BACKBONES[arch.backbone].embed_dim),
             input_example=pd.DataFrame({TEXT_COLUMN: [EXAMPLE_CAPTION]}),
             pip_requirements=pinned_requirements(),
-            metadata={"gadms_architecture": json.dumps(asdict(arch), sort_keys=True), "output": "L2-normalised embeddings",
-                      "input": INPUT_CONTRACT},
+            metadata={
+                "gadms_architecture": json.dumps(asdict(arch), sort_keys=True),
+                "output": "L2-normalised embeddings",
+                "input": INPUT_CONTRACT,
+            },
             registered_model_name=registered_model_name,
         )

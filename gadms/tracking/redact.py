@@ -188,8 +188,10 @@ def reveal_override_secrets(overrides: Sequence[str], environ: Mapping[str, str]
     def value(match: re.Match[str], text: str) -> str:
         if match.group(1) not in environ:
             key = text.partition("=")[0]
-            raise ValueError(f"--set {key}: its credential was kept in ${match.group(1)}, which is not set here; "
-                             "run with the same --set, or name the key's environment variable in params.yaml")
+            raise ValueError(
+                f"--set {key}: its credential was kept in ${match.group(1)}, which is not set here; "
+                "run with the same --set, or name the key's environment variable in params.yaml"
+            )
         return environ[match.group(1)]
 
     return [_PLACEHOLDER.sub(lambda m: value(m, text), text) for text in overrides]

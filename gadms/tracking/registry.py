@@ -21,8 +21,16 @@ from gadms.tracking.store import using_store
 
 BENCHMARK_TAG = "benchmark"
 R1_TAG = "R1"
-SUMMARY_PARAMS = ("seed", "model.backbone", "model.pretrained", "finetune.epochs", "finetune.batch_size", "finetune.lr",
-                  "train.epochs", "train.optimizer.lr")
+SUMMARY_PARAMS = (
+    "seed",
+    "model.backbone",
+    "model.pretrained",
+    "finetune.epochs",
+    "finetune.batch_size",
+    "finetune.lr",
+    "train.epochs",
+    "train.optimizer.lr",
+)
 
 
 @dataclass(frozen=True)
@@ -120,8 +128,10 @@ def logged_model_uri(client, run_id: str, name: str) -> str:
     return f"runs:/{run_id}/{name}"
 
 
-MODEL_DESCRIPTION = ("GA-DMS text-based person retrieval (CLIP dual encoder): text or image in, L2-normalised "
-                     "embeddings out. Versions are fine-tuned models; the champion alias holds the best R1.")
+MODEL_DESCRIPTION = (
+    "GA-DMS text-based person retrieval (CLIP dual encoder): text or image in, L2-normalised "
+    "embeddings out. Versions are fine-tuned models; the champion alias holds the best R1."
+)
 
 
 def version_description(client, run_id: str, benchmark: str, r1: float, reason: str) -> str:
@@ -140,13 +150,17 @@ def version_description(client, run_id: str, benchmark: str, r1: float, reason: 
     run = client.get_run(run_id)
     metrics = ", ".join(f"{k} {v:.2f}" for k, v in sorted(run.data.metrics.items()) if k.startswith(f"{benchmark}/"))
     settings = ", ".join(f"{k}={run.data.params[k]}" for k in SUMMARY_PARAMS if k in run.data.params)
-    return (f"Fine-tuned on {benchmark}: R1 {r1:.2f}" + (f" ({metrics})" if metrics else "") + ".\n\n"
-            f"Data: DVC hash {run.data.tags.get('dvc.data_hash', 'unknown')}; code {run.data.tags.get('git.commit', 'unknown')}; "
-            f"run {run_id}.\n\nSettings: {settings or 'see the run'}.\n\nDecision: {reason}.")
+    return (
+        f"Fine-tuned on {benchmark}: R1 {r1:.2f}" + (f" ({metrics})" if metrics else "") + ".\n\n"
+        f"Data: DVC hash {run.data.tags.get('dvc.data_hash', 'unknown')}; code "
+        f"{run.data.tags.get('git.commit', 'unknown')}; "
+        f"run {run_id}.\n\nSettings: {settings or 'see the run'}.\n\nDecision: {reason}."
+    )
 
 
-def register_and_maybe_promote(run_id: str, model_artifact_path: str, params: Params, benchmark: str, r1: float,
-                               root: Path | None = None) -> PromotionResult:  # fmt: skip
+def register_and_maybe_promote(
+    run_id: str, model_artifact_path: str, params: Params, benchmark: str, r1: float, root: Path | None = None
+) -> PromotionResult:
     """Register the run's model as a new version and move the champion alias to it if it is better.
 
     Args:
@@ -184,7 +198,11 @@ def register_and_maybe_promote(run_id: str, model_artifact_path: str, params: Pa
         client.set_registered_model_alias(name, alias, str(version))
     client.set_model_version_tag(name, str(version), "promoted", str(promoted).lower())
     client.set_model_version_tag(name, str(version), "promotion_reason", reason)
-    client.update_model_version(name, str(version), description=version_description(client, run_id, benchmark, r1, reason))
+    client.update_model_version(
+        name, str(version), description=version_description(client, run_id, benchmark, r1, reason)
+    )
     if not client.get_registered_model(name).description:
         client.update_registered_model(name, description=MODEL_DESCRIPTION)
-    return PromotionResult(version, promoted, champion.version if champion else None, champion.r1 if champion else None, reason)
+    return PromotionResult(
+        version, promoted, champion.version if champion else None, champion.r1 if champion else None, reason
+    )

@@ -91,5 +91,6 @@ def mark_version(params: Params, version: int, fingerprint: str, root: Path | No
     from mlflow import MlflowClient
 
     with using_store(params, root) as uri:
-        MlflowClient(uri).set_model_version_tag(params.tracking.registered_model, str(version), FINGERPRINT_TAG,
-                                                fingerprint)
+        MlflowClient(uri).set_model_version_tag(
+            params.tracking.registered_model, str(version), FINGERPRINT_TAG, fingerprint
+        )

@@ -71,10 +71,17 @@ def git_state(directory: Path | None = None) -> GitState:
 
         directory = Path(gadms.__file__).parent
     try:
-        commit = subprocess.run(["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
         if commit.returncode != 0:
             return GitState(UNKNOWN, UNKNOWN)
-        status = subprocess.run(["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=30)
+        status = subprocess.run(
+            ["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.SubprocessError):
         return GitState(UNKNOWN, UNKNOWN)
     dirty = UNKNOWN if status.returncode != 0 else str(bool(status.stdout.strip())).lower()
@@ -194,7 +201,13 @@ class TrackedRun:
             log: a :class:`gadms.train.loop.EpochLog`.
         """
         values = {f"{TRAIN_PREFIX}/{name}": value for name, value in log.losses.items()}
-        values.update({f"{TRAIN_PREFIX}/lr": log.lr, f"{TRAIN_PREFIX}/samples_per_s": log.samples_per_s, f"{TRAIN_PREFIX}/epoch_s": log.seconds})
+        values.update(
+            {
+                f"{TRAIN_PREFIX}/lr": log.lr,
+                f"{TRAIN_PREFIX}/samples_per_s": log.samples_per_s,
+                f"{TRAIN_PREFIX}/epoch_s": log.seconds,
+            }
+        )
         self.log_values(values, step=log.epoch + 1)
 
     def log_metrics(self, benchmark: str, metrics: Mapping[str, float], prefix: str = "") -> dict[str, float]:
@@ -257,12 +270,19 @@ class TrackedRun:
             return False
         decoder = tokenizer().decoder
         with tempfile.TemporaryDirectory() as scratch:
-            png = token_score_figure(log.tokens[:captions], log.scores[:captions].float(), decoder, Path(scratch) / Path(path).name,
-                                     title=f"GASS token scores, epoch {log.epoch + 1}")  # fmt: skip
+            png = token_score_figure(
+                log.tokens[:captions],
+                log.scores[:captions].float(),
+                decoder,
+                Path(scratch) / Path(path).name,
+                title=f"GASS token scores, epoch {log.epoch + 1}",
+            )
             self.log_artifact(png, str(Path(path).parent) if Path(path).parent != Path(".") else None)
         return True
 
-    def log_retrieval_examples(self, examples: Sequence[RetrievalExample], benchmark: str, prefix: str = "", k: int | None = None) -> list[str]:
+    def log_retrieval_examples(
+        self, examples: Sequence[RetrievalExample], benchmark: str, prefix: str = "", k: int | None = None
+    ) -> list[str]:
         """Log one retrieval figure per example query.
 
         Args:
@@ -280,7 +300,9 @@ class TrackedRun:
         for example in examples:
             path = "/".join(p for p in ("figures", prefix, benchmark, f"query_{example.query_index}.png") if p)
             title = f"{prefix + ', ' if prefix else ''}{benchmark}: query {example.query_index} (green: same identity)"
-            self.log_figure(retrieval_examples_figure(example.query, example.images[:k], example.correct[:k], title), path)
+            self.log_figure(
+                retrieval_examples_figure(example.query, example.images[:k], example.correct[:k], title), path
+            )
             paths.append(path)
         return paths
 
@@ -300,8 +322,15 @@ class TrackedRun:
 
 
 @contextmanager
-def tracked_run(params: Params, run_name: str, stage: str, data_hash: str | None, tags: Mapping[str, Any] | None = None,
-                parent_run_id: str | None = None, root: Path | None = None) -> Iterator[TrackedRun]:  # fmt: skip
+def tracked_run(
+    params: Params,
+    run_name: str,
+    stage: str,
+    data_hash: str | None,
+    tags: Mapping[str, Any] | None = None,
+    parent_run_id: str | None = None,
+    root: Path | None = None,
+) -> Iterator[TrackedRun]:
     """Open an MLflow run with every parameter and provenance tag logged (see the module docstring).
 
     The run ends FINISHED when the block completes and FAILED when it raises.
@@ -326,8 +355,13 @@ def tracked_run(params: Params, run_name: str, stage: str, data_hash: str | None
     nested = mlflow.active_run() is not None  # inside another run (e.g. a flow's): nest under it
     with using_store(params, root) as uri:
         experiment_id = ensure_experiment(params.tracking.experiment, uri)
-        with mlflow.start_run(experiment_id=experiment_id, run_name=redactor.redact(run_name, "run name"), nested=nested,
-                              parent_run_id=parent_run_id, tags=redactor.redact_mapping(all_tags, "tag")) as run:  # fmt: skip
+        with mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=redactor.redact(run_name, "run name"),
+            nested=nested,
+            parent_run_id=parent_run_id,
+            tags=redactor.redact_mapping(all_tags, "tag"),
+        ) as run:
             tracked = TrackedRun(run.info.run_id, uri, redactor)
             log_all_params(tracked, params)
             yield tracked
@@ -344,8 +378,13 @@ def provenance_tags(stage: str, data_hash: str | None) -> dict[str, str]:
         ``stage``, ``dvc.data_hash``, ``git.commit``, ``mlflow.source.git.commit``, ``git.dirty``.
     """
     git = git_state()
-    return {"stage": stage, "dvc.data_hash": data_hash or UNKNOWN, "git.commit": git.commit,
-            "mlflow.source.git.commit": git.commit, "git.dirty": git.dirty}  # fmt: skip
+    return {
+        "stage": stage,
+        "dvc.data_hash": data_hash or UNKNOWN,
+        "git.commit": git.commit,
+        "mlflow.source.git.commit": git.commit,
+        "git.dirty": git.dirty,
+    }
 
 
 def log_all_params(run: TrackedRun, params: Params) -> None:

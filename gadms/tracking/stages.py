@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gadms.config import Params
-from gadms.model.retrieval import PersonRetrievalModel
 from gadms.data.benchmarks import benchmark_dir, benchmark_format, load_benchmark
+from gadms.model.retrieval import PersonRetrievalModel
 from gadms.tracking.examples import evaluate_with_examples
 from gadms.tracking.registry import PromotionResult, register_and_maybe_promote
 from gadms.tracking.runs import TrackedRun, tracked_run
@@ -70,7 +70,16 @@ def present_benchmarks(names: Sequence[str], root: Path) -> list[str]:
     return [n for n in names if (benchmark_dir(n, root) / benchmark_format(n).annotation).is_file()]
 
 
-def evaluate_and_log(run: TrackedRun, model: PersonRetrievalModel, params: Params, benchmark: str, root: Path, prefix: str, device: str, progress: bool = False) -> dict[str, float]:
+def evaluate_and_log(
+    run: TrackedRun,
+    model: PersonRetrievalModel,
+    params: Params,
+    benchmark: str,
+    root: Path,
+    prefix: str,
+    device: str,
+    progress: bool = False,
+) -> dict[str, float]:
     """Evaluate on a benchmark's test split; log its metrics and example figures.
 
     Metrics of the run's own setting (``direct``, ``finetuned``) are logged as ``<benchmark>/R1``, ... with the
@@ -91,7 +100,9 @@ def evaluate_and_log(run: TrackedRun, model: PersonRetrievalModel, params: Param
         The logged metrics by full name.
     """
     split = load_benchmark(benchmark, root, "test")
-    result = evaluate_with_examples(model, split, EXAMPLE_QUERIES, chunk=params.eval.query_chunk, device=device, progress=progress)
+    result = evaluate_with_examples(
+        model, split, EXAMPLE_QUERIES, chunk=params.eval.query_chunk, device=device, progress=progress
+    )
     run.log_retrieval_examples(result.examples, benchmark, prefix)
     if prefix == "cross":
         return run.log_metrics(benchmark, result.metrics, prefix)
@@ -109,10 +120,21 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def track_pretrain(params: Params, data_dir: Path, out_dir: Path, data_hash: str | None, fmt: str = "curated",
-                   benchmarks_root: Path | None = None, benchmarks: Sequence[str] | None = None, parent_run_id: str | None = None,
-                   gate_summary: str | None = None, resume: bool = False, device: str = "auto", progress: bool = False,
-                   root: Path | None = None) -> StageResult:  # fmt: skip
+def track_pretrain(
+    params: Params,
+    data_dir: Path,
+    out_dir: Path,
+    data_hash: str | None,
+    fmt: str = "curated",
+    benchmarks_root: Path | None = None,
+    benchmarks: Sequence[str] | None = None,
+    parent_run_id: str | None = None,
+    gate_summary: str | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    progress: bool = False,
+    root: Path | None = None,
+) -> StageResult:
     """GA-DMS pre-training with everything logged (see the module docstring), then direct-transfer evaluation.
 
     Args:
@@ -143,7 +165,9 @@ def track_pretrain(params: Params, data_dir: Path, out_dir: Path, data_hash: str
     bench_root = Path(benchmarks_root or params.paths.benchmarks_dir)
     names = list(benchmarks) if benchmarks is not None else present_benchmarks(params.eval.benchmarks, bench_root)
     tags = {"corpus.format": fmt, "corpus.path": str(data_dir), "direct_transfer.benchmarks": ",".join(names) or "none"}
-    with tracked_run(params, f"pretrain {Path(data_dir).name}", "pretrain", data_hash, tags, parent_run_id, root) as run:
+    with tracked_run(
+        params, f"pretrain {Path(data_dir).name}", "pretrain", data_hash, tags, parent_run_id, root
+    ) as run:
         if gate_summary is not None:
             run.log_text(gate_summary, "quality/gate_summary.md")
         model, history = run_pretrain(params, data_dir, fmt, out_dir, resume, device, progress, on_epoch=run.log_epoch)
@@ -156,17 +180,29 @@ def track_pretrain(params: Params, data_dir: Path, out_dir: Path, data_hash: str
     return StageResult(run.run_id, Path(out_dir) / FINAL_MODEL, info.model_uri, metrics)
 
 
-def track_finetune_and_evaluate(params: Params, benchmark: str, benchmark_root: Path, pretrained: Path | None, out_dir: Path,
-                                data_hash: str | None, cross_benchmarks: Sequence[str] = (), parent_run_id: str | None = None,
-                                register: bool = True, resume: bool = False, device: str = "auto", progress: bool = False,
-                                root: Path | None = None) -> StageResult:  # fmt: skip
+def track_finetune_and_evaluate(
+    params: Params,
+    benchmark: str,
+    benchmark_root: Path,
+    pretrained: Path | None,
+    out_dir: Path,
+    data_hash: str | None,
+    cross_benchmarks: Sequence[str] = (),
+    parent_run_id: str | None = None,
+    register: bool = True,
+    resume: bool = False,
+    device: str = "auto",
+    progress: bool = False,
+    root: Path | None = None,
+) -> StageResult:
     """IRRA-style fine-tuning on ``benchmark`` with everything logged, evaluation, registration and promotion.
 
     Args:
         params: the run's parameters.
         benchmark: the benchmark to fine-tune and evaluate on.
         benchmark_root: its directory or parent (cross-domain benchmarks are looked up there too).
-        pretrained: the pre-trained model (``model.safetensors``, ``checkpoint.pt`` or run directory); None: ``model.pretrained``.
+        pretrained: the pre-trained model (``model.safetensors``, ``checkpoint.pt`` or run directory);
+            None: ``model.pretrained``.
         out_dir: run directory.
         data_hash: the benchmark data's DVC hash (tag ``dvc.data_hash``).
         cross_benchmarks: other benchmarks to evaluate the fine-tuned model on (``cross/<name>/*``).
@@ -189,15 +225,21 @@ def track_finetune_and_evaluate(params: Params, benchmark: str, benchmark_root: 
         return StageResult("", Path(out_dir) / FINAL_MODEL, "")
     tags = {"benchmark": benchmark, "init": str(pretrained) if pretrained else (params.model.pretrained or "none")}
     with tracked_run(params, f"finetune {benchmark}", "finetune", data_hash, tags, parent_run_id, root) as run:
-        model, history = run_finetune(params, benchmark, benchmark_root, pretrained, out_dir, resume, device, progress, on_epoch=run.log_epoch)
+        model, history = run_finetune(
+            params, benchmark, benchmark_root, pretrained, out_dir, resume, device, progress, on_epoch=run.log_epoch
+        )
         if history:
             run.log_token_scores(history[-1])
-        metrics = evaluate_and_log(run, model, params, benchmark, benchmark_root, "finetuned", _device_of(model), progress)
+        metrics = evaluate_and_log(
+            run, model, params, benchmark, benchmark_root, "finetuned", _device_of(model), progress
+        )
         for other in cross_benchmarks:
             metrics |= evaluate_and_log(run, model, params, other, benchmark_root, "cross", _device_of(model), progress)
         info = run.log_model(model.cpu(), MODEL_NAME)
         promotion = None
         if register:
-            promotion = register_and_maybe_promote(run.run_id, MODEL_NAME, params, benchmark, metrics[f"{benchmark}/R1"], root)
+            promotion = register_and_maybe_promote(
+                run.run_id, MODEL_NAME, params, benchmark, metrics[f"{benchmark}/R1"], root
+            )
             run.set_tags({"registry.version": promotion.version, "registry.promoted": str(promotion.promoted).lower()})
     return StageResult(run.run_id, Path(out_dir) / FINAL_MODEL, info.model_uri, metrics, promotion)

@@ -146,7 +146,9 @@ def ensure_experiment(name: str, uri: str) -> str:
             if experiment is None:
                 raise
     if experiment.lifecycle_stage != "active":
-        raise ValueError(f"tracking.experiment {name!r} is deleted in {uri}; restore it in the MLflow UI or choose another name")
+        raise ValueError(
+            f"tracking.experiment {name!r} is deleted in {uri}; restore it in the MLflow UI or choose another name"
+        )
     for key, value in EXPERIMENT_TAGS.items():
         if experiment.tags.get(key) != value:  # an experiment made before (or elsewhere): same view
             client.set_experiment_tag(experiment.experiment_id, key, value)

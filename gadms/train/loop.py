@@ -36,8 +36,16 @@ from gadms.train import distributed
 
 CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.safetensors"
-_CHECKPOINT_ENTRIES = ("epoch", "model", "optimizer", "scheduler", "scaler", "step_generator", "torch_rng",
-                       "architecture")
+_CHECKPOINT_ENTRIES = (
+    "epoch",
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "step_generator",
+    "torch_rng",
+    "architecture",
+)
 
 
 class TrainingDiverged(ValueError):
@@ -128,19 +136,37 @@ class Trainer:
         on_epoch: called with each :class:`EpochLog` on the main process (e.g. MLflow logging).
     """
 
-    def __init__(self, model: PersonRetrievalModel, dataset: PairDataset, settings: RunSettings, model_cfg: ModelConfig, loss_cfg: LossConfig,
-                 out_dir: Path, device: str = "auto", progress: bool = True, on_epoch: Callable[[EpochLog], None] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        model: PersonRetrievalModel,
+        dataset: PairDataset,
+        settings: RunSettings,
+        model_cfg: ModelConfig,
+        loss_cfg: LossConfig,
+        out_dir: Path,
+        device: str = "auto",
+        progress: bool = True,
+        on_epoch: Callable[[EpochLog], None] | None = None,
+    ):
         self.model, self.dataset, self.settings = model, dataset, settings
         self.out_dir = Path(out_dir)
         self.dist = distributed.init_distributed(device)
-        self.step = TrainingStep(model_cfg, loss_cfg, settings.mode, settings.mlm_probability, seed=settings.seed + self.dist.rank)
+        self.step = TrainingStep(
+            model_cfg, loss_cfg, settings.mode, settings.mlm_probability, seed=settings.seed + self.dist.rank
+        )
         if self.dist.enabled:
             self.step.gather, self.step.gather_ids = distributed.gather_with_grad, distributed.gather_no_grad
         self.progress = progress and self.dist.is_main
         self.on_epoch = on_epoch
         self.model.to(self.dist.device)
         s = settings
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=s.optimizer.lr, betas=s.optimizer.betas, eps=s.optimizer.eps, weight_decay=s.optimizer.weight_decay)
+        self.optimizer = torch.optim.Adam(
+            model.parameters(),
+            lr=s.optimizer.lr,
+            betas=s.optimizer.betas,
+            eps=s.optimizer.eps,
+            weight_decay=s.optimizer.weight_decay,
+        )
         self.sampler = self._sampler()
         steps_per_epoch = max(1, len(self.sampler) // self._micro_batch() // s.grad_accumulation)
         if s.lr_step == "epoch":  # the schedule counts epochs
@@ -152,7 +178,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         module = _StepModule(model, self.step)
         self.runner: nn.Module = (
-            DistributedDataParallel(module, find_unused_parameters=True, device_ids=[self.dist.device] if self.dist.device.type == "cuda" else None)
+            DistributedDataParallel(
+                module,
+                find_unused_parameters=True,
+                device_ids=[self.dist.device] if self.dist.device.type == "cuda" else None,
+            )
             if self.dist.enabled
             else module
         )
@@ -202,7 +232,9 @@ class Trainer:
             return 0
         state = require_entries(read_torch_file(path), path, _CHECKPOINT_ENTRIES, "gadms training checkpoint")
         if Architecture.from_json(state["architecture"], path) != self.model.arch:  # older files: defaults fill in
-            raise ValueError(f"{path}: checkpoint was made for another architecture; use a new --out or matching params")
+            raise ValueError(
+                f"{path}: checkpoint was made for another architecture; use a new --out or matching params"
+            )
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -278,13 +310,21 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         self.dataset.set_epoch(epoch)
         micro = self._micro_batch()
-        loader = DataLoader(self.dataset, batch_size=micro, sampler=self.sampler, num_workers=s.num_workers,
-                            drop_last=len(self.sampler) >= micro, pin_memory=self.dist.device.type == "cuda",
-                            multiprocessing_context=_worker_context(s.num_workers))  # fmt: skip
+        loader = DataLoader(
+            self.dataset,
+            batch_size=micro,
+            sampler=self.sampler,
+            num_workers=s.num_workers,
+            drop_last=len(self.sampler) >= micro,
+            pin_memory=self.dist.device.type == "cuda",
+            multiprocessing_context=_worker_context(s.num_workers),
+        )
         sums: dict[str, float] = {}
         count, seen = 0, 0
         started = time.perf_counter()
-        bar = tqdm(loader, desc=f"{s.mode} epoch {epoch + 1}/{s.epochs}", unit="batch", disable=not self.progress, leave=False)
+        bar = tqdm(
+            loader, desc=f"{s.mode} epoch {epoch + 1}/{s.epochs}", unit="batch", disable=not self.progress, leave=False
+        )
         scores = tokens_seen = None
         self.optimizer.zero_grad(set_to_none=True)
         for i, (images, tokens, identities, indices, *partners) in enumerate(bar):
@@ -307,14 +347,28 @@ class Trainer:
             tokens_seen = tokens
             if self.progress:
                 rate = seen / (time.perf_counter() - started)
-                bar.set_postfix(loss=f"{float(total.detach()):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}", samples_s=f"{rate:.0f}")
+                bar.set_postfix(
+                    loss=f"{float(total.detach()):.3f}",
+                    lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
+                    samples_s=f"{rate:.0f}",
+                )
         bar.close()
         seconds = time.perf_counter() - started
-        log = EpochLog(epoch, {k: v / max(count, 1) for k, v in sums.items()}, self.scheduler.get_last_lr()[0], seen / max(seconds, 1e-9), seconds,
-                       None if scores is None else scores.detach().cpu(), None if tokens_seen is None else tokens_seen.cpu())  # fmt: skip
+        log = EpochLog(
+            epoch,
+            {k: v / max(count, 1) for k, v in sums.items()},
+            float(self.scheduler.get_last_lr()[0]),
+            seen / max(seconds, 1e-9),
+            seconds,
+            None if scores is None else scores.detach().cpu(),
+            None if tokens_seen is None else tokens_seen.cpu(),
+        )
         if self.progress:
             losses_text = "  ".join(f"{k} {v:.4f}" for k, v in log.losses.items())
-            tqdm.write(f"{s.mode} epoch {epoch + 1}/{s.epochs}: {losses_text}  lr {log.lr:.2e}  {log.samples_per_s:.1f} samples/s")
+            tqdm.write(
+                f"{s.mode} epoch {epoch + 1}/{s.epochs}: {losses_text}  lr {log.lr:.2e}  {log.samples_per_s:.1f} "
+                "samples/s"
+            )
         if s.lr_step == "epoch":
             self.scheduler.step()
         return log

@@ -12,7 +12,7 @@ partner the TIC loss contrasts it with when ``loss.tic`` is on.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -31,7 +31,10 @@ def corpus_pairs(fmt: str, root: Path) -> list[Pair]:
     """Pre-training pairs of a corpus; the identity of a pair is its image's index."""
     if fmt in BENCHMARKS:
         split = load_benchmark(fmt, root, "train")
-        return [Pair(split.images[image], caption, image) for caption, image in zip(split.captions, split.caption_image)]
+        return [
+            Pair(split.images[image], caption, image) for caption, image in zip(split.captions, split.caption_image)
+        ]
+    iterate: Callable[..., Iterator[Any]]
     if fmt == "curated":
         from gadms.data.curated import iter_curated as iterate
     elif fmt == "webperson":
@@ -47,23 +50,54 @@ def corpus_pairs(fmt: str, root: Path) -> list[Pair]:
 def benchmark_pairs(benchmark: str, root: Path) -> tuple[list[Pair], int]:
     """Fine-tuning pairs of a benchmark's train split and its number of identities."""
     split = load_benchmark(benchmark, root, "train")
-    pairs = [Pair(split.images[image], caption, split.image_ids[image]) for caption, image in zip(split.captions, split.caption_image)]
+    pairs = [
+        Pair(split.images[image], caption, split.image_ids[image])
+        for caption, image in zip(split.captions, split.caption_image)
+    ]
     return with_partners(pairs, list(split.caption_image)), split.num_identities
 
 
 def pretrain_settings(params: Params) -> RunSettings:
     """RunSettings of GA-DMS pre-training (SPEC 5.4)."""
     t = params.train
-    return RunSettings("gadms", t.epochs, t.batch_size, t.optimizer, t.warmup_epochs, t.schedule, t.grad_clip, t.grad_accumulation, t.amp,
-                       t.num_workers, "random", seed=params.seed, lr_step=t.lr_step)  # fmt: skip
+    return RunSettings(
+        "gadms",
+        t.epochs,
+        t.batch_size,
+        t.optimizer,
+        t.warmup_epochs,
+        t.schedule,
+        t.grad_clip,
+        t.grad_accumulation,
+        t.amp,
+        t.num_workers,
+        "random",
+        seed=params.seed,
+        lr_step=t.lr_step,
+    )
 
 
 def finetune_settings(params: Params) -> RunSettings:
     """RunSettings of IRRA-style fine-tuning (identity-aware batches, 15% MLM)."""
     t, f = params.train, params.finetune
     optimizer = t.optimizer.model_copy(update={"lr": f.lr})
-    return RunSettings("irra", f.epochs, f.batch_size, optimizer, f.warmup_epochs, t.schedule, t.grad_clip, t.grad_accumulation, t.amp,
-                       t.num_workers, f.sampler, 2, f.mlm_probability, params.seed, t.lr_step)  # fmt: skip
+    return RunSettings(
+        "irra",
+        f.epochs,
+        f.batch_size,
+        optimizer,
+        f.warmup_epochs,
+        t.schedule,
+        t.grad_clip,
+        t.grad_accumulation,
+        t.amp,
+        t.num_workers,
+        f.sampler,
+        2,
+        f.mlm_probability,
+        params.seed,
+        t.lr_step,
+    )
 
 
 def finetune_loss(params: Params) -> LossConfig:
@@ -122,19 +156,38 @@ def seeded_model(arch: Architecture, seed: int) -> PersonRetrievalModel:
         return PersonRetrievalModel(arch)
 
 
-def run_pretrain(params: Params, data: Path, fmt: str, out: Path, resume: bool = False, device: str = "auto",
-                 progress: bool = True, on_epoch: Callable[[EpochLog], None] | None = None) -> tuple[PersonRetrievalModel, list[EpochLog]]:  # fmt: skip
+def run_pretrain(
+    params: Params,
+    data: Path,
+    fmt: str,
+    out: Path,
+    resume: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> tuple[PersonRetrievalModel, list[EpochLog]]:
     """GA-DMS pre-training on a caption corpus; writes ``out/checkpoint.pt`` and ``out/model.safetensors``."""
     model = seeded_model(Architecture.from_config(params.model), params.seed)
     if params.model.pretrained and not (resume and (Path(out) / CHECKPOINT).is_file()):
         model.load_clip_weights(params.model.pretrained)
     dataset = _dataset(params, pretrain_pairs(params, corpus_pairs(fmt, Path(data))), params.model.context_length)
-    trainer = Trainer(model, dataset, pretrain_settings(params), params.model, params.loss, out, device, progress, on_epoch)
+    trainer = Trainer(
+        model, dataset, pretrain_settings(params), params.model, params.loss, out, device, progress, on_epoch
+    )
     return model, trainer.fit(resume=resume)
 
 
-def run_finetune(params: Params, benchmark: str, root: Path, init: Path | None, out: Path, resume: bool = False, device: str = "auto",
-                 progress: bool = True, on_epoch: Callable[[EpochLog], None] | None = None) -> tuple[PersonRetrievalModel, list[EpochLog]]:  # fmt: skip
+def run_finetune(
+    params: Params,
+    benchmark: str,
+    root: Path,
+    init: Path | None,
+    out: Path,
+    resume: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> tuple[PersonRetrievalModel, list[EpochLog]]:
     """IRRA-style fine-tuning on a benchmark's train split, from ``init`` (a pre-trained model) or CLIP weights."""
     pairs, num_ids = benchmark_pairs(benchmark, Path(root))
     f = params.finetune
@@ -142,8 +195,16 @@ def run_finetune(params: Params, benchmark: str, root: Path, init: Path | None, 
     model = seeded_model(arch, params.seed)
     if init is not None:
         source = load_any_model(init)
-        if (source.arch.backbone, source.arch.image_height, source.arch.image_width) != (arch.backbone, arch.image_height, arch.image_width):
-            raise ValueError(f"{init}: pre-trained as {source.arch.backbone} {source.arch.image_height}x{source.arch.image_width}, params ask for {arch.backbone} {arch.image_height}x{arch.image_width}")
+        if (source.arch.backbone, source.arch.image_height, source.arch.image_width) != (
+            arch.backbone,
+            arch.image_height,
+            arch.image_width,
+        ):
+            raise ValueError(
+                f"{init}: pre-trained as {source.arch.backbone} "
+                f"{source.arch.image_height}x{source.arch.image_width}, "
+                f"params ask for {arch.backbone} {arch.image_height}x{arch.image_width}"
+            )
         weights = {k: v for k, v in source.state_dict().items() if not k.startswith("classifier.")}
         model.load_state_dict(weights, strict=False)
     elif params.model.pretrained:

@@ -53,8 +53,15 @@ def run_quality_gate(data_dir: Path, cfg: ValidationConfig, report_dir: Path) ->
     passed = all(c.passed for c in checks)
     counts = {"samples": len(tables.crops), "captions": len(tables.captions), "shards": len(tables.shards)}
     summary = format_summary(data_dir, checks, passed, counts, tables.fingerprint, docs_index.relative_to(report_dir))
-    result = GateResult(passed, checks, counts["captions"], counts["samples"], summary,
-                        docs_index if docs_index.is_file() else None, tables.fingerprint)
+    result = GateResult(
+        passed,
+        checks,
+        counts["captions"],
+        counts["samples"],
+        summary,
+        docs_index if docs_index.is_file() else None,
+        tables.fingerprint,
+    )
     _write_reports(result, cfg, tables.shards, report_dir)
     logger.info(summary.splitlines()[0])
     return result
@@ -75,8 +82,9 @@ def _write_reports(result: GateResult, cfg: ValidationConfig, shards: list[str],
     write_bytes_atomic(report_dir / GATE_FILE, json_bytes(payload))
 
 
-def format_summary(data_dir: Path, checks: list[CheckResult], passed: bool, counts: dict[str, int],
-                   fingerprint: str, docs: Path) -> str:
+def format_summary(
+    data_dir: Path, checks: list[CheckResult], passed: bool, counts: dict[str, int], fingerprint: str, docs: Path
+) -> str:
     """The human-readable report: verdict, a table of checks, then examples for each failing check.
 
     Args:
@@ -115,8 +123,10 @@ def _check_line(check: CheckResult) -> str:
 def _failure_lines(check: CheckResult) -> list[str]:
     """What failed in one check and its example rows."""
     rows = "crops" if check.name in _CROP_CHECKS else "captions"
-    head = (f"{check.name}: {_percent(check.unexpected_share)} of {rows} fail, "
-            f"{_percent(check.allowed_share)} allowed. Examples:")
+    head = (
+        f"{check.name}: {_percent(check.unexpected_share)} of {rows} fail, "
+        f"{_percent(check.allowed_share)} allowed. Examples:"
+    )
     return [head, *(f"  {example}" for example in check.examples or ["(none recorded)"])]
 
 
@@ -165,6 +175,8 @@ def require_passed_gate(data_dir: Path, report_dir: Path) -> GateResult:
         raise GateFailed(f"quality gate failed on {data_dir}: {failed} (see {Path(report_dir) / SUMMARY_FILE})")
     current = corpus_fingerprint(Path(data_dir))
     if current != result.fingerprint:
-        raise GateFailed(f"quality gate: {data_dir} changed since the gate passed "
-                         f"(fingerprint {current[:12]} != {result.fingerprint[:12]}); re-run the gate")
+        raise GateFailed(
+            f"quality gate: {data_dir} changed since the gate passed "
+            f"(fingerprint {current[:12]} != {result.fingerprint[:12]}); re-run the gate"
+        )
     return result

@@ -32,8 +32,15 @@ from gadms.validation.corpus import GateTables
 from gadms.validation.results import CheckResult
 
 CAPTION_CHECKS = (
-    "non_empty", "valid_text", "word_count", "no_speculation", "no_background",
-    "mentions_person", "mentions_attribute", "no_placeholder", "duplicates",
+    "non_empty",
+    "valid_text",
+    "word_count",
+    "no_speculation",
+    "no_background",
+    "mentions_person",
+    "mentions_attribute",
+    "no_placeholder",
+    "duplicates",
 )
 CROP_CHECKS = ("crop_size", "crop_aspect")
 CHECKS = CAPTION_CHECKS + CROP_CHECKS
@@ -59,31 +66,77 @@ def caption_expectations(cfg: ValidationConfig) -> list[Any]:
     """
     m, words = cfg.mostly, vocabulary
     return [
-        _expectation(gxe.ExpectColumnValuesToNotBeNull, "non_empty",
-                     "Every caption has text (text is null when the caption is empty or blank).",
-                     column="text", mostly=m.non_empty),
-        _expectation(gxe.ExpectColumnValuesToNotMatchRegex, "valid_text",
-                     "Printable valid UTF-8: no control characters, no U+FFFD from undecodable bytes.",
-                     column="text", regex=words.INVALID_CHARACTER.pattern, mostly=m.valid_text),
-        _expectation(gxe.ExpectColumnValuesToBeBetween, "word_count", "Caption length in words.",
-                     column="word_count", min_value=cfg.min_words, max_value=cfg.max_words, mostly=m.word_count),
-        _expectation(gxe.ExpectColumnValuesToNotMatchRegex, "no_speculation",
-                     "Only visually certain details: no hedging words.",
-                     column="text", regex=words.SPECULATION.pattern, mostly=m.no_speculation),
-        _expectation(gxe.ExpectColumnValuesToNotMatchRegex, "no_background",
-                     "Only the person: no scenery, weather, atmosphere or photo-style talk.",
-                     column="text", regex=words.BACKGROUND.pattern, mostly=m.no_background),
-        _expectation(gxe.ExpectColumnValuesToMatchRegex, "mentions_person", "Names or refers to a person.",
-                     column="text", regex=words.PERSON.pattern, mostly=m.mentions_person),
-        _expectation(gxe.ExpectColumnValuesToMatchRegex, "mentions_attribute",
-                     "Names at least one garment, accessory or colour.",
-                     column="text", regex=words.ATTRIBUTE.pattern, mostly=m.mentions_attribute),
-        _expectation(gxe.ExpectColumnValuesToNotMatchRegex, "no_placeholder",
-                     "No template placeholder left unfilled, e.g. [colored top].",
-                     column="text", regex=words.PLACEHOLDER.pattern, mostly=m.no_placeholder),
-        _expectation(gxe.ExpectColumnValuesToBeUnique, "duplicates",
-                     f"At most {cfg.max_duplicate_rate:g} of the captions have an exact twin.",
-                     column="text", mostly=1.0 - cfg.max_duplicate_rate),
+        _expectation(
+            gxe.ExpectColumnValuesToNotBeNull,
+            "non_empty",
+            "Every caption has text (text is null when the caption is empty or blank).",
+            column="text",
+            mostly=m.non_empty,
+        ),
+        _expectation(
+            gxe.ExpectColumnValuesToNotMatchRegex,
+            "valid_text",
+            "Printable valid UTF-8: no control characters, no U+FFFD from undecodable bytes.",
+            column="text",
+            regex=words.INVALID_CHARACTER.pattern,
+            mostly=m.valid_text,
+        ),
+        _expectation(
+            gxe.ExpectColumnValuesToBeBetween,
+            "word_count",
+            "Caption length in words.",
+            column="word_count",
+            min_value=cfg.min_words,
+            max_value=cfg.max_words,
+            mostly=m.word_count,
+        ),
+        _expectation(
+            gxe.ExpectColumnValuesToNotMatchRegex,
+            "no_speculation",
+            "Only visually certain details: no hedging words.",
+            column="text",
+            regex=words.SPECULATION.pattern,
+            mostly=m.no_speculation,
+        ),
+        _expectation(
+            gxe.ExpectColumnValuesToNotMatchRegex,
+            "no_background",
+            "Only the person: no scenery, weather, atmosphere or photo-style talk.",
+            column="text",
+            regex=words.BACKGROUND.pattern,
+            mostly=m.no_background,
+        ),
+        _expectation(
+            gxe.ExpectColumnValuesToMatchRegex,
+            "mentions_person",
+            "Names or refers to a person.",
+            column="text",
+            regex=words.PERSON.pattern,
+            mostly=m.mentions_person,
+        ),
+        _expectation(
+            gxe.ExpectColumnValuesToMatchRegex,
+            "mentions_attribute",
+            "Names at least one garment, accessory or colour.",
+            column="text",
+            regex=words.ATTRIBUTE.pattern,
+            mostly=m.mentions_attribute,
+        ),
+        _expectation(
+            gxe.ExpectColumnValuesToNotMatchRegex,
+            "no_placeholder",
+            "No template placeholder left unfilled, e.g. [colored top].",
+            column="text",
+            regex=words.PLACEHOLDER.pattern,
+            mostly=m.no_placeholder,
+        ),
+        _expectation(
+            gxe.ExpectColumnValuesToBeUnique,
+            "duplicates",
+            f"At most {cfg.max_duplicate_rate:g} of the captions have an exact twin.",
+            column="text",
+            mostly=1.0 - cfg.max_duplicate_rate,
+        ),
     ]
 
 
@@ -98,11 +151,23 @@ def crop_expectations(cfg: ValidationConfig) -> list[Any]:
     """
     m = cfg.mostly
     return [
-        _expectation(gxe.ExpectColumnValuesToBeBetween, "crop_size", "Crop short side in pixels.",
-                     column="short_side", min_value=cfg.min_crop_short_side, mostly=m.crop_size),
-        _expectation(gxe.ExpectColumnValuesToBeBetween, "crop_aspect", "Crop width / height.",
-                     column="aspect", min_value=cfg.min_crop_aspect, max_value=cfg.max_crop_aspect,
-                     mostly=m.crop_aspect),
+        _expectation(
+            gxe.ExpectColumnValuesToBeBetween,
+            "crop_size",
+            "Crop short side in pixels.",
+            column="short_side",
+            min_value=cfg.min_crop_short_side,
+            mostly=m.crop_size,
+        ),
+        _expectation(
+            gxe.ExpectColumnValuesToBeBetween,
+            "crop_aspect",
+            "Crop width / height.",
+            column="aspect",
+            min_value=cfg.min_crop_aspect,
+            max_value=cfg.max_crop_aspect,
+            mostly=m.crop_aspect,
+        ),
     ]
 
 
@@ -175,8 +240,9 @@ def _check_result(name: str, result: Any, tables: GateTables, cfg: ValidationCon
         raise RuntimeError(f"quality gate: check {name} could not be evaluated by Great Expectations: {message}")
     share = (result.result.get("unexpected_percent") or 0.0) / 100.0
     if name == "duplicates":
-        return CheckResult(name, bool(result.success), _round(share), 1.0 - cfg.max_duplicate_rate,
-                           most_duplicated(tables.captions))
+        return CheckResult(
+            name, bool(result.success), _round(share), 1.0 - cfg.max_duplicate_rate, most_duplicated(tables.captions)
+        )
     rows = [entry["row"] for entry in result.result.get("partial_unexpected_index_list") or []]
     if name in CROP_CHECKS:
         examples = [describe_crop(tables.crops.iloc[int(row)]) for row in rows[:EXAMPLES]]
@@ -233,4 +299,3 @@ def _quote(text: str) -> str:
 def _round(share: float) -> float:
     """Shares are stored to 6 decimals, so reports do not print float noise."""
     return round(share, 6)
-

@@ -169,7 +169,9 @@ def checkout_hash(root: Path, data_dir: Path, md5: str, remote: str | None = Non
     except BaseException:
         _restore(dvc_file, previous)
         raise
-    version = DataVersion(md5, rel, len(manifest), sum((root / rel / entry["relpath"]).stat().st_size for entry in manifest))
+    version = DataVersion(
+        md5, rel, len(manifest), sum((root / rel / entry["relpath"]).stat().st_size for entry in manifest)
+    )
     dvc_file.write_text(_pointer_yaml(previous, rel.name, md5, version), encoding="utf-8")
     return version
 
@@ -204,7 +206,9 @@ def _human_size(size: int) -> str:
 def _run_dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "dvc", *args]
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}  # also before .dvc/config says so (dvc init)
-    return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        command, cwd=root, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
+    )
 
 
 def _dvc(root: Path, *args: str) -> str:
@@ -221,14 +225,16 @@ def _error_detail(output: str, returncode: int) -> str:
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     lines = [line for line in lines if not line.startswith("Having any troubles?")]
     starts = [i for i, line in enumerate(lines) if line.startswith("ERROR:")]
-    lines = lines[starts[0]:] if starts else lines[-1:]
+    lines = lines[starts[0] :] if starts else lines[-1:]
     detail = " ".join(line.removeprefix("ERROR:").strip() for line in lines) or f"exit status {returncode}"
     return detail if len(detail) <= _MAX_DETAIL else detail[: _MAX_DETAIL - 1] + "…"
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
+        )
     except FileNotFoundError:
         raise VersioningError(f"{root}: git is not installed; DVC versioning needs a git repository") from None
 
@@ -236,7 +242,9 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def _git_top_level(root: Path) -> Path:
     result = _git(root, "rev-parse", "--show-toplevel")
     if result.returncode != 0:
-        raise VersioningError(f"{root} is not inside a git work tree; run `git init` there first (DVC keeps versions in git)")
+        raise VersioningError(
+            f"{root} is not inside a git work tree; run `git init` there first (DVC keeps versions in git)"
+        )
     return Path(result.stdout.strip()).resolve()
 
 
@@ -319,7 +327,9 @@ def _remote_location(root: Path, remote: str | None) -> tuple[str, str] | None:
 def _directory_hash(text: str) -> str:
     md5 = text.strip().lower().removesuffix(".dir")
     if not _HASH.fullmatch(md5):
-        raise VersioningError(f"checkout: {text!r} is not a DVC directory hash (32 hex digits, optionally followed by .dir)")
+        raise VersioningError(
+            f"checkout: {text!r} is not a DVC directory hash (32 hex digits, optionally followed by .dir)"
+        )
     return md5
 
 
@@ -337,7 +347,9 @@ def _recorded_version(root: Path, rel: Path) -> DataVersion:
     if not md5.endswith(".dir") or not _HASH.fullmatch(md5.removesuffix(".dir")):
         raise VersioningError(f"{dvc_file}: md5 {md5!r} is not a DVC directory hash (is {rel} a directory?)")
     if not isinstance(out.get("nfiles"), int) or not isinstance(out.get("size"), int):
-        raise VersioningError(f"{dvc_file}: nfiles/size missing for {rel.name!r}; run `dvc commit {_relative(root, dvc_file)}`")
+        raise VersioningError(
+            f"{dvc_file}: nfiles/size missing for {rel.name!r}; run `dvc commit {_relative(root, dvc_file)}`"
+        )
     return DataVersion(md5.removesuffix(".dir"), rel, out["nfiles"], out["size"])
 
 
@@ -394,7 +406,11 @@ def _cached_manifest(objects: Path, md5: str) -> list[dict[str, str]] | None:
 
 def _all_cached(objects: Path, manifest: Sequence[Any]) -> bool:
     for entry in manifest:
-        if not isinstance(entry, dict) or not isinstance(entry.get("md5"), str) or not isinstance(entry.get("relpath"), str):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("md5"), str)
+            or not isinstance(entry.get("relpath"), str)
+        ):
             return False
         if not (objects / entry["md5"][:2] / entry["md5"][2:]).is_file():
             return False

@@ -81,9 +81,7 @@ def completion(text: str, model: str = "test-model", finish_reason: str = "stop"
         "object": "chat.completion",
         "created": 0,
         "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
-        ],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}],
         "usage": {"prompt_tokens": 1, "completion_tokens": len(text.split()), "total_tokens": 1},
     }
     return Reply(json=body)

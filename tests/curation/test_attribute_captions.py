@@ -29,11 +29,22 @@ def _words(caption: str) -> list[str]:
 
 def _person(**changes) -> dict:
     base = {
-        "gender": "man", "skin_tone": 1, "hair_color": "black", "hair_style": "short", "top_type": "jacket",
-        "top_color": "orange", "top_pattern": "plain", "bottom_type": "jeans", "bottom_color": "blue",
-        "shoe_color": "white", "bag_type": "none", "bag_color": "none", "hat_type": "none", "hat_color": "none",
+        "gender": "man",
+        "skin_tone": 1,
+        "hair_color": "black",
+        "hair_style": "short",
+        "top_type": "jacket",
+        "top_color": "orange",
+        "top_pattern": "plain",
+        "bottom_type": "jeans",
+        "bottom_color": "blue",
+        "shoe_color": "white",
+        "bag_type": "none",
+        "bag_color": "none",
+        "hat_type": "none",
+        "hat_color": "none",
         "pose": "walk",
-    }  # fmt: skip
+    }
     return {**base, **changes}
 
 
@@ -63,7 +74,9 @@ def test_articles_agree_with_what_fills_the_placeholder():
     rng = np.random.default_rng(0)
     jeans = fill_template(template, _person(bag_type="backpack", bag_color="orange"), rng)
     assert jeans == "He wears an orange jacket and blue jeans. He carries an orange backpack."
-    skirt = fill_template("[he] has [colored bottom] on.", _person(gender="woman", bottom_type="skirt", bottom_color="gray"), rng)
+    skirt = fill_template(
+        "[he] has [colored bottom] on.", _person(gender="woman", bottom_type="skirt", bottom_color="gray"), rng
+    )
     assert skirt == "She has a gray skirt on."
     bald = fill_template("[he] has [hair].", _person(hair_style="bald", hair_color="none"), rng)
     assert bald == "He has a shaved head."
@@ -72,13 +85,25 @@ def test_articles_agree_with_what_fills_the_placeholder():
 @pytest.mark.parametrize(
     ("template", "expected"),
     [
-        ("[he] wears a [colored top] with [color pattern] and [colored bottom].", "He wears an orange jacket and blue jeans."),
+        (
+            "[he] wears a [colored top] with [color pattern] and [colored bottom].",
+            "He wears an orange jacket and blue jeans.",
+        ),
         ("[he] wears a [colored top]. [he] has a [colored bag] on [his] back.", "He wears an orange jacket."),
-        ("[he] wears a [colored headwear], a [colored top] and [colored bottom].", "He wears an orange jacket and blue jeans."),
+        (
+            "[he] wears a [colored headwear], a [colored top] and [colored bottom].",
+            "He wears an orange jacket and blue jeans.",
+        ),
         ("[he] wears a [colored top], [colored bottom] and [colored footwear], carrying a [colored bag].", None),
         ("[he] wears [glasses], a [colored top] and [colored bottom].", "He wears an orange jacket and blue jeans."),
-        ("[he] wears a [colored top] over a [colored inner top], [colored bottom] and [colored headwear].", "He wears an orange jacket and blue jeans."),
-        ("[he] is a [age] person in a [colored top] and [colored bottom], holding an [accessory].", "He is a person in an orange jacket and blue jeans."),
+        (
+            "[he] wears a [colored top] over a [colored inner top], [colored bottom] and [colored headwear].",
+            "He wears an orange jacket and blue jeans.",
+        ),
+        (
+            "[he] is a [age] person in a [colored top] and [colored bottom], holding an [accessory].",
+            "He is a person in an orange jacket and blue jeans.",
+        ),
     ],
 )
 def test_absent_items_are_removed_with_their_clause(template, expected):
@@ -128,7 +153,9 @@ def test_captioner_reports_missing_attributes_in_order():
 
 def test_captioner_keeps_captions_within_max_words():
     captioner = AttributeCaptioner(CaptioningConfig(max_words=8))
-    long = Template(0, "A [man] with [hair] wears a [colored top], [colored bottom] and [colored footwear]. [he] is [action].")
+    long = Template(
+        0, "A [man] with [hair] wears a [colored top], [colored bottom] and [colored footwear]. [he] is [action]."
+    )
     (result,) = captioner.caption([_request(_person(), templates=(long,))])
     assert len(result.captions[0].split()) <= 8 and result.captions[0].endswith(".")
 

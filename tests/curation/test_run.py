@@ -31,7 +31,14 @@ def params():
 @pytest.fixture(scope="module")
 def web(tmp_path_factory, params) -> Path:
     out = tmp_path_factory.mktemp("web")
-    write_web_shards(out, scenes=90, seed=5, synth=params.synth.model_copy(update={"shard_size": 30}), rules=params.curation.filter, progress=False)
+    write_web_shards(
+        out,
+        scenes=90,
+        seed=5,
+        synth=params.synth.model_copy(update={"shard_size": 30}),
+        rules=params.curation.filter,
+        progress=False,
+    )
     return out
 
 
@@ -42,7 +49,11 @@ def curated(tmp_path_factory, web, params):
 
 
 def _tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _truth(web: Path) -> list[dict]:
@@ -107,7 +118,13 @@ def test_a_rerun_skips_finished_shards(web, curated, params):
 def test_changed_parameters_redo_the_shards(web, params, tmp_path):
     out = tmp_path / "out"
     curate(web, out, params, progress=False)
-    changed = params.model_copy(update={"curation": params.curation.model_copy(update={"crop": params.curation.crop.model_copy(update={"margin": 0.2})})})
+    changed = params.model_copy(
+        update={
+            "curation": params.curation.model_copy(
+                update={"crop": params.curation.crop.model_copy(update={"margin": 0.2})}
+            )
+        }
+    )
     report = curate(web, out, changed, progress=False)
     assert not any(s.skipped for s in report.shards)
 
@@ -129,8 +146,20 @@ def test_a_killed_run_restarted_gives_the_same_bytes(web, curated, tmp_path):
     """SIGKILL the CLI after its first finished shard; the rerun completes to the uninterrupted bytes."""
     out, _ = curated
     target = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "gadms", "curate", "run", "--input", str(web), "--out", str(target), "--quiet",
-           "--params", str(REPO / "params.yaml")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gadms",
+        "curate",
+        "run",
+        "--input",
+        str(web),
+        "--out",
+        str(target),
+        "--quiet",
+        "--params",
+        str(REPO / "params.yaml"),
+    ]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list((target / "meta").glob("*.report.json")) and time.monotonic() < deadline and proc.poll() is None:

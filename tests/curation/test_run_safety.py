@@ -100,8 +100,9 @@ def test_an_out_inside_the_input_is_fine_when_no_input_file_is_written(tmp_path:
 def test_the_cli_refuses_out_equal_to_input_in_one_line(tmp_path: Path) -> None:
     web = tmp_path / "web"
     write_tar(web / "00000.tar", person_sample("a"))
-    result = CliRunner().invoke(app, ["curate", "run", "--input", str(web), "--out", str(web), "--quiet",
-                                      "--params", str(REPO / "params.yaml")])
+    result = CliRunner().invoke(
+        app, ["curate", "run", "--input", str(web), "--out", str(web), "--quiet", "--params", str(REPO / "params.yaml")]
+    )
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --out") and "input directory" in lines[0]
@@ -188,15 +189,26 @@ BAD_METAS = {
     "score a string": {"detections": [{**_person(), "score": "high"}]},
     "detections not a list": {"detections": "oops"},
     "synthetic a string": {"synthetic": "oops"},
-    "visibility 5": {"synthetic": {"people": [{"box": [20, 20, 120, 320], "score": 0.9, "identity": {"gender": "man"},
-                                               "keypoints": [[20, 20, 5]] * 17}]}},
+    "visibility 5": {
+        "synthetic": {
+            "people": [
+                {
+                    "box": [20, 20, 120, 320],
+                    "score": 0.9,
+                    "identity": {"gender": "man"},
+                    "keypoints": [[20, 20, 5]] * 17,
+                }
+            ]
+        }
+    },
     "gender a list": {"detections": [{**_person(), "attributes": {"gender": ["man"]}}]},
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_METAS))
-def test_a_malformed_detection_record_fails_one_sample_and_the_run_goes_on(tmp_path: Path, params: Params,
-                                                                           case: str) -> None:
+def test_a_malformed_detection_record_fails_one_sample_and_the_run_goes_on(
+    tmp_path: Path, params: Params, case: str
+) -> None:
     bad = person_sample("bad", seed=2, meta=BAD_METAS[case])
     entries = [*person_sample("a", seed=1), *bad, *person_sample("c", seed=3)]
     write_tar(tmp_path / "web" / "00000.tar", entries)

@@ -21,7 +21,16 @@ from gadms.curation.sources import ImageDecodeError, SourceShard, decode_image, 
 from gadms.data.problems import DataError
 from gadms.synth.web import write_web_shards
 
-from .bad_inputs import cut_before_member, cut_inside_member, drop_end_marker, image_bytes, link, sample, scrambled, write_tar
+from .bad_inputs import (
+    cut_before_member,
+    cut_inside_member,
+    drop_end_marker,
+    image_bytes,
+    link,
+    sample,
+    scrambled,
+    write_tar,
+)
 
 
 def read_all(shard: SourceShard) -> tuple[list, list[str]]:
@@ -63,7 +72,11 @@ def web_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_clean_web_shards_read_back_every_key_with_its_bytes_text_and_meta(web_dir: Path) -> None:
     shards = list_source_shards(web_dir)
-    assert [(s.name, s.kind) for s in shards] == [("00000", "webdataset"), ("00001", "webdataset"), ("00002", "webdataset")]
+    assert [(s.name, s.kind) for s in shards] == [
+        ("00000", "webdataset"),
+        ("00001", "webdataset"),
+        ("00002", "webdataset"),
+    ]
     for shard in shards:
         records, problems = read_all(shard)
         with tarfile.open(shard.path) as tar:
@@ -113,8 +126,12 @@ def test_a_bad_sample_fails_with_its_reason_and_the_rest_of_the_shard_comes_thro
     assert (failed.image is None) == (failed.error is not None)
 
 
-@pytest.mark.parametrize("name,key", [("../x.jpg", "../x"), ("/abs/x.jpg", "/abs/x"), ("sub/../../x.jpg", "sub/../../x")])
-def test_members_with_escaping_names_are_unsafe_and_never_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, key: str) -> None:
+@pytest.mark.parametrize(
+    "name,key", [("../x.jpg", "../x"), ("/abs/x.jpg", "/abs/x"), ("sub/../../x.jpg", "sub/../../x")]
+)
+def test_members_with_escaping_names_are_unsafe_and_never_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, key: str
+) -> None:
     (tmp_path / "sibling").mkdir()
     work = tmp_path / "in" / "work"
     work.mkdir(parents=True)
@@ -169,7 +186,9 @@ def test_a_tar_without_its_end_marker_is_reported(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("content", [b"", b"this is plain text, not a tar archive\n" * 40, bytes(range(256)) * 8])
-def test_a_file_that_is_not_a_tar_is_a_shard_problem_and_other_shards_still_read(tmp_path: Path, content: bytes) -> None:
+def test_a_file_that_is_not_a_tar_is_a_shard_problem_and_other_shards_still_read(
+    tmp_path: Path, content: bytes
+) -> None:
     write_tar(tmp_path / "in" / "00000.tar", GOOD_A)
     (tmp_path / "in" / "00001.tar").write_bytes(content)
     good, broken = list_source_shards(tmp_path / "in")
@@ -251,7 +270,9 @@ def test_folder_input_is_found_recursively_chunked_in_path_order_and_read_with_s
     files = {"e.jpg": 1, "a.jpg": 2, "sub/b.png": 3, "sub/deep/c.webp": 4, "d.JPEG": 5}
     for relative, seed in files.items():
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
-        (root / relative).write_bytes(image_bytes(seed, fmt={"png": "PNG", "webp": "WEBP"}.get(relative[-4:].strip("."), "JPEG")))
+        (root / relative).write_bytes(
+            image_bytes(seed, fmt={"png": "PNG", "webp": "WEBP"}.get(relative[-4:].strip("."), "JPEG"))
+        )
     (root / "sub" / "b.txt").write_text("a person on a bike", encoding="utf-8")
     (root / "a.json").write_text('{"url": "https://example.invalid/a.jpg"}')
     (root / "notes.md").write_text("not an image")
@@ -286,7 +307,12 @@ def test_folder_bad_files_fail_one_by_one(tmp_path: Path) -> None:
     (root / "c.txt").write_bytes(b"\xff\xfe bad")
     (shard,) = list_source_shards(root)
     records, problems = read_all(shard)
-    assert [(r.key, r.error) for r in records] == [("a", None), ("a", "duplicate_key"), ("b", "empty_file"), ("c", "bad_text")]
+    assert [(r.key, r.error) for r in records] == [
+        ("a", None),
+        ("a", "duplicate_key"),
+        ("b", "empty_file"),
+        ("c", "bad_text"),
+    ]
     assert problems == []
 
 
@@ -316,7 +342,11 @@ def test_webperson_parquet_with_a_struct_image_column(tmp_path: Path) -> None:
     records, problems = read_all(good)
     assert problems == []
     assert [(r.key, r.error) for r in records] == [
-        ("img/0.jpg", None), ("img/1.jpg", "empty_file"), ("img/2.jpg", None), ("img/3.jpg", "empty_file"), ("img/4.jpg", None),
+        ("img/0.jpg", None),
+        ("img/1.jpg", "empty_file"),
+        ("img/2.jpg", None),
+        ("img/3.jpg", "empty_file"),
+        ("img/4.jpg", None),
     ]
     assert [r.image for r in records if r.error is None] == [images[0], images[2], images[4]]
     assert records[2].text == "first caption 2" and records[2].meta["caption2"] == "second caption 2"
@@ -326,7 +356,10 @@ def test_webperson_parquet_with_a_struct_image_column(tmp_path: Path) -> None:
 def test_parquet_with_a_binary_image_column_and_row_number_keys(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     images = [image_bytes(i) for i in range(3)]
-    pq.write_table(pa.table({"key": ["k0", "k1", "k0"], "jpg": images, "caption": ["x", None, "z"], "width": [48, 48, 48]}), tmp_path / "in" / "a.parquet")
+    pq.write_table(
+        pa.table({"key": ["k0", "k1", "k0"], "jpg": images, "caption": ["x", None, "z"], "width": [48, 48, 48]}),
+        tmp_path / "in" / "a.parquet",
+    )
     pq.write_table(pa.table({"image": images[:2], "text": ["p", "q"]}), tmp_path / "in" / "b.parquet")
 
     keyed, numbered = list_source_shards(tmp_path / "in", fmt="parquet")
@@ -335,7 +368,10 @@ def test_parquet_with_a_binary_image_column_and_row_number_keys(tmp_path: Path) 
     assert [(r.key, r.error) for r in records] == [("k0", None), ("k1", None), ("k0", "duplicate_key")]
     assert records[0].image == images[0] and records[0].text == "x" and records[1].text is None
     assert records[0].meta == {"key": "k0", "caption": "x", "width": 48}
-    assert [(r.key, r.text, r.image) for r in read_all(numbered)[0]] == [("000000000", "p", images[0]), ("000000001", "q", images[1])]
+    assert [(r.key, r.text, r.image) for r in read_all(numbered)[0]] == [
+        ("000000000", "p", images[0]),
+        ("000000001", "q", images[1]),
+    ]
 
 
 # ---------------------------------------------------------------- decoding
@@ -371,7 +407,9 @@ def test_decode_image_refuses_a_decompression_bomb_before_allocating_it() -> Non
     assert caught.value.reason == "too_large"
 
 
-def test_a_cut_off_jpeg_is_refused_even_when_pillow_is_told_to_accept_truncation(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cut_off_jpeg_is_refused_even_when_pillow_is_told_to_accept_truncation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     jpeg = image_bytes(0, size=(120, 90))
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
     decode_image(jpeg)
@@ -387,14 +425,25 @@ def test_decode_image_turns_every_mode_into_rgb() -> None:
     palette = Image.new("P", (4, 2))
     palette.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
     palette.putpixel((1, 0), 1)
-    expected_palette = np.array([[[10, 20, 30], [200, 100, 50], [10, 20, 30], [10, 20, 30]]] + [[[10, 20, 30]] * 4], np.uint8)
+    expected_palette = np.array(
+        [[[10, 20, 30], [200, 100, 50], [10, 20, 30], [10, 20, 30]]] + [[[10, 20, 30]] * 4], np.uint8
+    )
     cases = [
         (_encode(Image.new("L", (4, 2), 100), "PNG"), np.full((2, 4, 3), 100, np.uint8)),
         (_encode(palette, "PNG"), expected_palette),
-        (_encode(Image.new("RGBA", (4, 2), (0, 0, 0, 0)), "PNG"), np.full((2, 4, 3), 255, np.uint8)),  # transparent -> white
-        (_encode(Image.new("RGBA", (4, 2), (40, 50, 60, 255)), "PNG"), np.tile(np.array([40, 50, 60], np.uint8), (2, 4, 1))),
+        (
+            _encode(Image.new("RGBA", (4, 2), (0, 0, 0, 0)), "PNG"),
+            np.full((2, 4, 3), 255, np.uint8),
+        ),  # transparent -> white
+        (
+            _encode(Image.new("RGBA", (4, 2), (40, 50, 60, 255)), "PNG"),
+            np.tile(np.array([40, 50, 60], np.uint8), (2, 4, 1)),
+        ),
         (_encode(Image.new("CMYK", (4, 2), (0, 0, 0, 0)), "JPEG", quality=100), np.full((2, 4, 3), 255, np.uint8)),
-        (_encode(Image.fromarray(np.full((2, 4), 128 * 257, np.uint16)), "PNG"), np.full((2, 4, 3), 128, np.uint8)),  # 16-bit grey
+        (
+            _encode(Image.fromarray(np.full((2, 4), 128 * 257, np.uint16)), "PNG"),
+            np.full((2, 4, 3), 128, np.uint8),
+        ),  # 16-bit grey
     ]
     for data, expected in cases:
         pixels = decode_image(data)
@@ -420,11 +469,24 @@ def test_image_decode_error_survives_pickling_between_workers() -> None:
 
 def test_reasons_list_every_failure_once() -> None:
     expected = {
-        "missing_image", "empty_file", "unsafe_member", "bad_text", "bad_json", "duplicate_key",
-        "truncated_shard", "corrupt_image", "truncated_image", "too_large", "corrupt_row_group",
+        "missing_image",
+        "empty_file",
+        "unsafe_member",
+        "bad_text",
+        "bad_json",
+        "duplicate_key",
+        "truncated_shard",
+        "corrupt_image",
+        "truncated_image",
+        "too_large",
+        "corrupt_row_group",
     }
     assert len(sources.REASONS) == len(expected) and set(sources.REASONS) == expected
-    assert (sources.UNSAFE_MEMBER, sources.TRUNCATED_SHARD, sources.TOO_LARGE) == ("unsafe_member", "truncated_shard", "too_large")
+    assert (sources.UNSAFE_MEMBER, sources.TRUNCATED_SHARD, sources.TOO_LARGE) == (
+        "unsafe_member",
+        "truncated_shard",
+        "too_large",
+    )
 
 
 # ---------------------------------------------------------------- caps on what is read

@@ -15,8 +15,8 @@ from gadms.curation.chat import ChatClient
 from gadms.curation.records import Template
 from gadms.curation.templates import (
     PLACEHOLDERS,
-    cluster_templates,
     captions_from_source,
+    cluster_templates,
     default_templates,
     embed_templates,
     extract_template_rule,
@@ -50,7 +50,8 @@ RULE_CASES = [
         "A [man] in a [colored top], [colored bottom], and [colored footwear] [action].",
     ),
     (
-        "the lady wears a black hat, a red scarf, a long beige coat and brown boots. she has a black purse on her shoulder.",
+        "the lady wears a black hat, a red scarf, a long beige coat and brown boots. she has a black purse on her "
+        "shoulder.",
         "The [man] wears a [colored headwear], a [accessory], a [colored top] and [colored footwear]. "
         "[he] has a [colored bag] on [his] shoulder.",
     ),
@@ -63,7 +64,8 @@ RULE_CASES = [
         "[he] is wearing a [colored inner top] under a [colored top] and has a [colored bag].",
     ),
     (
-        "the man is wearing a black jacket over a white t-shirt, blue jeans and white sneakers. he carries a black backpack on his back.",
+        "the man is wearing a black jacket over a white t-shirt, blue jeans and white sneakers. he carries a black "
+        "backpack on his back.",
         "The [man] is wearing a [colored top] over a [colored inner top], [colored bottom] and [colored footwear]. "
         "[he] carries a [colored bag] on [his] back.",
     ),
@@ -118,7 +120,9 @@ def test_template_problem_names_what_is_wrong():
 
 def test_placeholders_are_bracketed_lower_case():
     assert all(p.startswith("[") and p.endswith("]") and p == p.lower() for p in PLACEHOLDERS)
-    assert {"[man]", "[he]", "[his]", "[colored top]", "[color pattern]", "[colored bottom]", "[action]"} <= set(PLACEHOLDERS)
+    assert {"[man]", "[he]", "[his]", "[colored top]", "[color pattern]", "[colored bottom]", "[action]"} <= set(
+        PLACEHOLDERS
+    )
 
 
 # ------------------------------------------------------------------ LLM answers
@@ -127,12 +131,21 @@ def test_placeholders_are_bracketed_lower_case():
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [
-        ("A [man] wearing a [colored top] and [colored bottom].", "A [man] wearing a [colored top] and [colored bottom]."),
-        ('Template: "A [Man] wearing a [colored top] and [colored bottom]."', "A [man] wearing a [colored top] and [colored bottom]."),
+        (
+            "A [man] wearing a [colored top] and [colored bottom].",
+            "A [man] wearing a [colored top] and [colored bottom].",
+        ),
+        (
+            'Template: "A [Man] wearing a [colored top] and [colored bottom]."',
+            "A [man] wearing a [colored top] and [colored bottom].",
+        ),
         ("A [man] wearing a [red top] and [colored bottom].", None),  # unknown placeholder
         ("A man wearing a shirt.", None),  # no placeholder
         ("A [man] wearing a black [colored top] and [colored bottom].", None),  # kept a colour
-        ("A [man] wearing a [colored top] and [colored bottom] near a fountain under tall palm trees.", None),  # invented content
+        (
+            "A [man] wearing a [colored top] and [colored bottom] near a fountain under tall palm trees.",
+            None,
+        ),  # invented content
     ],
 )
 def test_llm_answers_are_validated(answer, expected):
@@ -144,7 +157,9 @@ def _answer_for(sentence: str) -> str:
     answers = {
         "A man wearing a red shirt and blue jeans.": "A [man] wearing a [colored top] and [colored bottom].",
         "She carries a black bag.": "[she] carries a [colored bag].",
-        "The woman walks her dog in the park.": "The [man] walks [his] dog near the big old fountain in the sunny park today.",
+        "The woman walks her dog in the park.": (
+            "The [man] walks [his] dog near the big old fountain in the sunny park today."
+        ),
     }
     return answers.get(sentence, "")
 
@@ -153,7 +168,11 @@ def test_llm_extractor_sends_each_caption_and_keeps_only_valid_answers():
     def handler(request, index):
         return completion(_answer_for(request["messages"][-1]["content"]))
 
-    sentences = ["A man wearing a red shirt and blue jeans.", "She carries a black bag.", "The woman walks her dog in the park."]
+    sentences = [
+        "A man wearing a red shirt and blue jeans.",
+        "She carries a black bag.",
+        "The woman walks her dog in the park.",
+    ]
     with ChatServer(handler) as server:
         client = ChatClient(server.url, "test-model", max_retries=0)
         result = extract_templates_llm(sentences, client)
@@ -180,12 +199,14 @@ def test_mining_with_llm_extractor_reports_when_nothing_was_extracted():
 
 def test_diversification_adds_only_valid_new_templates_once():
     new = "Dressed in a [colored top] and [colored bottom], the [man] is [action]."
-    answer = "\n".join([
-        f"1. {new}",
-        "2. A [man] in a [sparkly top].",  # unknown placeholder
-        "3. A [man] in a red [colored top].",  # concrete colour
-        "4. A [man] wearing a [colored top] and [colored bottom].",  # already mined
-    ])  # fmt: skip
+    answer = "\n".join(
+        [
+            f"1. {new}",
+            "2. A [man] in a [sparkly top].",  # unknown placeholder
+            "3. A [man] in a red [colored top].",  # concrete colour
+            "4. A [man] wearing a [colored top] and [colored bottom].",  # already mined
+        ]
+    )
     sentences = [caption for caption, _ in RULE_CASES] + ["a man wearing a red shirt and blue jeans."]
     cfg = TemplatesConfig(clusters=3, random_members=1, diversify=True)
     with ChatServer(lambda request, index: completion(answer)) as server:
@@ -292,7 +313,10 @@ def test_written_templates_load_back(tmp_path):
 def test_load_templates_accepts_a_plain_list(tmp_path):
     path = tmp_path / "t.json"
     path.write_text(json.dumps(["A [man] in a [colored top].", "[he] has a [colored bag]."]))
-    assert load_templates(path) == [Template(0, "A [man] in a [colored top]."), Template(1, "[he] has a [colored bag].")]
+    assert load_templates(path) == [
+        Template(0, "A [man] in a [colored top]."),
+        Template(1, "[he] has a [colored bag]."),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -301,7 +325,10 @@ def test_load_templates_accepts_a_plain_list(tmp_path):
         (None, "templates file not found"),
         ("{not json", "invalid JSON at line 1"),
         ('{"templates": 3}', "expected a JSON object with a 'templates' list"),
-        ('{"templates": [{"id": 0, "text": "A [man] in a [shiny top]."}]}', "template 0 .*unknown placeholder \\[shiny top\\]"),
+        (
+            '{"templates": [{"id": 0, "text": "A [man] in a [shiny top]."}]}',
+            "template 0 .*unknown placeholder \\[shiny top\\]",
+        ),
         ('{"templates": [{"id": 0}]}', "template 0 has no 'text' string"),
         ('["A [man] in a [colored top].", {"id": 0, "text": "A [man]."}]', "template ids repeat"),
     ],
@@ -328,11 +355,38 @@ def test_default_templates_ship_with_the_package():
 def test_default_templates_regenerate_byte_for_byte(tmp_path):
     """The command in gadms.curation.templates' docstring rebuilds the shipped file exactly."""
     bench = tmp_path / "gadms-templates"
-    run = [sys.executable, "-m", "gadms", "synth", "benchmark", "--out", str(bench), "--identities", "150", "--seed", "0", "--quiet"]
+    run = [
+        sys.executable,
+        "-m",
+        "gadms",
+        "synth",
+        "benchmark",
+        "--out",
+        str(bench),
+        "--identities",
+        "150",
+        "--seed",
+        "0",
+        "--quiet",
+    ]
     subprocess.run(run, check=True, capture_output=True, cwd=tmp_path)
     out = tmp_path / "default_templates.json"
-    mine = [sys.executable, "-m", "gadms.curation.templates", "--source", str(bench), "--with-examples",
-            "--clusters", "40", "--random-members", "1", "--seed", "0", "--out", str(out)]  # fmt: skip
+    mine = [
+        sys.executable,
+        "-m",
+        "gadms.curation.templates",
+        "--source",
+        str(bench),
+        "--with-examples",
+        "--clusters",
+        "40",
+        "--random-members",
+        "1",
+        "--seed",
+        "0",
+        "--out",
+        str(out),
+    ]
     subprocess.run(mine, check=True, capture_output=True, cwd=tmp_path)
     shipped = Path(__file__).parents[2] / "gadms" / "curation" / "default_templates.json"
     assert out.read_bytes() == shipped.read_bytes()

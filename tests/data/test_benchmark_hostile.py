@@ -45,8 +45,14 @@ def _write(root: Path, name: str, paths: list[str]) -> Path:
 def test_image_paths_leaving_the_dataset_root_are_bad_records(tmp_path, name):
     outside = tmp_path / "secret.jpg"
     outside.write_bytes(_image())  # exists and decodes: only the path makes it bad
-    escapes = ["../../secret.jpg", "p/../../../secret.jpg", str(outside), "C:\\secret.jpg",
-               "\\\\host\\share\\x.jpg", "a\0b.jpg"]  # fmt: skip
+    escapes = [
+        "../../secret.jpg",
+        "p/../../../secret.jpg",
+        str(outside),
+        "C:\\secret.jpg",
+        "\\\\host\\share\\x.jpg",
+        "a\0b.jpg",
+    ]
     bench = _write(tmp_path, name, ["p/0.jpg", *escapes])
     (bench / "imgs" / "p").mkdir()
     (bench / "imgs" / "p" / "0.jpg").write_bytes(_image())
@@ -73,8 +79,14 @@ def test_any_dotdot_component_is_refused(tmp_path):
 @pytest.mark.parametrize("name", BENCHMARKS)
 def test_empty_corrupt_and_truncated_images_are_skipped_with_a_count(tmp_path, name):
     jpeg, png = _image("JPEG"), _image("PNG")
-    files = {"ok.jpg": jpeg, "ok.png": png, "empty.jpg": b"", "text.jpg": b"not an image at all",
-             "cut.jpg": jpeg[: len(jpeg) // 2], "cut.png": png[: len(png) // 2]}  # fmt: skip
+    files = {
+        "ok.jpg": jpeg,
+        "ok.png": png,
+        "empty.jpg": b"",
+        "text.jpg": b"not an image at all",
+        "cut.jpg": jpeg[: len(jpeg) // 2],
+        "cut.png": png[: len(png) // 2],
+    }
     bench = _write(tmp_path, name, list(files))
     for file, content in files.items():
         (bench / "imgs" / file).write_bytes(content)
@@ -139,8 +151,21 @@ def test_evaluate_skips_an_empty_image_and_reports_it(tmp_path):
     torch.manual_seed(0)
     model = save_model(PersonRetrievalModel(Architecture.from_config(ModelConfig())), tmp_path / "model.safetensors")
 
-    result = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(model), "--benchmark", "cuhk-pedes",
-                                      "--root", str(tmp_path / "bench"), "--device", "cpu", "--json"])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(model),
+            "--benchmark",
+            "cuhk-pedes",
+            "--root",
+            str(tmp_path / "bench"),
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    )
 
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout[result.stdout.index("{"):])["cuhk-pedes test text-to-image"]["R1"] >= 0
+    assert json.loads(result.stdout[result.stdout.index("{") :])["cuhk-pedes test text-to-image"]["R1"] >= 0

@@ -74,11 +74,25 @@ def test_reads_test_split_as_gallery_and_queries(tmp_path, name, give_parent):
     bench = _write_benchmark_files(tmp_path, name, _edge_case_records(name))
     data = load_benchmark(name, tmp_path if give_parent else bench, "test")
 
-    assert [p.relative_to(bench / "imgs").as_posix() for p in data.images] == ["p400/0.jpg", "p17/0.jpg", "p3/0.jpg", "p17/1.jpg"]
+    assert [p.relative_to(bench / "imgs").as_posix() for p in data.images] == [
+        "p400/0.jpg",
+        "p17/0.jpg",
+        "p3/0.jpg",
+        "p17/1.jpg",
+    ]
     assert data.original_ids == [3, 17, 400]
     assert data.num_identities == 3
     assert data.image_ids == [2, 1, 0, 1]
-    assert data.captions == ["a man in red", "red shirt man", "he wears red", "a woman in blue", "blue coat", "a child in green", "green jacket", "the woman in blue walks"]
+    assert data.captions == [
+        "a man in red",
+        "red shirt man",
+        "he wears red",
+        "a woman in blue",
+        "blue coat",
+        "a child in green",
+        "green jacket",
+        "the woman in blue walks",
+    ]
     assert data.caption_image == [0, 0, 0, 1, 1, 2, 2, 3]
     assert data.caption_ids == [2, 2, 2, 1, 1, 0, 0, 1]
     assert data.gallery() == (data.images, data.image_ids)
@@ -137,7 +151,9 @@ def test_bad_records_are_reported_and_skipped(tmp_path, name, caplog):
         9: "bad captions",
     }
     report = data.report()
-    assert "9 bad records skipped" in report and "4 bad captions" in report and "record 1: image file not found" in report
+    assert (
+        "9 bad records skipped" in report and "4 bad captions" in report and "record 1: image file not found" in report
+    )
     assert "\n" not in report
     assert any("9 bad records skipped" in r.getMessage() for r in caplog.records)
 
@@ -154,13 +170,17 @@ def test_strict_mode_raises_naming_file_and_record(tmp_path, name):
 
 
 def test_strict_mode_names_a_missing_image(tmp_path):
-    _write_benchmark_files(tmp_path, "cuhk-pedes", [_record("cuhk-pedes", 1, "x/a.jpg", ["fine"], "train")], missing_images=("x/a.jpg",))
+    _write_benchmark_files(
+        tmp_path, "cuhk-pedes", [_record("cuhk-pedes", 1, "x/a.jpg", ["fine"], "train")], missing_images=("x/a.jpg",)
+    )
     with pytest.raises(DataError, match=r"reid_raw\.json record 0: image file not found: .*x/a\.jpg"):
         load_benchmark("cuhk-pedes", tmp_path, "train", strict=True)
 
 
 def test_check_images_off_keeps_records_without_files(tmp_path):
-    _write_benchmark_files(tmp_path, "icfg-pedes", [_record("icfg-pedes", 1, "a.jpg", ["fine"], "train")], missing_images=("a.jpg",))
+    _write_benchmark_files(
+        tmp_path, "icfg-pedes", [_record("icfg-pedes", 1, "a.jpg", ["fine"], "train")], missing_images=("a.jpg",)
+    )
     assert len(load_benchmark("icfg-pedes", tmp_path, "train").images) == 0
     assert len(load_benchmark("icfg-pedes", tmp_path, "train", check_images=False).images) == 1
 
@@ -195,21 +215,38 @@ def test_icfg_val_records_are_unknown_split(tmp_path):
 
 
 def test_synthetic_cuhk_pedes_loads_with_the_totals_it_wrote(tmp_path):
-    summary = write_benchmark(tmp_path, 8, 5, SynthConfig(min_images_per_identity=1, max_images_per_identity=3, captions_per_image=3), progress=False)
+    summary = write_benchmark(
+        tmp_path,
+        8,
+        5,
+        SynthConfig(min_images_per_identity=1, max_images_per_identity=3, captions_per_image=3),
+        progress=False,
+    )
     records = json.loads((summary.root / "reid_raw.json").read_text(encoding="utf-8"))
     seen_ids: set[int] = set()
     for split in ("train", "val", "test"):
         data = load_benchmark("cuhk-pedes", tmp_path, split, strict=True)
         mine = [r for r in records if r["split"] == split]
-        assert (data.num_identities, len(data.images), len(data.captions)) == (summary.identities[split], summary.images[split], summary.captions[split])
+        assert (data.num_identities, len(data.images), len(data.captions)) == (
+            summary.identities[split],
+            summary.images[split],
+            summary.captions[split],
+        )
         assert data.captions == [c for r in mine for c in r["captions"]]
         assert [data.original_ids[k] for k in data.image_ids] == [r["id"] for r in mine]
         assert seen_ids.isdisjoint(data.original_ids)
         seen_ids.update(data.original_ids)
 
     stats = dataset_stats("cuhk-pedes", summary.root)
-    assert stats["splits"] == {s: {"identities": summary.identities[s], "images": summary.images[s], "captions": summary.captions[s]} for s in ("train", "val", "test")}
-    assert stats["total"] == {"identities": 8, "images": sum(summary.images.values()), "captions": sum(summary.captions.values())}
+    assert stats["splits"] == {
+        s: {"identities": summary.identities[s], "images": summary.images[s], "captions": summary.captions[s]}
+        for s in ("train", "val", "test")
+    }
+    assert stats["total"] == {
+        "identities": 8,
+        "images": sum(summary.images.values()),
+        "captions": sum(summary.captions.values()),
+    }
     assert stats["problems"] == 0
     json.dumps(stats)
 
@@ -236,14 +273,32 @@ def _write_webperson(path: Path, rows: list[dict], row_group_size: int = 2) -> N
 def webperson_dir(tmp_path):
     jpeg = _jpeg((10, 120, 200))
     rows = [
-        {"image": {"bytes": jpeg, "path": "p0.jpg"}, "image_path": "imgs/0.jpg", "caption1": "a man in red", "caption2": "red top"},
-        {"image": {"bytes": None, "path": "p1.jpg"}, "image_path": "imgs/1.jpg", "caption1": "no bytes", "caption2": "at all"},
+        {
+            "image": {"bytes": jpeg, "path": "p0.jpg"},
+            "image_path": "imgs/0.jpg",
+            "caption1": "a man in red",
+            "caption2": "red top",
+        },
+        {
+            "image": {"bytes": None, "path": "p1.jpg"},
+            "image_path": "imgs/1.jpg",
+            "caption1": "no bytes",
+            "caption2": "at all",
+        },
         {"image": None, "image_path": "imgs/2.jpg", "caption1": "null image", "caption2": "struct"},
         {"image": {"bytes": jpeg, "path": "p3.jpg"}, "image_path": "imgs/3.jpg", "caption1": "", "caption2": None},
-        {"image": {"bytes": jpeg, "path": "p4.jpg"}, "image_path": None, "caption1": " ", "caption2": "only the second"},
+        {
+            "image": {"bytes": jpeg, "path": "p4.jpg"},
+            "image_path": None,
+            "caption1": " ",
+            "caption2": "only the second",
+        },
     ]
     _write_webperson(tmp_path / "web" / "train-00000.parquet", rows)
-    _write_webperson(tmp_path / "web" / "train-00001.parquet", [{"image": {"bytes": jpeg, "path": None}, "caption1": "x", "caption2": "y"}])
+    _write_webperson(
+        tmp_path / "web" / "train-00001.parquet",
+        [{"image": {"bytes": jpeg, "path": None}, "caption1": "x", "caption2": "y"}],
+    )
     return tmp_path / "web"
 
 
@@ -258,10 +313,18 @@ def test_webperson_streams_good_rows_and_counts_the_rest(webperson_dir):
     image_bytes, captions, key = samples[0]
     assert Image.open(io.BytesIO(image_bytes)).size == (8, 16)
     assert (tally.shards, tally.samples, tally.captions) == (2, 3, 5)
-    assert dict(tally.skipped) == {"rows without image bytes": 2, "rows without captions": 1, "empty captions dropped": 1}
+    assert dict(tally.skipped) == {
+        "rows without image bytes": 2,
+        "rows without captions": 1,
+        "empty captions dropped": 1,
+    }
 
     counted = count_webperson(webperson_dir)
-    assert (counted.samples, counted.captions, dict(counted.skipped)) == (tally.samples, tally.captions, dict(tally.skipped))
+    assert (counted.samples, counted.captions, dict(counted.skipped)) == (
+        tally.samples,
+        tally.captions,
+        dict(tally.skipped),
+    )
 
 
 def test_webperson_accepts_a_file_or_a_list_and_survives_a_corrupt_shard(webperson_dir):
@@ -276,7 +339,9 @@ def test_webperson_accepts_a_file_or_a_list_and_survives_a_corrupt_shard(webpers
 
 def test_webperson_without_its_columns_is_an_error(tmp_path):
     pq.write_table(pa.table({"url": ["http://x"], "text": ["a caption"]}), tmp_path / "coyo.parquet")
-    with pytest.raises(DataError, match=r"coyo\.parquet: not a WebPerson shard, missing column\(s\) image, caption1, caption2"):
+    with pytest.raises(
+        DataError, match=r"coyo\.parquet: not a WebPerson shard, missing column\(s\) image, caption1, caption2"
+    ):
         list(iter_webperson(tmp_path))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"no \.parquet files"):
@@ -348,7 +413,10 @@ def test_curated_streams_complete_samples_and_survives_truncation(curated_dir):
 
 def test_curated_shard_cut_between_members_is_truncated(tmp_path):
     jpeg = _jpeg()
-    _write_shard(tmp_path / "00000.tar", [("a", {"jpg": jpeg, "json": _meta(["ok"])}), ("b", {"jpg": jpeg, "json": _meta(["ok too"])})])
+    _write_shard(
+        tmp_path / "00000.tar",
+        [("a", {"jpg": jpeg, "json": _meta(["ok"])}), ("b", {"jpg": jpeg, "json": _meta(["ok too"])})],
+    )
     with tarfile.open(tmp_path / "00000.tar") as tar:
         cut = tar.getmember("b.jpg").offset  # right before b's header: tarfile alone would call this a clean end
     (tmp_path / "00000.tar").write_bytes((tmp_path / "00000.tar").read_bytes()[:cut])
@@ -365,7 +433,11 @@ def test_curated_missing_directory_is_an_error(tmp_path):
 
 @pytest.mark.parametrize(
     "name, expected",
-    [("000001.jpg", ("000001", "jpg")), ("./part/k.meta.JSON", ("part/k", "meta.json")), ("dir.v2/key.jpg", ("dir.v2/key", "jpg"))],
+    [
+        ("000001.jpg", ("000001", "jpg")),
+        ("./part/k.meta.JSON", ("part/k", "meta.json")),
+        ("dir.v2/key.jpg", ("dir.v2/key", "jpg")),
+    ],
 )
 def test_member_names_split_like_webdataset(name, expected):
     assert split_member_name(name) == expected
@@ -376,7 +448,10 @@ def test_member_names_split_like_webdataset(name, expected):
 
 def test_stats_of_pretraining_data_count_each_image_as_an_identity(webperson_dir, curated_dir):
     web = dataset_stats("webperson", webperson_dir)
-    assert web["splits"] == {"train": {"identities": 3, "images": 3, "captions": 5}} and web["total"] == web["splits"]["train"]
+    assert (
+        web["splits"] == {"train": {"identities": 3, "images": 3, "captions": 5}}
+        and web["total"] == web["splits"]["train"]
+    )
     assert web["problems"] == 4
     curated = dataset_stats("curated", curated_dir)
     assert curated["total"] == {"identities": 4, "images": 4, "captions": 7}
@@ -409,8 +484,15 @@ def test_format_stats_is_an_aligned_table():
 
 def test_webperson_skips_a_corrupt_row_group_and_reads_the_others(tmp_path):
     jpeg = _jpeg((10, 120, 200))
-    rows = [{"image": {"bytes": jpeg, "path": f"p{i}.jpg"}, "image_path": f"imgs/{i}.jpg", "caption1": f"caption {i}",
-             "caption2": "second"} for i in range(30)]
+    rows = [
+        {
+            "image": {"bytes": jpeg, "path": f"p{i}.jpg"},
+            "image_path": f"imgs/{i}.jpg",
+            "caption1": f"caption {i}",
+            "caption2": "second",
+        }
+        for i in range(30)
+    ]
     path = tmp_path / "web" / "train-00000.parquet"
     _write_webperson(path, rows, row_group_size=10)
     metadata = pq.ParquetFile(path).metadata

@@ -79,13 +79,17 @@ def test_a_constant_similarity_scores_the_worst_case():
     # 2 positives among 10 items, all tied: ranks 9 and 10
     gallery_ids = torch.tensor([5, 5, 0, 1, 2, 3, 4, 6, 7, 8])
     result = retrieval_metrics(torch.zeros(1, 10), torch.tensor([5]), gallery_ids)
-    assert result == pytest.approx({"R1": 0.0, "R5": 0.0, "R10": 100.0, "mAP": 100 * (1 / 9 + 2 / 10) / 2, "mINP": 20.0})
+    assert result == pytest.approx(
+        {"R1": 0.0, "R5": 0.0, "R10": 100.0, "mAP": 100 * (1 / 9 + 2 / 10) / 2, "mINP": 20.0}
+    )
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_matches_the_reference(case):
     similarity, query_ids, gallery_ids = random_case(*case)
-    assert_close(retrieval_metrics(similarity, query_ids, gallery_ids), reference_metrics(similarity, query_ids, gallery_ids))
+    assert_close(
+        retrieval_metrics(similarity, query_ids, gallery_ids), reference_metrics(similarity, query_ids, gallery_ids)
+    )
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
@@ -113,7 +117,10 @@ def test_float64_scores_and_other_ks():
     similarity = torch.randn(50, 80, generator=g, dtype=torch.float64)
     query_ids, gallery_ids = torch.randint(15, (50,), generator=g), torch.randint(15, (80,), generator=g)
     ks = (1, 2, 3, 100)
-    assert_close(retrieval_metrics(similarity, query_ids, gallery_ids, ks=ks), reference_metrics(similarity, query_ids, gallery_ids, ks))
+    assert_close(
+        retrieval_metrics(similarity, query_ids, gallery_ids, ks=ks),
+        reference_metrics(similarity, query_ids, gallery_ids, ks),
+    )
 
 
 def test_from_features_equals_the_matrix():
@@ -123,7 +130,10 @@ def test_from_features_equals_the_matrix():
     similarity = F.normalize(queries, dim=1) @ F.normalize(gallery, dim=1).T
     expected = retrieval_metrics(similarity, query_ids, gallery_ids)
     assert_close(retrieval_metrics_from_features(queries, gallery, query_ids, gallery_ids, chunk=5), expected)
-    assert_close(retrieval_metrics_from_features(queries.numpy(), gallery.numpy(), query_ids.numpy(), gallery_ids.numpy()), expected)
+    assert_close(
+        retrieval_metrics_from_features(queries.numpy(), gallery.numpy(), query_ids.numpy(), gallery_ids.numpy()),
+        expected,
+    )
 
 
 def test_cpu_and_device_counting_agree():
@@ -157,4 +167,8 @@ def test_cuda_matches_cpu():
     assert_close(retrieval_metrics(similarity.cuda().half(), query_ids, gallery_ids), expected)
     queries, gallery = torch.randn(60, 8), torch.randn(90, 8)
     ids_q, ids_g = torch.randint(10, (60,)), torch.randint(10, (90,))
-    assert_close(retrieval_metrics_from_features(queries.cuda(), gallery.cuda(), ids_q, ids_g), retrieval_metrics_from_features(queries, gallery, ids_q, ids_g), 1e-6)
+    assert_close(
+        retrieval_metrics_from_features(queries.cuda(), gallery.cuda(), ids_q, ids_g),
+        retrieval_metrics_from_features(queries, gallery, ids_q, ids_g),
+        1e-6,
+    )

@@ -15,7 +15,9 @@ def test_prefect_yaml_schedules_the_pipeline_weekly_with_valid_parameters():
     (deployment,) = spec["deployments"]
     params = load_params(REPO / deployment["parameters"]["params_file"], deployment["parameters"]["overrides"])
     (schedule,) = deployment["schedules"]
-    assert schedule["cron"] == params.orchestration.schedule_cron and schedule["timezone"] == params.orchestration.timezone
+    assert (
+        schedule["cron"] == params.orchestration.schedule_cron and schedule["timezone"] == params.orchestration.timezone
+    )
     assert schedule["active"] is True
     module, name = deployment["entrypoint"].split(":")
     flow = getattr(importlib.import_module(module.removesuffix(".py").replace("/", ".")), name)

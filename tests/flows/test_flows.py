@@ -16,7 +16,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -26,7 +30,14 @@ def project(tmp_path, monkeypatch):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     params = load_params(tmp_path / "params.yaml")
-    write_web_shards(tmp_path / "work" / "web", 80, 7, params.synth.model_copy(update={"shard_size": 20}), params.curation.filter, progress=False)
+    write_web_shards(
+        tmp_path / "work" / "web",
+        80,
+        7,
+        params.synth.model_copy(update={"shard_size": 20}),
+        params.curation.filter,
+        progress=False,
+    )
     return tmp_path
 
 

@@ -9,9 +9,15 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = [
-    "pipeline.web_scenes=60", "pipeline.benchmark_identities=12", "synth.shard_size=30",
-    "train.epochs=1", "train.batch_size=16", "finetune.epochs=1", "finetune.batch_size=16", "train.num_workers=0",
-]  # fmt: skip
+    "pipeline.web_scenes=60",
+    "pipeline.benchmark_identities=12",
+    "synth.shard_size=30",
+    "train.epochs=1",
+    "train.batch_size=16",
+    "finetune.epochs=1",
+    "finetune.batch_size=16",
+    "train.num_workers=0",
+]
 
 
 @pytest.fixture

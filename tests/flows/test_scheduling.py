@@ -41,7 +41,9 @@ def free_port() -> int:
 
 def start(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
     """Start ``command`` in its own process group (so it and its children can be stopped together)."""
-    return subprocess.Popen(command, env=env, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -74,15 +76,26 @@ def prefect_server(tmp_path_factory) -> Iterator[tuple[str, dict[str, str], Path
     tmp_path = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
-           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2", "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-           "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_CLI_PROMPT": "false",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_CLI_PROMPT": "false",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+    }
     for key in ("PREFECT_API_KEY", "PREFECT_PROFILE"):
         env.pop(key, None)
     log = tmp_path / "server.log"
-    server = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path, log)
+    server = start(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path, log
+    )
     try:
         wait_for("the Prefect server", lambda: healthy(api), 120, [log])
         yield api, env, log
@@ -149,7 +162,9 @@ def test_served_deployment_is_scheduled_by_the_server_and_its_run_starts(prefect
     work = project_copy(tmp_path / "repo")
     sets = [arg for value in [EVERY_MINUTE, *CHEAP, URL_SET] for arg in ("--set", value)]
     log = tmp_path / "deploy.log"
-    served = start([str(BIN / "gadms"), "deploy", "--params", "params.yaml", "--name", "every-minute", *sets], env, work, log)
+    served = start(
+        [str(BIN / "gadms"), "deploy", "--params", "params.yaml", "--name", "every-minute", *sets], env, work, log
+    )
     try:
         run = wait_until_started(api, "every-minute", [log, server_log])
         hidden = URL_SET.replace(KEY, "[REDACTED:GADMS_SET_SECRET_1]")
@@ -175,7 +190,9 @@ def test_prefect_yaml_deployment_is_scheduled_and_a_process_worker_runs_it(prefe
     pool = deployment["work_pool"]["name"]
     for command in (["work-pool", "create", pool, "--type", "process"], ["deploy", "--all"]):
         done = subprocess.run([prefect, *command], env=env, cwd=work, capture_output=True, text=True, timeout=180)
-        assert done.returncode == 0, f"prefect {' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        assert done.returncode == 0, (
+            f"prefect {' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        )
     log = tmp_path / "worker.log"
     worker = start([prefect, "worker", "start", "--pool", pool], env, tmp_path, log)
     try:

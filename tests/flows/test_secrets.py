@@ -25,8 +25,12 @@ def test_pipeline_flow_runs_store_the_overrides_with_the_credential_redacted(tmp
     with pytest.raises(DataError, match="empty-web"):  # nothing to curate: the run ends at its first stage
         run_pipeline("params.yaml", ["pipeline.synthesize=false", "paths.web_dir=empty-web", URL_SET])
     with get_client(sync_client=True) as client:
-        runs = [r for r in client.read_flow_runs() if r.parameters.get("params_file") == "params.yaml"
-                and any("empty-web" in o for o in r.parameters.get("overrides", []))]
+        runs = [
+            r
+            for r in client.read_flow_runs()
+            if r.parameters.get("params_file") == "params.yaml"
+            and any("empty-web" in o for o in r.parameters.get("overrides", []))
+        ]
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id for r in runs])))
     assert {r.flow_id for r in runs} and len(runs) == 2  # the pipeline and its curate subflow
     for run in runs:

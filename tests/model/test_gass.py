@@ -4,7 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gadms.model.gass import GassScorer, cosine_token_scores, minmax, multiscale_pool, random_token_scores, valid_token_mask
+from gadms.model.gass import (
+    GassScorer,
+    cosine_token_scores,
+    minmax,
+    multiscale_pool,
+    random_token_scores,
+    valid_token_mask,
+)
 from gadms.model.text_tower import encode_text
 
 
@@ -68,7 +75,9 @@ def test_one_pass_and_per_layer_scores_agree(tiny_model, batch):
     images, tokens = batch
     feats = tiny_model.encode_image(images)[0]
     scorer = GassScorer()
-    torch.testing.assert_close(scorer(tiny_model.clip, tokens, feats), scorer(tiny_model.clip, tokens, feats, one_pass=False))
+    torch.testing.assert_close(
+        scorer(tiny_model.clip, tokens, feats), scorer(tiny_model.clip, tokens, feats, one_pass=False)
+    )
 
 
 def test_scores_follow_the_formula_for_a_single_layer(tiny_model, batch):

@@ -155,16 +155,22 @@ def test_gadms_step_total_and_switches(tiny_model, batch):
     valid = out.scores > -1
     assert not (out.noise_mask & ~valid).any()
     loss_cfg = LossConfig(mtp={"enabled": False}, itc={"enabled": True, "weight": 0.5}, tic={"enabled": True})
-    out = TrainingStep(cfg, loss_cfg, seed=0)(tiny_model, images, tokens, identities=torch.tensor([0, 1, 2, 3]), partner_tokens=tokens.flip(0))
+    out = TrainingStep(cfg, loss_cfg, seed=0)(
+        tiny_model, images, tokens, identities=torch.tensor([0, 1, 2, 3]), partner_tokens=tokens.flip(0)
+    )
     assert set(out.losses) == {"sdm_loss", "itc_loss", "tic_loss"}
     with pytest.raises(ValueError, match="every loss term is disabled"):
-        TrainingStep(cfg, LossConfig(sdm={"enabled": False}, mtp={"enabled": False}, itc={"enabled": False}))(tiny_model, images, tokens)
+        TrainingStep(cfg, LossConfig(sdm={"enabled": False}, mtp={"enabled": False}, itc={"enabled": False}))(
+            tiny_model, images, tokens
+        )
 
 
 def test_identity_loss_needs_a_classifier(batch):
     model = PersonRetrievalModel(Architecture(num_identities=7))
     images, tokens = batch
-    out = TrainingStep(ModelConfig(), LossConfig(id={"enabled": True}), mode="irra")(model, images, tokens, identities=torch.tensor([0, 3, 6, 3]))
+    out = TrainingStep(ModelConfig(), LossConfig(id={"enabled": True}), mode="irra")(
+        model, images, tokens, identities=torch.tensor([0, 3, 6, 3])
+    )
     assert "id_loss" in out.losses and out.losses["id_loss"].item() > 0
 
 

@@ -2,9 +2,9 @@
 and a pickle that would run code is refused without running it."""
 
 import json
-import re
 import os
 import pickle
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -60,31 +60,60 @@ def _files(tmp_path: Path, model) -> dict[str, tuple[Path, str]]:
 
     put("empty.safetensors", b"", r"model file is empty \(0 bytes\)")
     put("cut.safetensors", good[: len(good) // 2], "not a readable safetensors file, truncated or corrupt")
-    put("nometa.safetensors", None, r"not a gadms model file \(no architecture metadata\)",
-        lambda p: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(p)))
+    put(
+        "nometa.safetensors",
+        None,
+        r"not a gadms model file \(no architecture metadata\)",
+        lambda p: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(p)),
+    )
+
     def meta(text: str):
         return lambda p: save_file({"x": torch.zeros(1)}, str(p), metadata={"gadms_architecture": text})
 
     put("wings.safetensors", None, r"unknown architecture field\(s\) 'wings'", meta('{"backbone": "tiny", "wings": 2}'))
-    put("huge.safetensors", None, r"architecture field 'image_height' must be a count up to 8192, got '1000000000'",
-        meta('{"image_height": 1000000000}'))
+    put(
+        "huge.safetensors",
+        None,
+        r"architecture field 'image_height' must be a count up to 8192, got '1000000000'",
+        meta('{"image_height": 1000000000}'),
+    )
     put("notjson.safetensors", None, "architecture metadata is not a JSON object", meta("{oops"))
     put("mismatch.safetensors", None, r"weights do not fit its architecture \(\d+ missing", meta("{}"))
     torch.save(_checkpoint(model), tmp_path / "ok.pt")
     whole = (tmp_path / "ok.pt").read_bytes()
     put("checkpoint_cut.pt", whole[: len(whole) // 2], "not a readable PyTorch file, truncated or corrupt")
-    put("noarch.pt", None, "not a gadms training checkpoint: missing 'architecture'",
-        lambda p: torch.save(_checkpoint(model, architecture=None), p))
-    put("plain.pt", None, "not a gadms training checkpoint: missing 'architecture', 'model'",
-        lambda p: torch.save(model.state_dict(), p))
-    put("unknown_backbone.pt", None, r"unknown backbone 'huge' \(known: ViT-B-16, tiny\)",
-        lambda p: torch.save(_checkpoint(model, architecture='{"backbone": "huge"}'), p))
+    put(
+        "noarch.pt",
+        None,
+        "not a gadms training checkpoint: missing 'architecture'",
+        lambda p: torch.save(_checkpoint(model, architecture=None), p),
+    )
+    put(
+        "plain.pt",
+        None,
+        "not a gadms training checkpoint: missing 'architecture', 'model'",
+        lambda p: torch.save(model.state_dict(), p),
+    )
+    put(
+        "unknown_backbone.pt",
+        None,
+        r"unknown backbone 'huge' \(known: ViT-B-16, tiny\)",
+        lambda p: torch.save(_checkpoint(model, architecture='{"backbone": "huge"}'), p),
+    )
     put("list.pt", None, "not a gadms training checkpoint: it holds a list", lambda p: torch.save([1, 2], p))
     marker = tmp_path / "code_ran"
-    put("evil.pt", None, r"refused: loading it would run code \(it calls (builtins|io)\.open\)",
-        lambda p: torch.save({"model": _WouldRunCode(marker)}, p))
-    put("evil_plain.pt", None, r"refused: loading it would run code \(it calls (builtins|io)\.open\)",
-        lambda p: p.write_bytes(pickle.dumps({"model": _WouldRunCode(marker)}, protocol=4)))
+    put(
+        "evil.pt",
+        None,
+        r"refused: loading it would run code \(it calls (builtins|io)\.open\)",
+        lambda p: torch.save({"model": _WouldRunCode(marker)}, p),
+    )
+    put(
+        "evil_plain.pt",
+        None,
+        r"refused: loading it would run code \(it calls (builtins|io)\.open\)",
+        lambda p: p.write_bytes(pickle.dumps({"model": _WouldRunCode(marker)}, protocol=4)),
+    )
     return out
 
 
@@ -104,8 +133,20 @@ def test_evaluate_reports_broken_model_files_in_one_line(tmp_path, model):
     files = _files(tmp_path, model)
     for name in ("cut.safetensors", "evil.pt", "checkpoint_cut.pt", "noarch.pt", "unknown_backbone.pt"):
         path, _ = files[name]
-        result = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(path), "--benchmark", "cuhk-pedes",
-                                          "--root", str(tmp_path), "--device", "cpu"])  # fmt: skip
+        result = CliRunner().invoke(
+            app,
+            [
+                "evaluate",
+                "--checkpoint",
+                str(path),
+                "--benchmark",
+                "cuhk-pedes",
+                "--root",
+                str(tmp_path),
+                "--device",
+                "cpu",
+            ],
+        )
         lines = result.output.strip().splitlines()
         assert result.exit_code == 2 and len(lines) == 1, (name, result.output)
         assert lines[0].startswith(f"error: {path}: "), (name, lines[0])
@@ -131,9 +172,25 @@ def test_resume_from_a_truncated_checkpoint_is_one_line_and_keeps_the_file(tmp_p
     checkpoint.write_bytes(checkpoint.read_bytes()[:5000])
     before = checkpoint.read_bytes()
 
-    result = CliRunner().invoke(app, ["train", "pretrain", "--data", str(tmp_path / "bench"), "--format", "cuhk-pedes",
-                                      "--out", str(out), "--resume", "--no-track", "--device", "cpu",
-                                      "--set", "train.num_workers=0"])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "pretrain",
+            "--data",
+            str(tmp_path / "bench"),
+            "--format",
+            "cuhk-pedes",
+            "--out",
+            str(out),
+            "--resume",
+            "--no-track",
+            "--device",
+            "cpu",
+            "--set",
+            "train.num_workers=0",
+        ],
+    )
 
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2, result.output

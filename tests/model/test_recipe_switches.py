@@ -121,8 +121,10 @@ def test_score_memory_round_trips_through_its_state():
     copy.load_state_dict(memory.state_dict())
     # caption 4: epoch 0's scores (epoch 1's are not readable in epoch 1); caption 11: nothing stored
     for m in (memory, copy):
-        torch.testing.assert_close(m.lookup(torch.tensor([2, 4, 11]), tokens[[1, 0, 0]]),
-                                   torch.tensor([[0, 0.75, 0, 0], [0, 0.25, 1.0, 0], [0, 0.5, 0.5, 0]]))  # fmt: skip
+        torch.testing.assert_close(
+            m.lookup(torch.tensor([2, 4, 11]), tokens[[1, 0, 0]]),
+            torch.tensor([[0, 0.75, 0, 0], [0, 0.25, 1.0, 0], [0, 0.5, 0.5, 0]]),
+        )
 
 
 def test_irra_encoder_sees_projected_tokens_with_cls_and_has_no_residual(batch):

@@ -18,7 +18,11 @@ from gadms.search.query import run_queries
 from gadms.search.ranking import exact_top_k
 from gadms.search.sources import benchmark_gallery, folder_gallery
 
-QUERIES = ["a woman in a red coat and black trousers", "a man with short hair in a blue t-shirt", "a person carrying a bag"]
+QUERIES = [
+    "a woman in a red coat and black trousers",
+    "a man with short hair in a blue t-shirt",
+    "a person carrying a bag",
+]
 PARAMS = params_from_dict({})
 
 
@@ -38,7 +42,9 @@ def test_ranking_equals_brute_force_cosine_ranking(tmp_path, searcher, bench_roo
     # reference: encode every image and query straight through the model, cosine via normalise + matmul
     model, arch = searcher.model, searcher.model.arch
     paths = load_benchmark("cuhk-pedes", bench_root, "test").images
-    images = torch.stack([ImageDataset(paths, image_transform(arch.image_height, arch.image_width))[i][0] for i in range(len(paths))])
+    images = torch.stack(
+        [ImageDataset(paths, image_transform(arch.image_height, arch.image_width))[i][0] for i in range(len(paths))]
+    )
     with torch.no_grad():
         gallery = F.normalize(model.encode_image(images)[0], dim=-1)
         texts = F.normalize(model.encode_text(tokenizer(arch.context_length)(QUERIES)), dim=-1)

@@ -23,7 +23,9 @@ def _invoke(*args):
 @pytest.fixture(scope="module")
 def index_dir(tmp_path_factory, model_file, bench_root):
     out = tmp_path_factory.mktemp("cli") / "index"
-    result = _invoke("index", "--model", model_file, "--out", out, "--benchmark", "cuhk-pedes", "--root", bench_root, "--quiet")
+    result = _invoke(
+        "index", "--model", model_file, "--out", out, "--benchmark", "cuhk-pedes", "--root", bench_root, "--quiet"
+    )
     assert result.exit_code == 0, result.output
     assert "16 found = 0 already indexed + 16 added + 0 skipped" in result.output
     return out
@@ -67,7 +69,9 @@ def test_search_errors_are_one_line(index_dir, tmp_path, other_model_file):
     for args, message in cases:
         result = _invoke(*args)
         assert result.exit_code == 2, args
-        assert result.stderr.startswith("error: ") and message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+        assert (
+            result.stderr.startswith("error: ") and message in result.stderr and len(result.stderr.splitlines()) == 1
+        ), result.stderr
 
 
 def test_a_registry_alias_is_pinned_and_its_weights_identify_the_model(tmp_path, model_file, image_dir):
@@ -75,7 +79,9 @@ def test_a_registry_alias_is_pinned_and_its_weights_identify_the_model(tmp_path,
     from gadms.tracking.pyfunc import log_retrieval_model
     from gadms.tracking.store import ensure_experiment, using_store
 
-    params = params_from_dict({"paths": {"mlruns_dir": str(tmp_path / "mlruns")}, "tracking": {"registered_model": "people"}})
+    params = params_from_dict(
+        {"paths": {"mlruns_dir": str(tmp_path / "mlruns")}, "tracking": {"registered_model": "people"}}
+    )
     with using_store(params) as uri:
         mlflow.set_experiment(experiment_id=ensure_experiment("search", uri))
         with mlflow.start_run():
@@ -84,7 +90,9 @@ def test_a_registry_alias_is_pinned_and_its_weights_identify_the_model(tmp_path,
     params_file = tmp_path / "params.yaml"
     params_file.write_text(f"paths:\n  mlruns_dir: {tmp_path / 'mlruns'}\ntracking:\n  registered_model: people\n")
     out = tmp_path / "index"
-    result = _invoke("index", "--out", out, "--images", image_dir, "--quiet", "--params", params_file)  # default: the champion
+    result = _invoke(
+        "index", "--out", out, "--images", image_dir, "--quiet", "--params", params_file
+    )  # default: the champion
     assert result.exit_code == 0, result.output
     meta = read_meta(out)
     assert meta.model.label == "people v1" and meta.model.source == "models:/people/1"

@@ -29,11 +29,18 @@ def _free_port() -> int:
 def server(tmp_path_factory, model_file, image_dir):
     """`gadms serve INDEX` in a subprocess; yields its base URL, stopped after the module."""
     out = tmp_path_factory.mktemp("serve") / "index"
-    build_index(out, folder_gallery(image_dir), load_search_model(str(model_file), params_from_dict({}), "cpu"), progress=False)
+    build_index(
+        out, folder_gallery(image_dir), load_search_model(str(model_file), params_from_dict({}), "cpu"), progress=False
+    )
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "gadms", "serve", str(out), "--port", str(port), "--top-k", "6", "--device", "cpu"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gadms", "serve", str(out), "--port", str(port), "--top-k", "6", "--device", "cpu"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -76,8 +83,10 @@ def test_typing_a_query_in_a_browser_shows_the_ranked_images(server, tmp_path):
         assert "model" in page.inner_text("#model") and page.inner_text("#count") == "90 images"
         page.fill("#q", "a woman in a red coat")
         page.press("#q", "Enter")
-        page.wait_for_function("document.querySelectorAll('img.result').length == 6 && "
-                               "[...document.querySelectorAll('img.result')].every(i => i.complete && i.naturalWidth > 0)")  # fmt: skip
+        page.wait_for_function(
+            "document.querySelectorAll('img.result').length == 6 && "
+            "[...document.querySelectorAll('img.result')].every(i => i.complete && i.naturalWidth > 0)"
+        )
         captions = page.locator("figcaption").all_inner_texts()
         assert [c.split()[0] for c in captions] == [f"#{i}" for i in range(1, 7)]
         scores = [float(c.split()[1]) for c in captions]

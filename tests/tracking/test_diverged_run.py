@@ -17,8 +17,9 @@ def test_diverged_finetune_is_failed_and_never_registered(new_params, bench_root
     params = new_params(**FAST, finetune={"epochs": 1, "batch_size": 4, "lr": 1e30})
     client = MlflowClient(tracking_uri(params))
     with pytest.raises(TrainingDiverged, match=r"^training diverged at epoch 1, batch \d+ \(step \d+\): \w+ is nan"):
-        track_finetune_and_evaluate(params, "cuhk-pedes", bench_root, None, tmp_path / "fine", "md5:bench",
-                                    device="cpu")  # fmt: skip
+        track_finetune_and_evaluate(
+            params, "cuhk-pedes", bench_root, None, tmp_path / "fine", "md5:bench", device="cpu"
+        )
     assert not (tmp_path / "fine" / FINAL_MODEL).exists()
     assert client.search_model_versions(f"name = '{params.tracking.registered_model}'") == []
     experiment = client.get_experiment_by_name(params.tracking.experiment)

@@ -17,7 +17,9 @@ def _frame_colours(figure):
 
 def test_figure_frames_correct_images_green_and_wrong_ones_red(bench_root):
     split = load_benchmark("cuhk-pedes", bench_root, "test")
-    images = [split.images[0], split.images[1].read_bytes(), np.full((128, 64, 3), 200, np.uint8)] * 3 + [split.images[2]]
+    images = [split.images[0], split.images[1].read_bytes(), np.full((128, 64, 3), 200, np.uint8)] * 3 + [
+        split.images[2]
+    ]
     correct = [True, False, False, True, False, False, False, False, True, False]
     figure = retrieval_examples_figure("a man in a red shirt", images, correct, "direct, cuhk-pedes")
     assert len(figure.axes) == 10
@@ -59,4 +61,6 @@ def test_metrics_match_evaluate_split_and_examples_are_ranked(bench_root, tiny_m
     assert [e.query_index for e in result.examples] == example_query_indices(len(split.captions), 3)
     for example in result.examples:
         assert len(example.images) == min(10, len(split.images))
-        assert example.correct == [split.image_ids[g] == split.caption_ids[example.query_index] for g in example.gallery_indices]
+        assert example.correct == [
+            split.image_ids[g] == split.caption_ids[example.query_index] for g in example.gallery_indices
+        ]

@@ -14,7 +14,10 @@ from gadms.tracking.registry import register_and_maybe_promote
 from gadms.tracking.runs import tracked_run
 from gadms.tracking.store import using_store
 
-CAPTIONS = ["A man in a red t-shirt and blue jeans.", "A woman with long black hair in a green coat carrying a yellow bag."]
+CAPTIONS = [
+    "A man in a red t-shirt and blue jeans.",
+    "A woman with long black hair in a green coat carrying a yellow bag.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +29,10 @@ def champion(new_params, tiny_model):
     result = register_and_maybe_promote(run.run_id, "model", params, "cuhk-pedes", 12.5)
     with using_store(params):
         # CPU like the in-process reference (on a GPU, TF32 convolutions would differ by ~1e-3)
-        loaded = mlflow.pyfunc.load_model(f"models:/{params.tracking.registered_model}@{params.tracking.champion_alias}", model_config={"device": "cpu"})
+        loaded = mlflow.pyfunc.load_model(
+            f"models:/{params.tracking.registered_model}@{params.tracking.champion_alias}",
+            model_config={"device": "cpu"},
+        )
     return params, loaded, info, result
 
 
@@ -56,7 +62,9 @@ def test_signature_and_input_example_are_logged(champion):
     assert inputs == {"text": "string", "image": "binary"}
     assert info.signature.outputs.inputs[0].shape == (-1, 64)
     with using_store(params):
-        example = mlflow.models.Model.load(info.model_uri).load_input_example(mlflow.artifacts.download_artifacts(info.model_uri))
+        example = mlflow.models.Model.load(info.model_uri).load_input_example(
+            mlflow.artifacts.download_artifacts(info.model_uri)
+        )
     assert list(example.columns) == ["text"]
 
 

@@ -49,12 +49,22 @@ def test_mlflow_models_serve_answers_invocations(new_params, tiny_model, bench_r
     register_and_maybe_promote(run.run_id, "model", params, "cuhk-pedes", 10.0)
     port = _free_port()
     bin_dir = str(Path(sys.executable).parent)  # mlflow starts `uvicorn` from PATH
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(params), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}  # fmt: skip
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri(params),
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     uri = f"models:/{params.tracking.registered_model}@{params.tracking.champion_alias}"
     mlflow_cli = shutil.which("mlflow", path=bin_dir) or "mlflow"
-    proc = subprocess.Popen([mlflow_cli, "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [mlflow_cli, "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -70,14 +80,24 @@ def test_mlflow_models_serve_answers_invocations(new_params, tiny_model, bench_r
             time.sleep(0.3)
         path = load_benchmark("cuhk-pedes", bench_root, "test").images[0]
         image = base64.b64encode(path.read_bytes()).decode()
-        text = httpx.post(base + "/invocations", json={"dataframe_split": {"columns": ["text"], "data": [[c] for c in CAPTIONS]}}, timeout=30)
-        images = httpx.post(base + "/invocations", json={"dataframe_split": {"columns": ["image"], "data": [[image]]}}, timeout=30)
-        both = httpx.post(base + "/invocations", json={"dataframe_records": [{"image": image, "text": "x"}]}, timeout=30)
+        text = httpx.post(
+            base + "/invocations",
+            json={"dataframe_split": {"columns": ["text"], "data": [[c] for c in CAPTIONS]}},
+            timeout=30,
+        )
+        images = httpx.post(
+            base + "/invocations", json={"dataframe_split": {"columns": ["image"], "data": [[image]]}}, timeout=30
+        )
+        both = httpx.post(
+            base + "/invocations", json={"dataframe_records": [{"image": image, "text": "x"}]}, timeout=30
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=15)
     assert text.status_code == 200 and images.status_code == 200, (text.text, images.text)
     want_text = encode_texts(tiny_model, CAPTIONS).numpy()
     np.testing.assert_allclose(np.array(text.json()["predictions"]), want_text, atol=1e-5)
-    np.testing.assert_allclose(np.array(images.json()["predictions"]), encode_images(tiny_model, [path]).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        np.array(images.json()["predictions"]), encode_images(tiny_model, [path]).numpy(), atol=1e-5
+    )
     assert both.status_code >= 400 and "exactly one" in both.text

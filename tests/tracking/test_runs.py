@@ -51,7 +51,9 @@ def test_provenance_tags_name_stage_data_hash_and_git_commit(params):
         pass
     run_info = _client(params).get_run(run.run_id)
     tags = run_info.data.tags
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert tags["stage"] == "finetune"
     assert tags["dvc.data_hash"] == "md5:0123abcd"
     assert tags["git.commit"] == head == tags["mlflow.source.git.commit"]
@@ -111,7 +113,15 @@ def test_figures_are_png_artifacts_and_texts_are_kept(params, tmp_path):
     figure = Figure()
     figure.add_subplot().plot([0, 1], [1, 0])
     summary = "# Caption quality gate\n\nwords per caption: 99.8% pass (mostly 0.99)\n"
-    log = EpochLog(0, {"sdm_loss": 1.0}, 1e-4, 1.0, 1.0, scores=torch.rand(3, 8), tokens=torch.tensor([[49406, 320, 786, 49407, 0, 0, 0, 0]] * 3))
+    log = EpochLog(
+        0,
+        {"sdm_loss": 1.0},
+        1e-4,
+        1.0,
+        1.0,
+        scores=torch.rand(3, 8),
+        tokens=torch.tensor([[49406, 320, 786, 49407, 0, 0, 0, 0]] * 3),
+    )
     with tracked_run(params, "artifacts", "pretrain", None) as run:
         run.log_figure(figure, "figures/curve.png")
         run.log_text(summary, "quality/gate_summary.md")
@@ -127,7 +137,9 @@ def test_api_keys_named_in_params_are_redacted_everywhere(new_params, monkeypatc
     llm_key, vlm_key = "sk-llm-0123456789", "vlm-secret-abcdef"
     monkeypatch.setenv("MY_LLM_KEY", llm_key)
     monkeypatch.setenv("GADMS_VLM_API_KEY", vlm_key)
-    params = new_params(curation={"templates": {"api_key_env": "MY_LLM_KEY", "llm_url": f"http://127.0.0.1:8000/v1?key={llm_key}"}})
+    params = new_params(
+        curation={"templates": {"api_key_env": "MY_LLM_KEY", "llm_url": f"http://127.0.0.1:8000/v1?key={llm_key}"}}
+    )
     with tracked_run(params, f"run {vlm_key}", "curate", None, tags={"error": f"401 for Bearer {vlm_key}"}) as run:
         run.log_text(f"captioning used {vlm_key} and {llm_key}", "notes.txt")
         run.set_tags({"later": llm_key})
@@ -137,7 +149,9 @@ def test_api_keys_named_in_params_are_redacted_everywhere(new_params, monkeypatc
     assert data.params["curation.templates.api_key_env"] == "MY_LLM_KEY"  # the name is fine, the value is not
     assert data.tags["error"] == f"401 for Bearer {REDACTED}" and data.tags["later"] == REDACTED
     assert _artifact_text(client, run.run_id, "notes.txt", tmp_path) == f"captioning used {REDACTED} and {REDACTED}"
-    everything = " ".join([*data.params.values(), *data.tags.values(), _artifact_text(client, run.run_id, "params.yaml", tmp_path)])
+    everything = " ".join(
+        [*data.params.values(), *data.tags.values(), _artifact_text(client, run.run_id, "params.yaml", tmp_path)]
+    )
     assert llm_key not in everything and vlm_key not in everything
 
 

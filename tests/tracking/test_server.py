@@ -77,5 +77,7 @@ def test_run_and_registered_version_go_through_the_server(server, monkeypatch, t
         assert logged.data.tags["dvc.data_hash"] == "md5:feed"
         champion = client.get_model_version_by_alias(params.tracking.registered_model, params.tracking.champion_alias)
         assert int(champion.version) == 1 and champion.tags["R1"].startswith("33.0")
-    with urllib.request.urlopen(f"{url}/get-artifact?path=quality/gate_summary.md&run_uuid={run.run_id}", timeout=10) as response:
+    with urllib.request.urlopen(
+        f"{url}/get-artifact?path=quality/gate_summary.md&run_uuid={run.run_id}", timeout=10
+    ) as response:
         assert response.read() == b"gate passed"

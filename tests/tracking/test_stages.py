@@ -32,7 +32,10 @@ def _write_curated(bench_root: Path, out: Path) -> Path:
     with tarfile.open(out / "00000.tar", "w") as shard:
         for i, image in enumerate(split.images):
             captions = [c for c, k in zip(split.captions, split.caption_image) if k == i]
-            for name, data in ((f"{i:06d}.jpg", image.read_bytes()), (f"{i:06d}.json", json.dumps({"captions": captions}).encode())):
+            for name, data in (
+                (f"{i:06d}.jpg", image.read_bytes()),
+                (f"{i:06d}.json", json.dumps({"captions": captions}).encode()),
+            ):
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 shard.addfile(info, io.BytesIO(data))
@@ -52,14 +55,33 @@ def test_pretrain_then_finetune_log_everything_and_promote(new_params, bench_roo
     client = MlflowClient(tracking_uri(params))
     corpus = _write_curated(bench_root, tmp_path / "curated")
     with tracked_run(params, "pipeline", "pipeline", "md5:corpus") as pipeline:
-        pre = track_pretrain(params, corpus, tmp_path / "pre", "md5:corpus", device="cpu", parent_run_id=pipeline.run_id,
-                             gate_summary="all checks passed")  # fmt: skip
-        fine = track_finetune_and_evaluate(params, "cuhk-pedes", bench_root, pre.model_path, tmp_path / "fine", "md5:bench",
-                                           device="cpu", parent_run_id=pipeline.run_id)  # fmt: skip
+        pre = track_pretrain(
+            params,
+            corpus,
+            tmp_path / "pre",
+            "md5:corpus",
+            device="cpu",
+            parent_run_id=pipeline.run_id,
+            gate_summary="all checks passed",
+        )
+        fine = track_finetune_and_evaluate(
+            params,
+            "cuhk-pedes",
+            bench_root,
+            pre.model_path,
+            tmp_path / "fine",
+            "md5:bench",
+            device="cpu",
+            parent_run_id=pipeline.run_id,
+        )
 
     run = client.get_run(pre.run_id)
     assert run.data.tags["mlflow.parentRunId"] == pipeline.run_id
-    assert (run.data.tags["stage"], run.data.tags["corpus.format"], run.data.tags["dvc.data_hash"]) == ("pretrain", "curated", "md5:corpus")
+    assert (run.data.tags["stage"], run.data.tags["corpus.format"], run.data.tags["dvc.data_hash"]) == (
+        "pretrain",
+        "curated",
+        "md5:corpus",
+    )
     assert run.data.tags["direct_transfer.benchmarks"] == "cuhk-pedes"
     assert [m.step for m in client.get_metric_history(pre.run_id, "train/sdm_loss")] == [1]
     test_split = load_benchmark("cuhk-pedes", bench_root, "test")
@@ -72,11 +94,19 @@ def test_pretrain_then_finetune_log_everything_and_promote(new_params, bench_roo
 
     run = client.get_run(fine.run_id)
     assert run.data.tags["mlflow.parentRunId"] == pipeline.run_id
-    assert (run.data.tags["stage"], run.data.tags["benchmark"], run.data.tags["init"]) == ("finetune", "cuhk-pedes", str(pre.model_path))
+    assert (run.data.tags["stage"], run.data.tags["benchmark"], run.data.tags["init"]) == (
+        "finetune",
+        "cuhk-pedes",
+        str(pre.model_path),
+    )
     assert set(fine.metrics) == {f"cuhk-pedes/{m}" for m in METRICS}  # the same columns as the direct run
-    assert run.data.metrics["cuhk-pedes/R1"] == fine.metrics["cuhk-pedes/R1"] and run.data.tags["setting"] == "finetuned"
+    assert (
+        run.data.metrics["cuhk-pedes/R1"] == fine.metrics["cuhk-pedes/R1"] and run.data.tags["setting"] == "finetuned"
+    )
     assert fine.promotion is not None and fine.promotion.promoted and fine.promotion.version == 1
     assert (run.data.tags["registry.version"], run.data.tags["registry.promoted"]) == ("1", "true")
     with using_store(params):
-        loaded = mlflow.pyfunc.load_model(f"models:/{params.tracking.registered_model}@{params.tracking.champion_alias}")
+        loaded = mlflow.pyfunc.load_model(
+            f"models:/{params.tracking.registered_model}@{params.tracking.champion_alias}"
+        )
     assert loaded.metadata.run_id == fine.run_id

@@ -23,13 +23,30 @@ def pairs(workdir: Path) -> list[Pair]:
     return [Pair(root / "imgs" / r["file_path"], c, i) for i, r in enumerate(records) for c in r["captions"]]
 
 
-def run_training(out: Path, world_batch: int, epochs: int, mode: str = "gadms", resume: bool = False, stop_after=None, workers: int = 0):
+def run_training(
+    out: Path,
+    world_batch: int,
+    epochs: int,
+    mode: str = "gadms",
+    resume: bool = False,
+    stop_after=None,
+    workers: int = 0,
+):
     torch.manual_seed(0)
     model = PersonRetrievalModel(Architecture.from_config(MODEL))
     dataset = PairDataset(pairs(out.parent), image_transform(128, 64, AugmentConfig()), tokenizer(32), seed=0)
-    settings = RunSettings(mode=mode, epochs=epochs, batch_size=world_batch, optimizer=OptimizerConfig(lr=1e-4, eps=1e-3), warmup_epochs=1,
-                           grad_clip=5.0, num_workers=workers)  # fmt: skip
+    settings = RunSettings(
+        mode=mode,
+        epochs=epochs,
+        batch_size=world_batch,
+        optimizer=OptimizerConfig(lr=1e-4, eps=1e-3),
+        warmup_epochs=1,
+        grad_clip=5.0,
+        num_workers=workers,
+    )
     # the paper's losses and Adam eps (a large eps keeps near-zero gradients from flipping updates)
-    trainer = Trainer(model, dataset, settings, MODEL, LossConfig(itc={"enabled": False}), out, device="cpu", progress=False)
+    trainer = Trainer(
+        model, dataset, settings, MODEL, LossConfig(itc={"enabled": False}), out, device="cpu", progress=False
+    )
     trainer.fit(resume=resume, stop_after=stop_after)
     return model

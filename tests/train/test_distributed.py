@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _common import MODEL, run_training
 
 from gadms.model.retrieval import Architecture, PersonRetrievalModel
@@ -18,7 +17,15 @@ WORKER = Path(__file__).with_name("_ddp_worker.py")
 def test_two_gloo_processes_match_one_process_with_the_global_batch(tmp_path):
     ddp_out = tmp_path / "ddp"
     ddp_out.mkdir()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER), str(ddp_out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(WORKER),
+        str(ddp_out),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0 = torch.load(ddp_out / "rank0.pt", weights_only=True)

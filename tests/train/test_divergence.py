@@ -23,8 +23,17 @@ def _trainer(tmp_path, grad_clip: float = 5.0, epochs: int = 2, on_epoch=None) -
     model = PersonRetrievalModel(Architecture.from_config(MODEL))
     dataset = PairDataset(pairs(tmp_path)[:24], image_transform(128, 64, AugmentConfig()), tokenizer(32), seed=0)
     settings = RunSettings("sdm", epochs, 8, OptimizerConfig(lr=1e-4), 0, grad_clip=grad_clip)
-    return Trainer(model, dataset, settings, MODEL, LossConfig(itc={"enabled": False}, mtp={"enabled": False}),
-                   tmp_path / "run", device="cpu", progress=False, on_epoch=on_epoch)  # fmt: skip
+    return Trainer(
+        model,
+        dataset,
+        settings,
+        MODEL,
+        LossConfig(itc={"enabled": False}, mtp={"enabled": False}),
+        tmp_path / "run",
+        device="cpu",
+        progress=False,
+        on_epoch=on_epoch,
+    )
 
 
 def test_overflow_in_a_later_epoch_stops_there_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -73,10 +82,26 @@ def test_a_model_with_non_finite_weights_is_never_written(tmp_path):
 def test_cli_huge_learning_rate_is_one_line_and_writes_no_model(tmp_path):
     write_benchmark(tmp_path / "bench", 6, 0, SynthConfig(), progress=False)
     out = tmp_path / "run"
-    sets = ["train.optimizer.lr=1e30", "train.batch_size=2", "train.epochs=1", "model.context_length=32",
-            "train.num_workers=0"]  # fmt: skip
-    args = ["train", "pretrain", "--data", str(tmp_path / "bench"), "--format", "cuhk-pedes", "--out", str(out),
-            "--no-track", "--device", "cpu"]  # fmt: skip
+    sets = [
+        "train.optimizer.lr=1e30",
+        "train.batch_size=2",
+        "train.epochs=1",
+        "model.context_length=32",
+        "train.num_workers=0",
+    ]
+    args = [
+        "train",
+        "pretrain",
+        "--data",
+        str(tmp_path / "bench"),
+        "--format",
+        "cuhk-pedes",
+        "--out",
+        str(out),
+        "--no-track",
+        "--device",
+        "cpu",
+    ]
     result = CliRunner().invoke(app, args + [arg for s in sets for arg in ("--set", s)])
     assert result.exit_code == 2, result.output
     last = result.output.strip().splitlines()[-1]

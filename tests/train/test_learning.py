@@ -1,4 +1,6 @@
-"""Proof of learning: pre-training the tiny model from scratch on synthetic captions beats chance on unseen identities."""
+"""Proof of learning: pre-training the tiny model from scratch on synthetic captions beats chance on unseen
+identities.
+"""
 
 import pytest
 
@@ -23,10 +25,17 @@ def test_pretraining_from_scratch_learns_retrieval(tmp_path):
     write_benchmark(tmp_path / "eval", 150, 2, SynthConfig(), progress=False)
     params = load_params(
         None,
-        ["model.context_length=32", "train.num_workers=0", "augment.pad_crop=false",
-         "augment.random_erasing=false", "augment.color_jitter=false"],
-    )  # fmt: skip
-    model, history = run_pretrain(params, tmp_path / "corpus", "cuhk-pedes", tmp_path / "run", device="cpu", progress=False)
+        [
+            "model.context_length=32",
+            "train.num_workers=0",
+            "augment.pad_crop=false",
+            "augment.random_erasing=false",
+            "augment.color_jitter=false",
+        ],
+    )
+    model, history = run_pretrain(
+        params, tmp_path / "corpus", "cuhk-pedes", tmp_path / "run", device="cpu", progress=False
+    )
     assert history[-1].losses["itc_loss"] < history[0].losses["itc_loss"]
     split = load_benchmark("cuhk-pedes", tmp_path / "eval", "test")
     metrics = evaluate_split(model, split)

@@ -16,8 +16,17 @@ MODEL = ModelConfig(context_length=32)
 NO_ITC = {"itc": {"enabled": False}}
 
 
-def _fit(out: Path, pairs, loss: LossConfig, model_cfg: ModelConfig = MODEL, epochs: int = 1, partners: bool = False,
-         resume: bool = False, stop_after=None, **settings):  # fmt: skip
+def _fit(
+    out: Path,
+    pairs,
+    loss: LossConfig,
+    model_cfg: ModelConfig = MODEL,
+    epochs: int = 1,
+    partners: bool = False,
+    resume: bool = False,
+    stop_after=None,
+    **settings,
+):
     """A tiny seeded run: returns the model, its trainer and the epoch logs."""
     torch.manual_seed(0)
     model = PersonRetrievalModel(Architecture.from_config(model_cfg))

@@ -1,7 +1,6 @@
 """A run killed after an epoch and resumed ends with exactly the weights of an uninterrupted run."""
 
 import torch
-
 from _common import run_training
 
 

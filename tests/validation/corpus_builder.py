@@ -17,17 +17,40 @@ import numpy as np
 
 from gadms.shards import ShardWriter, jpeg_bytes, json_bytes
 
-NOUNS = {"man": ("man", "gentleman", "guy", "young man", "male pedestrian"),
-         "woman": ("woman", "lady", "girl", "young woman", "female pedestrian")}
+NOUNS = {
+    "man": ("man", "gentleman", "guy", "young man", "male pedestrian"),
+    "woman": ("woman", "lady", "girl", "young woman", "female pedestrian"),
+}
 PRONOUNS = {"man": ("he", "his"), "woman": ("she", "her")}
-COLOURS = ("black", "white", "gray", "red", "blue", "green", "yellow", "navy", "beige", "brown", "pink",
-           "purple", "orange", "khaki", "maroon")
+COLOURS = (
+    "black",
+    "white",
+    "gray",
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "navy",
+    "beige",
+    "brown",
+    "pink",
+    "purple",
+    "orange",
+    "khaki",
+    "maroon",
+)
 TOPS = ("t-shirt", "shirt", "hoodie", "jacket", "sweater", "coat", "blouse", "cardigan", "vest", "windbreaker")
 BOTTOMS = ("jeans", "trousers", "shorts", "skirt", "pants", "leggings")
 SHOES = ("sneakers", "boots", "sandals", "shoes", "loafers")
 BAGS = ("backpack", "handbag", "shoulder bag", "tote bag", "messenger bag")
 HAIR = ("short black", "long brown", "curly blonde", "short gray", "long black", "shoulder-length red")
-ACTIONS = ("walking forward", "standing still", "looking at a phone", "holding a coffee cup", "waiting with arms crossed")
+ACTIONS = (
+    "walking forward",
+    "standing still",
+    "looking at a phone",
+    "holding a coffee cup",
+    "waiting with arms crossed",
+)
 PATTERNS = (
     "A {person} wearing {top} and {bottom}, with {shoes}.",
     "The {person} has {hair} hair and wears {top} over {bottom}. {Pron} carries {bag}.",
@@ -53,10 +76,15 @@ def make_caption(rng: random.Random, pattern: int) -> str:
     gender = rng.choice(("man", "woman"))
     he, his = PRONOUNS[gender]
     slots = {
-        "person": rng.choice(NOUNS[gender]), "Pron": he.capitalize(), "poss": his,
-        "top": _coloured(rng, TOPS, True), "bottom": _coloured(rng, BOTTOMS, False),
-        "shoes": _coloured(rng, SHOES, False), "bag": _coloured(rng, BAGS, True),
-        "hair": rng.choice(HAIR), "action": rng.choice(ACTIONS),
+        "person": rng.choice(NOUNS[gender]),
+        "Pron": he.capitalize(),
+        "poss": his,
+        "top": _coloured(rng, TOPS, True),
+        "bottom": _coloured(rng, BOTTOMS, False),
+        "shoes": _coloured(rng, SHOES, False),
+        "bag": _coloured(rng, BAGS, True),
+        "hair": rng.choice(HAIR),
+        "action": rng.choice(ACTIONS),
     }
     text = PATTERNS[pattern].format(**slots)
     return text[0].upper() + text[1:]
@@ -83,10 +111,16 @@ def _sample(index: int, captions: list[str], width: int, height: int) -> dict[st
     """A sample in the curated format (fields the gate ignores filled with plausible values)."""
     x0, y0 = 10 + index % 7, 20 + index % 5
     return {
-        "captions": captions, "template_ids": list(range(len(captions))),
-        "source_key": f"{index:09d}", "source_shard": "00000.tar", "person_index": 0,
-        "box": [x0 + 5, y0 + 5, x0 + width - 5, y0 + height - 5], "crop_box": [x0, y0, x0 + width, y0 + height],
-        "crop_size": [width, height], "score": 0.93, "keypoints": [[x0 + 20.0, y0 + 30.0, 0.9]] * 17,
+        "captions": captions,
+        "template_ids": list(range(len(captions))),
+        "source_key": f"{index:09d}",
+        "source_shard": "00000.tar",
+        "person_index": 0,
+        "box": [x0 + 5, y0 + 5, x0 + width - 5, y0 + height - 5],
+        "crop_box": [x0, y0, x0 + width, y0 + height],
+        "crop_size": [width, height],
+        "score": 0.93,
+        "keypoints": [[x0 + 20.0, y0 + 30.0, 0.9]] * 17,
         "captioner": "test",
     }
 
@@ -130,11 +164,19 @@ def edit_crops(samples: list[dict[str, Any]], every: int, crop_size: list[int]) 
     return out
 
 
-SPECULATIVE_TAILS = ("The person seems to be in a hurry.", "The person is probably a student.",
-                     "The bag appears to be made of leather.", "Perhaps the person is waiting for someone.",
-                     "The person might be a tourist.")
-BACKGROUND_TAILS = ("The person is standing on a busy street.", "Tall buildings fill the background.",
-                    "It is a sunny day.", "The atmosphere is calm and pleasant.")
+SPECULATIVE_TAILS = (
+    "The person seems to be in a hurry.",
+    "The person is probably a student.",
+    "The bag appears to be made of leather.",
+    "Perhaps the person is waiting for someone.",
+    "The person might be a tourist.",
+)
+BACKGROUND_TAILS = (
+    "The person is standing on a busy street.",
+    "Tall buildings fill the background.",
+    "It is a sunny day.",
+    "The atmosphere is calm and pleasant.",
+)
 
 
 def add_speculation(caption: str, n: int) -> str:
@@ -166,7 +208,9 @@ def make_duplicate(caption: str, n: int) -> str:
 
 def drop_person(caption: str, n: int) -> str:
     """An outfit with nobody in it."""
-    return f"{COLOURS[n % len(COLOURS)].capitalize()} {TOPS[n % len(TOPS)]} with {BOTTOMS[n % len(BOTTOMS)]} and sneakers."
+    return (
+        f"{COLOURS[n % len(COLOURS)].capitalize()} {TOPS[n % len(TOPS)]} with {BOTTOMS[n % len(BOTTOMS)]} and sneakers."
+    )
 
 
 def drop_attribute(caption: str, n: int) -> str:

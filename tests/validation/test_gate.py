@@ -11,8 +11,19 @@ from gadms.validation.corpus import corpus_fingerprint
 
 from . import corpus_builder as cb
 
-CHECKS = ["non_empty", "valid_text", "word_count", "no_speculation", "no_background", "mentions_person",
-          "mentions_attribute", "no_placeholder", "duplicates", "crop_size", "crop_aspect"]
+CHECKS = [
+    "non_empty",
+    "valid_text",
+    "word_count",
+    "no_speculation",
+    "no_background",
+    "mentions_person",
+    "mentions_attribute",
+    "no_placeholder",
+    "duplicates",
+    "crop_size",
+    "crop_aspect",
+]
 CFG = ValidationConfig()
 
 
@@ -39,10 +50,13 @@ def test_clean_corpus_passes_every_check(tmp_path, samples):
     assert require_passed_gate(data, tmp_path / "corpus-report").fingerprint == corpus_fingerprint(data)
 
 
-@pytest.mark.parametrize("edit,check", [
-    pytest.param(lambda s: cb.edit_captions(s, 10, cb.add_speculation), "no_speculation", id="speculation"),
-    pytest.param(lambda s: cb.edit_captions(s, 50, cb.leave_placeholder), "no_placeholder", id="placeholder"),
-])
+@pytest.mark.parametrize(
+    "edit,check",
+    [
+        pytest.param(lambda s: cb.edit_captions(s, 10, cb.add_speculation), "no_speculation", id="speculation"),
+        pytest.param(lambda s: cb.edit_captions(s, 50, cb.leave_placeholder), "no_placeholder", id="placeholder"),
+    ],
+)
 def test_defect_fails_its_own_check_only(tmp_path, samples, edit, check):
     _, result = _gate(tmp_path, edit(samples))
     assert result.failed_checks == [check]
@@ -56,25 +70,70 @@ def test_defect_fails_its_own_check_only(tmp_path, samples, edit, check):
     assert json.dumps(offending) in summary, "summary quotes an offending caption"
 
 
-@pytest.mark.parametrize("edit,check,share,example", [
-    pytest.param(lambda s: cb.edit_captions(s, 10, cb.add_background), "no_background", 0.05,
-                 'busy street."', id="background"),
-    pytest.param(lambda s: cb.edit_captions(s, 40, cb.make_empty), "non_empty", 0.0125,
-                 '00000.tar/000000: "   "', id="empty"),
-    pytest.param(lambda s: cb.edit_captions(s, 5, cb.make_duplicate), "duplicates", 40 / 400,
-                 "40 copies, first at 00000.tar/000000", id="duplicates"),
-    pytest.param(lambda s: cb.edit_crops(s, 10, [95, 600]), "crop_aspect", 0.1,
-                 "00000.tar/000000: crop 95x600 (w/h 0.16)", id="narrow-crops"),
-    pytest.param(lambda s: cb.edit_crops(s, 50, [60, 150]), "crop_size", 0.02,
-                 "00000.tar/000000: crop 60x150", id="small-crops"),
-    pytest.param(lambda s: cb.edit_captions(s, 10, cb.drop_person), "mentions_person", 0.05,
-                 '"Black t-shirt with jeans and sneakers."', id="no-person"),
-    pytest.param(lambda s: cb.edit_captions(s, 10, cb.drop_attribute), "mentions_attribute", 0.05,
-                 "is walking forward near number 0", id="no-attribute"),
-    pytest.param(lambda s: cb.edit_captions(s, 10, cb.make_long), "word_count", 0.05, "00000.tar/000000 (110 words): ", id="too-long"),
-    pytest.param(lambda s: cb.edit_captions(s, 100, cb.add_control_character), "valid_text", 0.005,
-                 "\\u0007", id="control-char"),
-])
+@pytest.mark.parametrize(
+    "edit,check,share,example",
+    [
+        pytest.param(
+            lambda s: cb.edit_captions(s, 10, cb.add_background),
+            "no_background",
+            0.05,
+            'busy street."',
+            id="background",
+        ),
+        pytest.param(
+            lambda s: cb.edit_captions(s, 40, cb.make_empty), "non_empty", 0.0125, '00000.tar/000000: "   "', id="empty"
+        ),
+        pytest.param(
+            lambda s: cb.edit_captions(s, 5, cb.make_duplicate),
+            "duplicates",
+            40 / 400,
+            "40 copies, first at 00000.tar/000000",
+            id="duplicates",
+        ),
+        pytest.param(
+            lambda s: cb.edit_crops(s, 10, [95, 600]),
+            "crop_aspect",
+            0.1,
+            "00000.tar/000000: crop 95x600 (w/h 0.16)",
+            id="narrow-crops",
+        ),
+        pytest.param(
+            lambda s: cb.edit_crops(s, 50, [60, 150]),
+            "crop_size",
+            0.02,
+            "00000.tar/000000: crop 60x150",
+            id="small-crops",
+        ),
+        pytest.param(
+            lambda s: cb.edit_captions(s, 10, cb.drop_person),
+            "mentions_person",
+            0.05,
+            '"Black t-shirt with jeans and sneakers."',
+            id="no-person",
+        ),
+        pytest.param(
+            lambda s: cb.edit_captions(s, 10, cb.drop_attribute),
+            "mentions_attribute",
+            0.05,
+            "is walking forward near number 0",
+            id="no-attribute",
+        ),
+        pytest.param(
+            lambda s: cb.edit_captions(s, 10, cb.make_long),
+            "word_count",
+            0.05,
+            "00000.tar/000000 (110 words): ",
+            id="too-long",
+        ),
+        pytest.param(
+            lambda s: cb.edit_captions(s, 100, cb.add_control_character),
+            "valid_text",
+            0.005,
+            "\\u0007",
+            id="control-char",
+        ),
+    ],
+)
 def test_each_defect_fails_on_the_right_check(tmp_path, samples, edit, check, share, example):
     _, result = _gate(tmp_path, edit(samples))
     assert result.failed_checks == [check]
@@ -98,13 +157,17 @@ def test_broken_samples_count_as_failing_rows(tmp_path, samples):
     broken[7] = {k: v for k, v in samples[7].items() if k != "captions"}
     broken[9] = dict(samples[9], captions=[])
     broken[11] = '{"captions": ["A man in a red \xff coat and black jeans."], "crop_size": [120, 300]}'.encode(
-        "latin-1")  # not UTF-8
+        "latin-1"
+    )  # not UTF-8
     _, result = _gate(tmp_path, broken)
     checks = {c.name: c for c in result.checks}
     assert result.samples == 200 and result.captions == 400 - 4 * 2 + 4
     assert checks["non_empty"].unexpected_share == pytest.approx(3 / 396, abs=1e-6)
     assert [e.split(":")[0] for e in checks["non_empty"].examples] == [
-        "00000.tar/000003", "00000.tar/000007", "00000.tar/000009"]
+        "00000.tar/000003",
+        "00000.tar/000007",
+        "00000.tar/000009",
+    ]
     assert checks["valid_text"].examples == ['00000.tar/000011: "A man in a red \ufffd coat and black jeans."']
     assert checks["crop_size"].examples == ["00000.tar/000003: crop 0x0 (w/h unknown)"]
     assert set(result.failed_checks) == {"non_empty", "valid_text", "crop_size"}

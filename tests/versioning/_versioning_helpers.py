@@ -41,7 +41,11 @@ def write_tree(root: Path, files: dict[str, bytes]) -> None:
 
 def tree_digest(root: Path) -> dict[str, str]:
     """``{relative path: sha256}`` of every file under root: equal digests mean equal bytes and names."""
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def expected_digest(files: dict[str, bytes]) -> dict[str, str]:

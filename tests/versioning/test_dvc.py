@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _versioning_helpers import dvc_cli, expected_digest, git, make_git_repo, tree_digest, write_tree
+
 from gadms.versioning.dvc import (
     DataVersion,
     VersioningError,

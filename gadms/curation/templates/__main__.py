@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     cfg = TemplatesConfig(clusters=args.clusters, random_members=args.random_members)
     result = mine_templates(sentences, cfg, args.seed, source=description)
     write_templates(args.out, result)
-    print(f"wrote {len(result.templates)} templates ({result.clusters} clusters, {result.unique} distinct) to {args.out}")
+    print(
+        f"wrote {len(result.templates)} templates ({result.clusters} clusters, {result.unique} distinct) to {args.out}"
+    )
 
 
 if __name__ == "__main__":

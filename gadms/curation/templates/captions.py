@@ -12,7 +12,11 @@ def _benchmark_captions(root: Path) -> list[str]:
     """Train captions of every benchmark found at ``root`` (the folder itself or its benchmark folders)."""
     from gadms.data.benchmarks import FORMATS, load_benchmark
 
-    found = [name for name, fmt in FORMATS.items() if (root / fmt.annotation).is_file() or (root / fmt.directory / fmt.annotation).is_file()]
+    found = [
+        name
+        for name, fmt in FORMATS.items()
+        if (root / fmt.annotation).is_file() or (root / fmt.directory / fmt.annotation).is_file()
+    ]
     if not found:
         names = ", ".join(fmt.annotation for fmt in FORMATS.values())
         raise DataError(f"{root}: a folder but no benchmark annotation file ({names}) in it or its benchmark folders")
@@ -67,7 +71,8 @@ def captions_from_source(source: Path | str) -> list[str]:
 # CUHK-PEDES-style descriptions written for this project (lower-case, loose
 # punctuation), mixed into the captions the built-in templates are mined from.
 STYLE_EXAMPLES: tuple[str, ...] = (
-    "the man is wearing a black jacket over a white t-shirt, blue jeans and white sneakers. he carries a black backpack on his back.",
+    "the man is wearing a black jacket over a white t-shirt, blue jeans and white sneakers. he carries a black "
+    "backpack on his back.",
     "a young woman with long black hair, wearing a white blouse and a dark blue skirt. she is carrying a red handbag.",
     "the lady has her hair in a ponytail and wears a pink coat, black leggings and brown boots.",
     "a man in a grey hoodie and black shorts is walking down the street.",
@@ -86,7 +91,8 @@ STYLE_EXAMPLES: tuple[str, ...] = (
     "a woman with her hair tied back in a bun. she wears a black leather jacket, a white top and blue ripped jeans.",
     "man with black hair wearing a checked shirt with the sleeves rolled up, beige trousers and brown shoes",
     "she is wearing sunglasses, a purple sweater, a black skirt and black boots, and carrying a white tote bag.",
-    "the man has short black hair and wears a dark grey suit with a white shirt and black shoes. he carries a black briefcase.",
+    "the man has short black hair and wears a dark grey suit with a white shirt and black shoes. he carries a "
+    "black briefcase.",
     "a woman in a long black coat, black pants and white sneakers is standing and looking at her phone.",
     "the boy is wearing an orange jersey with yellow stripes and black shorts. he has white sneakers on.",
     "a middle-aged woman in a floral blouse and dark trousers, carrying a brown handbag in her left hand.",
@@ -96,5 +102,6 @@ STYLE_EXAMPLES: tuple[str, ...] = (
     "a tall man in a navy blue windbreaker and blue jeans, with a black messenger bag across his body.",
     "the woman has long blonde hair and is wearing a red coat, blue jeans and black ankle boots.",
     "a man wearing black glasses, a white shirt, dark pants and black leather shoes walks with a phone in his hand.",
-    "she has long curly hair and wears a green parka, grey leggings and white running shoes. she carries a pink backpack.",
+    "she has long curly hair and wears a green parka, grey leggings and white running shoes. she carries a pink "
+    "backpack.",
 )

@@ -47,7 +47,9 @@ def _normalise(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(norms, 1e-12)
 
 
-def cluster_templates(templates: list[str], embeddings: np.ndarray, k: int, random_members: int, seed: int) -> list[TemplateCluster]:
+def cluster_templates(
+    templates: list[str], embeddings: np.ndarray, k: int, random_members: int, seed: int
+) -> list[TemplateCluster]:
     """K-means the distinct templates; per cluster keep the centroid's nearest plus random members (SPEC 3.2).
 
     Args:
@@ -72,10 +74,15 @@ def cluster_templates(templates: list[str], embeddings: np.ndarray, k: int, rand
     labels = kmeans_labels(vectors, min(k, len(unique)), seed)
     rng = np.random.default_rng(seed)
     order = sorted(set(labels.tolist()), key=lambda label: int(np.flatnonzero(labels == label)[0]))
-    return [_cluster(index, np.flatnonzero(labels == label), unique, vectors, random_members, rng) for index, label in enumerate(order)]
+    return [
+        _cluster(index, np.flatnonzero(labels == label), unique, vectors, random_members, rng)
+        for index, label in enumerate(order)
+    ]
 
 
-def _cluster(index: int, rows: np.ndarray, unique: list[str], vectors: np.ndarray, random_members: int, rng: np.random.Generator) -> TemplateCluster:
+def _cluster(
+    index: int, rows: np.ndarray, unique: list[str], vectors: np.ndarray, random_members: int, rng: np.random.Generator
+) -> TemplateCluster:
     """Build one cluster from its member rows (the representative: nearest the centroid, exact on any CPU)."""
     members = quantise(vectors[rows])
     sums = members.sum(axis=0, keepdims=True)
@@ -108,7 +115,8 @@ def embed_templates(texts: Sequence[str], cfg: TemplatesConfig, seed: int, batch
 
     Args:
         texts: templates or captions.
-        cfg: ``embedder`` (tiny | ViT-B-16) and ``embedder_pretrained`` (local weights, or None for a seeded random init).
+        cfg: ``embedder`` (tiny | ViT-B-16) and ``embedder_pretrained`` (local weights, or None for a
+            seeded random init).
         seed: the random-init seed.
         batch_size: texts encoded at once.
 

@@ -87,7 +87,9 @@ class TemplateSet:
         return [Template(t.id, t.text) for t in self.templates]
 
 
-def _extract(sentences: list[str], cfg: TemplatesConfig, seed: int, client: "ChatClient | None", progress: bool) -> list[str | None]:
+def _extract(
+    sentences: list[str], cfg: TemplatesConfig, seed: int, client: "ChatClient | None", progress: bool
+) -> list[str | None]:
     """Templates of ``sentences`` by the configured extractor."""
     if cfg.extractor == "llm":
         return extract_templates_llm(sentences, _client(cfg, client), seed)
@@ -114,7 +116,14 @@ def _diversify(clusters: list[TemplateCluster], client: "ChatClient", seed: int,
     calls = []
     for cluster in clusters:
         examples = [cluster.representative, *cluster.members]
-        calls.append(ChatCall(diversification_messages(examples, len(examples)), max_tokens=96 * len(examples), temperature=0.0, seed=seed))
+        calls.append(
+            ChatCall(
+                diversification_messages(examples, len(examples)),
+                max_tokens=96 * len(examples),
+                temperature=0.0,
+                seed=seed,
+            )
+        )
     answers = client.complete_many(calls, LLM_CONCURRENCY)
     seen = set(existing)
     out = []
@@ -171,8 +180,17 @@ def mine_templates(
     if cfg.diversify:
         added = _diversify(clusters, _client(cfg, client), seed, set(unique))
     return TemplateSet(
-        templates=_entries(clusters, added), extractor=cfg.extractor, clusters_requested=cfg.clusters,
-        clusters=len(clusters), random_members=cfg.random_members, seed=seed, embedder=cfg.embedder,
-        embedder_pretrained=cfg.embedder_pretrained, diversified=cfg.diversify, source=source,
-        sentences=len(sentences), extracted=len(extracted), unique=len(unique),
-    )  # fmt: skip
+        templates=_entries(clusters, added),
+        extractor=cfg.extractor,
+        clusters_requested=cfg.clusters,
+        clusters=len(clusters),
+        random_members=cfg.random_members,
+        seed=seed,
+        embedder=cfg.embedder,
+        embedder_pretrained=cfg.embedder_pretrained,
+        diversified=cfg.diversify,
+        source=source,
+        sentences=len(sentences),
+        extracted=len(extracted),
+        unique=len(unique),
+    )

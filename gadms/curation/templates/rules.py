@@ -82,7 +82,13 @@ def _modifier_run(tokens: Sequence[str], i: int) -> int:
     while j < len(tokens):
         if _is_modifier(tokens[j]):
             j += 1
-        elif tokens[j] in COLOR_LINKS and j > i and _is_color(tokens[j - 1]) and j + 1 < len(tokens) and _is_color(tokens[j + 1]):
+        elif (
+            tokens[j] in COLOR_LINKS
+            and j > i
+            and _is_color(tokens[j - 1])
+            and j + 1 < len(tokens)
+            and _is_color(tokens[j + 1])
+        ):
             j += 1
         else:
             break
@@ -135,7 +141,14 @@ def _person_word_at(tokens: Sequence[str], i: int) -> tuple[list[str], int] | No
     token = tokens[i]
     if token in {"male", "female"} and i + 1 < len(tokens) and tokens[i + 1] in NEUTRAL_NOUNS:
         return ["[man]"], i + 2
-    simple = {"he": "[he]", "she": "[he]", "him": "[him]", "his": "[his]", "himself": "[himself]", "herself": "[himself]"}
+    simple = {
+        "he": "[he]",
+        "she": "[he]",
+        "him": "[him]",
+        "his": "[his]",
+        "himself": "[himself]",
+        "herself": "[himself]",
+    }
     if token in GENDER_NOUNS:
         return ["[man]"], i + 1
     if token in simple:

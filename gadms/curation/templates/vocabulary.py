@@ -60,63 +60,210 @@ STYLE_WORDS = frozenset(
     "trench bomber biker varsity business office chino chinos pleated flared straight-leg high-waisted low-cut "
     "curly wavy straight shoulder-length medium-length medium messy neat shaggy spiky braided shaved bald fluffy "
     "collared v-neck round-neck turtleneck crew-neck polo work waterproof rain quilted lightweight heavy big large "
-    "small little mid-length full-length calf-length three-quarter 3/4 tank sleeves"
-    .split()
+    "small little mid-length full-length calf-length three-quarter 3/4 tank sleeves".split()
 )
 # Connectors allowed between two colour words of one phrase ("black and white").
 COLOR_LINKS = frozenset({"and", "or", ",", "/"})
 
 _TOPS = (
-    "shirt", "t-shirt", "tshirt", "t shirt", "tee", "tee shirt", "top", "tank top", "blouse", "jacket", "coat",
-    "overcoat", "raincoat", "sweater", "hoodie", "hooded sweatshirt", "sweatshirt", "jumper", "cardigan", "vest",
-    "polo", "polo shirt", "jersey", "blazer", "dress", "suit", "uniform", "windbreaker", "parka", "tunic", "pullover",
-    "down jacket", "camisole", "gown", "shirt dress", "tops", "shirts", "jackets",
+    "shirt",
+    "t-shirt",
+    "tshirt",
+    "t shirt",
+    "tee",
+    "tee shirt",
+    "top",
+    "tank top",
+    "blouse",
+    "jacket",
+    "coat",
+    "overcoat",
+    "raincoat",
+    "sweater",
+    "hoodie",
+    "hooded sweatshirt",
+    "sweatshirt",
+    "jumper",
+    "cardigan",
+    "vest",
+    "polo",
+    "polo shirt",
+    "jersey",
+    "blazer",
+    "dress",
+    "suit",
+    "uniform",
+    "windbreaker",
+    "parka",
+    "tunic",
+    "pullover",
+    "down jacket",
+    "camisole",
+    "gown",
+    "shirt dress",
+    "tops",
+    "shirts",
+    "jackets",
     "dress shirt",
 )
 _BOTTOMS = (
-    "pants", "jeans", "trousers", "shorts", "skirt", "leggings", "tights", "capris", "slacks", "sweatpants",
-    "joggers", "bottom", "bottoms", "miniskirt", "capri pants", "dress pants", "overalls", "culottes",
+    "pants",
+    "jeans",
+    "trousers",
+    "shorts",
+    "skirt",
+    "leggings",
+    "tights",
+    "capris",
+    "slacks",
+    "sweatpants",
+    "joggers",
+    "bottom",
+    "bottoms",
+    "miniskirt",
+    "capri pants",
+    "dress pants",
+    "overalls",
+    "culottes",
 )
 _FOOTWEAR = (
-    "shoes", "shoe", "sneakers", "sneaker", "trainers", "boots", "boot", "sandals", "sandal", "heels",
-    "high heels", "slippers", "loafers", "flats", "flip-flops", "flip flops", "footwear", "dress shoes",
-    "running shoes", "tennis shoes", "canvas shoes", "leather shoes", "ankle boots",
+    "shoes",
+    "shoe",
+    "sneakers",
+    "sneaker",
+    "trainers",
+    "boots",
+    "boot",
+    "sandals",
+    "sandal",
+    "heels",
+    "high heels",
+    "slippers",
+    "loafers",
+    "flats",
+    "flip-flops",
+    "flip flops",
+    "footwear",
+    "dress shoes",
+    "running shoes",
+    "tennis shoes",
+    "canvas shoes",
+    "leather shoes",
+    "ankle boots",
 )
 _HEADWEAR = ("hat", "cap", "beanie", "helmet", "headband", "beret", "baseball cap", "bonnet", "headscarf")
 _BAGS = (
-    "backpack", "back pack", "bag", "handbag", "hand bag", "purse", "shoulder bag", "satchel", "tote",
-    "messenger bag", "suitcase", "luggage", "briefcase", "schoolbag", "knapsack", "bags", "bookbag", "crossbody bag",
-    "clutch", "pouch", "wallet",
+    "backpack",
+    "back pack",
+    "bag",
+    "handbag",
+    "hand bag",
+    "purse",
+    "shoulder bag",
+    "satchel",
+    "tote",
+    "messenger bag",
+    "suitcase",
+    "luggage",
+    "briefcase",
+    "schoolbag",
+    "knapsack",
+    "bags",
+    "bookbag",
+    "crossbody bag",
+    "clutch",
+    "pouch",
+    "wallet",
 )
 _GLASSES = ("glasses", "sunglasses", "eyeglasses", "spectacles", "sun glasses", "goggles")
 _ACCESSORIES = (
-    "watch", "scarf", "umbrella", "belt", "necklace", "bracelet", "earrings", "mask", "face mask", "gloves",
-    "tie", "bottle", "water bottle", "socks", "stockings", "phone", "cell phone", "mobile phone", "cellphone",
-    "headphones", "earphones", "cup", "box", "book", "books", "folder", "camera", "badge", "lanyard",
+    "watch",
+    "scarf",
+    "umbrella",
+    "belt",
+    "necklace",
+    "bracelet",
+    "earrings",
+    "mask",
+    "face mask",
+    "gloves",
+    "tie",
+    "bottle",
+    "water bottle",
+    "socks",
+    "stockings",
+    "phone",
+    "cell phone",
+    "mobile phone",
+    "cellphone",
+    "headphones",
+    "earphones",
+    "cup",
+    "box",
+    "book",
+    "books",
+    "folder",
+    "camera",
+    "badge",
+    "lanyard",
 )
 _PATTERN_NOUNS = (
-    "stripes", "stripe", "dots", "polka dots", "checks", "plaid", "print", "prints", "pattern", "patterns", "logo",
-    "logos", "letters", "lettering", "writing", "words", "graphic", "graphics", "design", "designs", "flowers",
-    "floral pattern", "numbers",
+    "stripes",
+    "stripe",
+    "dots",
+    "polka dots",
+    "checks",
+    "plaid",
+    "print",
+    "prints",
+    "pattern",
+    "patterns",
+    "logo",
+    "logos",
+    "letters",
+    "lettering",
+    "writing",
+    "words",
+    "graphic",
+    "graphics",
+    "design",
+    "designs",
+    "flowers",
+    "floral pattern",
+    "numbers",
 )
 _HAIR_HEADS = ("hair", "ponytail", "pony tail", "bun", "braid", "braids", "pigtails", "hairstyle", "haircut")
 _FACIAL_HAIR = ("beard", "mustache", "moustache", "goatee", "stubble", "beards")
 
 CATEGORY_PLACEHOLDER = {
-    "top": "[colored top]", "bottom": "[colored bottom]", "footwear": "[colored footwear]",
-    "headwear": "[colored headwear]", "bag": "[colored bag]", "glasses": "[glasses]",
-    "accessory": "[accessory]", "pattern": "[color pattern]", "hair": "[hair]", "facial hair": "[facial hair]",
-}  # fmt: skip
+    "top": "[colored top]",
+    "bottom": "[colored bottom]",
+    "footwear": "[colored footwear]",
+    "headwear": "[colored headwear]",
+    "bag": "[colored bag]",
+    "glasses": "[glasses]",
+    "accessory": "[accessory]",
+    "pattern": "[color pattern]",
+    "hair": "[hair]",
+    "facial hair": "[facial hair]",
+}
 
 
 def _head_table() -> dict[tuple[str, ...], str]:
     """Garment (and hair, pattern, ...) head nouns as token tuples -> category."""
     table: dict[tuple[str, ...], str] = {}
     groups = (
-        ("top", _TOPS), ("bottom", _BOTTOMS), ("footwear", _FOOTWEAR), ("headwear", _HEADWEAR), ("bag", _BAGS),
-        ("glasses", _GLASSES), ("accessory", _ACCESSORIES), ("pattern", _PATTERN_NOUNS), ("hair", _HAIR_HEADS),
+        ("top", _TOPS),
+        ("bottom", _BOTTOMS),
+        ("footwear", _FOOTWEAR),
+        ("headwear", _HEADWEAR),
+        ("bag", _BAGS),
+        ("glasses", _GLASSES),
+        ("accessory", _ACCESSORIES),
+        ("pattern", _PATTERN_NOUNS),
+        ("hair", _HAIR_HEADS),
         ("facial hair", _FACIAL_HAIR),
-    )  # fmt: skip
+    )
     for category, phrases in groups:
         for phrase in phrases:
             table[tuple(phrase.split())] = category
@@ -126,11 +273,13 @@ def _head_table() -> dict[tuple[str, ...], str]:
 HEADS = _head_table()
 MAX_HEAD = max(len(k) for k in HEADS)
 GENDER_NOUNS = frozenset("man woman lady gentleman guy boy girl male female gent".split())
-NEUTRAL_NOUNS = frozenset("person pedestrian adult student worker individual figure human child kid teenager teen".split())
+NEUTRAL_NOUNS = frozenset(
+    "person pedestrian adult student worker individual figure human child kid teenager teen".split()
+)
 AGE_WORDS = frozenset("young old elderly middle-aged older younger teenage senior aged youthful".split())
 OBJECT_CONTEXT = frozenset(
-    "and with in on at to from by while as is was who that which a an the there when near behind beside . , ; ! ? :"
-    .split()
+    "and with in on at to from by while as is was who that which a an the there when near behind beside "
+    ". , ; ! ? :".split()
 ) | {"carrying", "holding", "walking", "wearing", "standing", "looks", "appears", "too", "also"}
 
 # -------------------------------------------------------------- phrase patterns
@@ -176,7 +325,8 @@ PLACE_PATTERN = _pattern(
     "building|store|shop|stairs|steps|plaza|road"
 )
 HAIR_TAIL = _pattern(
-    "?which ?is|are|was ?tied|pulled|put|done|styled|worn|pinned ?up|back in|into a|two ponytail|bun|braid|braids|pigtails|knot"
+    "?which ?is|are|was ?tied|pulled|put|done|styled|worn|pinned ?up|back in|into a|two "
+    "ponytail|bun|braid|braids|pigtails|knot"
 )
 
 
@@ -195,7 +345,9 @@ def match_pattern(tokens: Sequence[str], i: int, pattern: tuple[tuple[frozenset[
     return best
 
 
-def match_any_pattern(tokens: Sequence[str], i: int, patterns: Iterable[tuple[tuple[frozenset[str], bool], ...]]) -> int | None:
+def match_any_pattern(
+    tokens: Sequence[str], i: int, patterns: Iterable[tuple[tuple[frozenset[str], bool], ...]]
+) -> int | None:
     """The longest match of any pattern at ``i``, or None."""
     ends = [e for e in (match_pattern(tokens, i, p) for p in patterns) if e is not None and e > i]
     return max(ends) if ends else None
