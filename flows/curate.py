@@ -34,7 +34,7 @@ def finalize(out: Path, reports: list[ShardReport], params: Params) -> CurationR
     return finalize_curation(out, reports, params)
 
 
-@flow(name="curate", log_prints=True)
+@flow(name="curate", log_prints=True, flow_run_name="curate")
 def curate_flow(
     params_file: str = "params.yaml",
     overrides: Sequence[str] = (),

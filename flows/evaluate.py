@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 
 from prefect import flow, task
 
-from flows.common import cache_on_inputs, load
+from flows.common import cache_on_inputs, load, run_logger
 from gadms.config import Params
 
 
@@ -48,7 +48,7 @@ def file_digest(path: Path) -> str:
     return f"{stat.st_size}-{stat.st_mtime_ns}"
 
 
-@flow(name="evaluate", log_prints=True)
+@flow(name="evaluate", log_prints=True, flow_run_name="evaluate {setting}")
 def evaluate_flow(
     model: str,
     benchmarks: Optional[Sequence[str]] = None,
@@ -65,6 +65,9 @@ def evaluate_flow(
     root = params.paths.benchmarks_dir
     names = list(benchmarks) if benchmarks else present_benchmarks(params.eval.benchmarks, root)
     path = Path(model)
-    return {
+    results = {
         name: evaluate(params, path, file_digest(path), name, root, setting, data_hash, parent_run_id) for name in names
     }
+    for name, metrics in results.items():
+        run_logger().info(f"{setting} on {name}: R1 {metrics[f'{name}/R1']:.2f}, mAP {metrics[f'{name}/mAP']:.2f}")
+    return results

@@ -89,7 +89,7 @@ def finetune_dir(params: Params, benchmark: str, pretrained: Path) -> Path:
     )
 
 
-@flow(name="finetune", log_prints=True)
+@flow(name="finetune", log_prints=True, flow_run_name="finetune {benchmark}")
 def finetune_flow(
     benchmark: str,
     pretrained: str,
@@ -102,7 +102,7 @@ def finetune_flow(
     params = load(params_file, overrides)
     init = Path(pretrained)
     out = finetune_dir(params, benchmark, init)
-    return unless_missing(finetune, out / FINAL_MODEL)(
+    result = unless_missing(finetune, out / FINAL_MODEL)(
         params,
         params_file,
         list(overrides),
@@ -113,3 +113,6 @@ def finetune_flow(
         data_hash,
         parent_run_id,
     )
+    r1, mean_ap = result["metrics"][f"{benchmark}/R1"], result["metrics"][f"{benchmark}/mAP"]
+    run_logger().info(f"finetuned on {benchmark}: R1 {r1:.2f}, mAP {mean_ap:.2f} (MLflow run {result['run_id']})")
+    return result

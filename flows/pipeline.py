@@ -108,7 +108,12 @@ def format_results(rows: list[tuple[str, ...]]) -> str:
     )
 
 
-@flow(name="gadms-pipeline", log_prints=True)
+def pipeline_run_name() -> str:
+    """``pipeline YYYY-MM-DD HH:MM`` (UTC): the name of the flow run and of its MLflow run."""
+    return f"pipeline {datetime.now(timezone.utc):%Y-%m-%d %H:%M}"
+
+
+@flow(name="gadms-pipeline", log_prints=True, flow_run_name=pipeline_run_name)
 def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Curate, gate, version, pre-train, fine-tune, evaluate, register; returns the results and run ids."""
     from gadms.tracking.runs import git_state, tracked_run
@@ -146,7 +151,7 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
             "data_hash": md5,
             "unchanged": unchanged.message(),
         }
-    run_name = f"pipeline {datetime.now(timezone.utc):%Y-%m-%d %H:%M}"
+    run_name = pipeline_run_name()
     with tracked_run(params, run_name, "pipeline", md5, {"benchmarks": ",".join(benchmarks)}) as parent:
         pre = pretrain_flow(
             params_file, overrides, data_hash=md5, parent_run_id=parent.run_id, gate_summary=gate["summary"]

@@ -86,7 +86,7 @@ def pretrain_dir(params: Params, data_hash: str) -> Path:
     )
 
 
-@flow(name="pretrain", log_prints=True)
+@flow(name="pretrain", log_prints=True, flow_run_name="pretrain")
 def pretrain_flow(
     params_file: str = "params.yaml",
     overrides: Sequence[str] = (),
@@ -99,6 +99,8 @@ def pretrain_flow(
     params = load(params_file, overrides)
     data = Path(data_dir or params.paths.data_dir)
     out = pretrain_dir(params, data_hash)
-    return unless_missing(pretrain, out / FINAL_MODEL)(
+    result = unless_missing(pretrain, out / FINAL_MODEL)(
         params, params_file, list(overrides), data, out, data_hash, parent_run_id, gate_summary
     )
+    run_logger().info(f"pre-trained model {result['model']} (MLflow run {result['run_id']})")
+    return result

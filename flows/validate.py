@@ -23,7 +23,7 @@ def run_gate(data_dir: Path, cfg: ValidationConfig, report_dir: Path) -> GateRes
     return run_quality_gate(data_dir, cfg, report_dir)
 
 
-@flow(name="validate", log_prints=True)
+@flow(name="validate", log_prints=True, flow_run_name="quality gate")
 def validate_flow(
     params_file: str = "params.yaml", overrides: Sequence[str] = (), data_dir: Optional[str] = None
 ) -> dict[str, Any]:

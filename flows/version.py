@@ -32,7 +32,7 @@ def push_corpus(root: Path, remote_name: str) -> None:
     push(root, remote_name)
 
 
-@flow(name="version", log_prints=True)
+@flow(name="version", log_prints=True, flow_run_name="version corpus")
 def version_flow(
     params_file: str = "params.yaml", overrides: Sequence[str] = (), data_dir: Optional[str] = None
 ) -> dict[str, Any]:

@@ -65,6 +65,12 @@ def test_pipeline_runs_end_to_end_and_reuses_cached_stages(fresh_repo, prefect_a
     assert searched == {f"figures/search/query_{i}.png" for i in range(len(searched))} and 1 <= len(searched) <= 3
 
     experiment = pipeline.info.experiment_id
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as prefect:
+        names = {run.name for run in prefect.read_flow_runs()}
+    assert {"curate", "quality gate", "version corpus", "pretrain", "finetune cuhk-pedes", "evaluate direct"} <= names
+    assert any(name.startswith("pipeline 20") for name in names)  # runs named for what they are, not at random
     second = pipeline_flow("params.yaml", SMALL)  # same corpus, params and code: nothing new to learn
     assert second["data_hash"] == first["data_hash"]
     assert second["unchanged"] == f"inputs unchanged: model v{champion.version} stays champion"
