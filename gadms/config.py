@@ -259,6 +259,15 @@ class OptimizerConfig(_Section):
         return self
 
 
+class StreamConfig(_Section):
+    """Streaming pre-training input (curated shards, WebPerson Parquet): see ``gadms.data.streaming``."""
+
+    slots: int = Field(4, ge=1)  # stream slices per process; train.num_workers must divide it
+    buffer_pairs: int = Field(2000, ge=1)  # shuffle buffer of a process, in caption-image pairs
+    buffer_mb: float = Field(192.0, gt=0)  # ... and in MB of encoded image bytes (whichever fills first)
+    prefetch: int = Field(2, ge=1)  # batches each loader worker prepares ahead
+
+
 class TrainConfig(_Section):
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -272,6 +281,8 @@ class TrainConfig(_Section):
     amp: bool = True
     num_workers: int = Field(1, ge=0)
     gpus: int = Field(0, ge=0)
+    checkpoint_every_steps: int = Field(0, ge=0)  # also checkpoint mid-epoch every N optimiser steps (0: per epoch)
+    stream: StreamConfig = StreamConfig()
 
 
 class FinetuneConfig(_Section):

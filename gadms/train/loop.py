@@ -2,9 +2,11 @@
 
 Adam with warm-up then cosine decay (per optimiser step, or per epoch), gradient
 accumulation and clipping, mixed precision on CUDA, a checkpoint after every
-epoch (weights, optimiser, scheduler, scaler, RNG states) written atomically,
-and exact resumption. Under torchrun it wraps the step in DDP and computes
-SDM over the global batch. A non-finite loss term or gradient stops the run
+epoch and every ``checkpoint_every_steps`` optimiser steps (weights, optimiser,
+scheduler, scaler, score memory, every rank's RNG states and input position)
+written atomically, and exact resumption, also mid-epoch. Under torchrun it
+wraps the step in DDP and computes SDM over the global batch. The input is an
+in-memory dataset or a stream of shards (:mod:`gadms.train.feed`). A non-finite loss term or gradient stops the run
 at once with :class:`TrainingDiverged` (the checkpoint of the last good epoch
 stays as it was); no checkpoint or model with non-finite weights is written.
 """
@@ -13,8 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,29 +23,22 @@ from typing import Callable
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from gadms.config import LossConfig, ModelConfig, OptimizerConfig
-from gadms.data.pipeline import EpochSampler, IdentitySampler, PairDataset
+from gadms.data.pipeline import PairDataset
+from gadms.data.shardplan import steps_per_epoch as stream_steps
+from gadms.data.streaming import StreamingPairs
 from gadms.model.files import ModelFileError, read_torch_file, require_entries
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, non_finite_weights, save_model
 from gadms.model.step import Mode, TrainingStep
 from gadms.shards import atomic_path
 from gadms.train import distributed
+from gadms.train.feed import MemoryFeed, StreamFeed
 
 CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.safetensors"
-_CHECKPOINT_ENTRIES = (
-    "epoch",
-    "model",
-    "optimizer",
-    "scheduler",
-    "scaler",
-    "step_generator",
-    "torch_rng",
-    "architecture",
-)
+_CHECKPOINT_ENTRIES = ("epoch", "model", "optimizer", "scheduler", "scaler", "architecture")
 
 
 class TrainingDiverged(ValueError):
@@ -71,6 +64,7 @@ class RunSettings:
     mlm_probability: float = 0.15
     seed: int = 0
     lr_step: str = "step"  # step | epoch: how often the schedule advances
+    checkpoint_every_steps: int = 0  # 0: only after each epoch
 
 
 @dataclass
@@ -113,12 +107,8 @@ class _StepModule(nn.Module):
         return out.total, out.losses, out.scores
 
 
-def _worker_context(num_workers: int) -> str | None:
-    """How to start loader workers: fork normally; forkserver when other threads run (an orchestrator's engine,
-    MLflow's logging), since a forked child can inherit their locks held and die."""
-    if num_workers == 0 or threading.active_count() == 1 or sys.platform != "linux":
-        return None
-    return "forkserver"
+class _Stopped(Exception):
+    """Raised inside the loop when ``stop_after_steps`` is reached (a simulated kill after a checkpoint)."""
 
 
 class Trainer:
@@ -126,7 +116,7 @@ class Trainer:
 
     Args:
         model: the model (already holding pre-trained weights if any).
-        dataset: pairs to train on.
+        dataset: pairs to train on: in memory, or a stream of shards.
         settings: mode, schedule, sizes.
         model_cfg: masking and GASS settings.
         loss_cfg: loss switches and weights.
@@ -139,7 +129,7 @@ class Trainer:
     def __init__(
         self,
         model: PersonRetrievalModel,
-        dataset: PairDataset,
+        dataset: PairDataset | StreamingPairs,
         settings: RunSettings,
         model_cfg: ModelConfig,
         loss_cfg: LossConfig,
@@ -167,13 +157,13 @@ class Trainer:
             eps=s.optimizer.eps,
             weight_decay=s.optimizer.weight_decay,
         )
-        self.sampler = self._sampler()
-        steps_per_epoch = max(1, len(self.sampler) // self._micro_batch() // s.grad_accumulation)
-        if s.lr_step == "epoch":  # the schedule counts epochs
-            steps_per_epoch = 1
+        self.feed = self._feed()
+        self.steps_per_epoch = max(1, self.feed.batches // s.grad_accumulation)  # known before reading any image
+        ticks = 1 if s.lr_step == "epoch" else self.steps_per_epoch  # what the schedule counts per epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(steps_per_epoch * s.epochs, steps_per_epoch * s.warmup_epochs, s.schedule)
+            self.optimizer, warmup_cosine(ticks * s.epochs, ticks * s.warmup_epochs, s.schedule)
         )
+        self.stop_after_steps: int | None = None
         self.use_amp = s.amp and self.dist.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         module = _StepModule(model, self.step)
@@ -195,82 +185,144 @@ class Trainer:
             raise ValueError(f"train.batch_size {s.batch_size} is smaller than processes x grad_accumulation")
         return per_rank
 
-    def _sampler(self):
+    def _feed(self) -> MemoryFeed | StreamFeed:
         s, d = self.settings, self.dist
-        if s.sampler == "identity":
-            ids = [p.identity for p in self.dataset.pairs]
-            return IdentitySampler(ids, self._micro_batch(), s.instances, s.seed, d.rank, d.world_size)
-        return EpochSampler(len(self.dataset), s.seed, d.rank, d.world_size)
+        pin = d.device.type == "cuda"
+        micro = self._micro_batch()
+        if isinstance(self.dataset, StreamingPairs):
+            global_batch = micro * d.world_size * s.grad_accumulation
+            batches = stream_steps(self.dataset.total_pairs, global_batch) * s.grad_accumulation
+            return StreamFeed(self.dataset, micro, batches, d.rank, d.world_size, s.num_workers, s.seed, pin)
+        return MemoryFeed(self.dataset, s.sampler, s.instances, micro, d.rank, d.world_size, s.num_workers, s.seed, pin)
 
     # -- checkpoints -------------------------------------------------------------
 
-    def _state(self, epoch: int) -> dict:
+    def _rank_state(self) -> dict:
+        """What differs between ranks: RNG states and the input position."""
+        return {
+            "step_generator": self.step.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "feed": self.feed.position,
+        }
+
+    def _state(self, epoch: int, batch: int | None, partial: dict | None) -> dict:
+        ranks: list = [self._rank_state()]
+        if self.dist.enabled:
+            ranks = [None] * self.dist.world_size
+            torch.distributed.all_gather_object(ranks, self._rank_state())
         return {
             "epoch": epoch,
+            "batch": batch,  # micro-batches of `epoch` done; None: the epoch is complete
+            "partial": partial,  # the epoch's running loss sums (mid-epoch)
+            "world_size": self.dist.world_size,
+            "ranks": ranks,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "step_generator": self.step.generator.get_state(),
-            "score_memory": self.step.memory.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            "score_memory": self.step.memory.state_dict(),  # the same on every rank (scores are gathered)
             "architecture": json.dumps(asdict(self.model.arch), sort_keys=True),
         }
 
-    def save_checkpoint(self, epoch: int) -> Path:
-        """Write ``checkpoint.pt`` atomically (main process only); refused when a weight is not finite."""
-        self._require_finite_weights(f"after epoch {epoch + 1}")
+    def save_checkpoint(self, epoch: int, batch: int | None = None, partial: dict | None = None) -> Path:
+        """Write ``checkpoint.pt`` atomically; refused when a weight is not finite.
+
+        Collective under DDP: every rank calls it (their RNG states and stream positions are gathered), the
+        main one writes.
+
+        Args:
+            epoch: the epoch being trained (complete when ``batch`` is None).
+            batch: micro-batches of ``epoch`` done, for a mid-epoch checkpoint.
+            partial: the epoch's running sums, for a mid-epoch checkpoint.
+
+        Returns:
+            The checkpoint path.
+        """
+        where = f"after epoch {epoch + 1}" if batch is None else f"at epoch {epoch + 1}, batch {batch}"
+        self._require_finite_weights(where)
         path = self.out_dir / CHECKPOINT
-        with atomic_path(path) as tmp:
-            torch.save(self._state(epoch), tmp)
+        state = self._state(epoch, batch, partial)
+        if self.dist.is_main:
+            with atomic_path(path) as tmp:
+                torch.save(state, tmp)
+        if self.dist.enabled:
+            torch.distributed.barrier()
         return path
 
-    def load_checkpoint(self) -> int:
-        """Restore everything from ``checkpoint.pt``; returns the next epoch to run (0 if none)."""
+    def load_checkpoint(self) -> tuple[int, int, dict, dict | None]:
+        """Restore everything from ``checkpoint.pt``.
+
+        Returns:
+            ``(epoch, batch, position, partial)``: where to go on (``(0, 0, {}, None)`` without a checkpoint).
+        """
         path = self.out_dir / CHECKPOINT
         if not path.is_file():
-            return 0
+            return 0, 0, {}, None
         state = require_entries(read_torch_file(path), path, _CHECKPOINT_ENTRIES, "gadms training checkpoint")
         if Architecture.from_json(state["architecture"], path) != self.model.arch:  # older files: defaults fill in
             raise ValueError(
                 f"{path}: checkpoint was made for another architecture; use a new --out or matching params"
             )
+        mine = self._my_rank_state(state, path)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
-            self.step.generator.set_state(state["step_generator"])
+            self.step.generator.set_state(mine["step_generator"])
             if "score_memory" in state:
                 self.step.memory.load_state_dict(state["score_memory"])
-            torch.set_rng_state(state["torch_rng"])
-            return int(state["epoch"]) + 1
+            torch.set_rng_state(mine["torch_rng"])
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             advice = "use a new --out or matching params"
             raise ModelFileError(f"{path}: checkpoint does not fit this run ({reason}); {advice}") from None
+        if state.get("batch") is None:
+            return int(state["epoch"]) + 1, 0, {}, None
+        return int(state["epoch"]), int(state["batch"]), mine["feed"], state["partial"]
+
+    def _my_rank_state(self, state: dict, path: Path) -> dict:
+        """This rank's RNG states and input position (checkpoints before mid-epoch ones kept a single set)."""
+        if "ranks" not in state:
+            require_entries(state, path, ("step_generator", "torch_rng"), "gadms training checkpoint")
+            ranks = [{"step_generator": state["step_generator"], "torch_rng": state["torch_rng"], "feed": {}}]
+        else:
+            ranks = state["ranks"]
+        world = self.dist.world_size
+        if len(ranks) != world and (state.get("batch") is not None or world > 1):
+            raise ModelFileError(
+                f"{path}: checkpoint was written by {len(ranks)} process(es), this run has {world}; "
+                "resume with the same number of processes"
+            )
+        return ranks[self.dist.rank if len(ranks) > 1 else 0]
 
     # -- the loop ----------------------------------------------------------------
 
-    def fit(self, resume: bool = False, stop_after: int | None = None) -> list[EpochLog]:
+    def fit(
+        self, resume: bool = False, stop_after: int | None = None, stop_after_steps: int | None = None
+    ) -> list[EpochLog]:
         """Train the remaining epochs; returns their logs and writes the final model.
 
         Args:
-            resume: continue from ``checkpoint.pt`` in ``out_dir`` if there is one.
+            resume: continue from ``checkpoint.pt`` in ``out_dir`` if there is one (mid-epoch too).
             stop_after: return after this many epochs in total (as if interrupted
                 right after that epoch's checkpoint); the final model is not written.
+            stop_after_steps: return right after the checkpoint at this optimiser step (counted from the
+                start of training), as if killed there; needs ``checkpoint_every_steps`` to divide it.
         """
-        start = self.load_checkpoint() if resume else 0
+        start, batch, position, partial = self.load_checkpoint() if resume else (0, 0, {}, None)
         history = []
         last = self.settings.epochs if stop_after is None else min(stop_after, self.settings.epochs)
+        self.stop_after_steps = stop_after_steps
         for epoch in range(start, last):
-            history.append(self._epoch(epoch))
-            if self.dist.is_main:
-                self.save_checkpoint(epoch)
-                if self.on_epoch is not None:
-                    self.on_epoch(history[-1])
-            if self.dist.enabled:
-                torch.distributed.barrier()
+            try:
+                history.append(self._epoch(epoch, batch, position, partial))
+            except _Stopped:
+                return history
+            batch, position, partial = 0, {}, None
+            self.save_checkpoint(epoch)
+            if self.dist.is_main and self.on_epoch is not None:
+                self.on_epoch(history[-1])
         if self.dist.is_main and last == self.settings.epochs:
             self._require_finite_weights("at the end of training")
             save_model(self.model, self.out_dir / FINAL_MODEL)
@@ -304,30 +356,25 @@ class Trainer:
         if names:
             raise self._diverged(where, f"{len(names)} weight tensor(s) are not finite, e.g. {names[0]}")
 
-    def _epoch(self, epoch: int) -> EpochLog:
+    def _epoch(self, epoch: int, start: int = 0, position: dict | None = None, partial: dict | None = None) -> EpochLog:
         s = self.settings
         self.model.train()
-        self.sampler.set_epoch(epoch)
-        self.dataset.set_epoch(epoch)
-        micro = self._micro_batch()
-        loader = DataLoader(
-            self.dataset,
-            batch_size=micro,
-            sampler=self.sampler,
-            num_workers=s.num_workers,
-            drop_last=len(self.sampler) >= micro,
-            pin_memory=self.dist.device.type == "cuda",
-            multiprocessing_context=_worker_context(s.num_workers),
-        )
-        sums: dict[str, float] = {}
-        count, seen = 0, 0
-        started = time.perf_counter()
+        partial = partial or {"sums": {}, "count": 0, "seen": 0, "seconds": 0.0}
+        sums: dict[str, float] = dict(partial["sums"])
+        count, seen = partial["count"], partial["seen"]
+        started = time.perf_counter() - partial["seconds"]
         bar = tqdm(
-            loader, desc=f"{s.mode} epoch {epoch + 1}/{s.epochs}", unit="batch", disable=not self.progress, leave=False
+            self.feed.epoch(epoch, start, position),
+            desc=f"{s.mode} epoch {epoch + 1}/{s.epochs}",
+            unit="batch",
+            total=self.feed.batches,
+            initial=start,
+            disable=not self.progress,
+            leave=False,
         )
         scores = tokens_seen = None
         self.optimizer.zero_grad(set_to_none=True)
-        for i, (images, tokens, identities, indices, *partners) in enumerate(bar):
+        for i, (images, tokens, identities, indices, *partners) in enumerate(bar, start=start):
             images = images.to(self.dist.device, non_blocking=True)
             tokens = tokens.to(self.dist.device, non_blocking=True)
             identities = identities.to(self.dist.device, non_blocking=True)
@@ -335,16 +382,18 @@ class Trainer:
             with torch.autocast(self.dist.device.type, dtype=torch.float16, enabled=self.use_amp):
                 indices = indices.to(self.dist.device)
                 total, losses, scores = self.runner(images, tokens, identities, partner, indices, epoch)
-            where = f"at epoch {epoch + 1}, batch {i + 1} (step {epoch * len(loader) + i + 1})"
+            where = f"at epoch {epoch + 1}, batch {i + 1} (step {epoch * self.feed.batches + i + 1})"
             self._check_losses(losses, total, where)
             self.scaler.scale(total / s.grad_accumulation).backward()
-            if (i + 1) % s.grad_accumulation == 0:
-                self._optimizer_step(where)
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
             count += 1
             seen += len(images) * self.dist.world_size
             tokens_seen = tokens
+            if (i + 1) % s.grad_accumulation == 0:
+                self._optimizer_step(where)
+                running = {"sums": sums, "count": count, "seen": seen, "seconds": time.perf_counter() - started}
+                self._maybe_checkpoint(epoch, i + 1, running)
             if self.progress:
                 rate = seen / (time.perf_counter() - started)
                 bar.set_postfix(
@@ -353,6 +402,7 @@ class Trainer:
                     samples_s=f"{rate:.0f}",
                 )
         bar.close()
+        self.feed.end_of_epoch(epoch)
         seconds = time.perf_counter() - started
         log = EpochLog(
             epoch,
@@ -372,6 +422,16 @@ class Trainer:
         if s.lr_step == "epoch":
             self.scheduler.step()
         return log
+
+    def _maybe_checkpoint(self, epoch: int, batch: int, partial: dict) -> None:
+        """A mid-epoch checkpoint every ``checkpoint_every_steps`` optimiser steps (the epoch's end has its own)."""
+        every = self.settings.checkpoint_every_steps
+        step = epoch * self.steps_per_epoch + batch // self.settings.grad_accumulation
+        if not every or step % every or batch >= self.feed.batches:
+            return
+        self.save_checkpoint(epoch, batch, partial)
+        if self.stop_after_steps is not None and step >= self.stop_after_steps:
+            raise _Stopped
 
     def _optimizer_step(self, where: str) -> None:
         """Clip, check and apply the gradients. Under AMP the scaler skips steps with overflowing gradients

@@ -19,6 +19,8 @@ import torch
 from gadms.config import LossConfig, Params
 from gadms.data.benchmarks import BENCHMARKS, load_benchmark
 from gadms.data.pipeline import Pair, PairDataset, image_transform, with_partners
+from gadms.data.shardplan import curated_index, webperson_index
+from gadms.data.streaming import StreamingPairs
 from gadms.model.backbone import tokenizer
 from gadms.model.files import read_torch_file, require_entries
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, build_with_weights, load_model
@@ -28,7 +30,10 @@ CORPUS_FORMATS = ("curated", "webperson", *BENCHMARKS)
 
 
 def corpus_pairs(fmt: str, root: Path) -> list[Pair]:
-    """Pre-training pairs of a corpus; the identity of a pair is its image's index."""
+    """Pre-training pairs of a corpus held in memory; the identity of a pair is its image's index.
+
+    Training streams curated and WebPerson corpora instead (:func:`pretrain_dataset`).
+    """
     if fmt in BENCHMARKS:
         split = load_benchmark(fmt, root, "train")
         return [
@@ -74,6 +79,7 @@ def pretrain_settings(params: Params) -> RunSettings:
         "random",
         seed=params.seed,
         lr_step=t.lr_step,
+        checkpoint_every_steps=t.checkpoint_every_steps,
     )
 
 
@@ -97,6 +103,7 @@ def finetune_settings(params: Params) -> RunSettings:
         f.mlm_probability,
         params.seed,
         t.lr_step,
+        t.checkpoint_every_steps,
     )
 
 
@@ -124,6 +131,33 @@ def pretrain_pairs(params: Params, pairs: list[Pair]) -> list[Pair]:
     if params.train.identity == "caption":
         pairs = [Pair(p.image, p.caption, i, p.partner) for i, p in enumerate(pairs)]
     return pairs
+
+
+def pretrain_dataset(params: Params, fmt: str, root: Path) -> PairDataset | StreamingPairs:
+    """The pre-training input: a stream for curated shards and WebPerson Parquet, a benchmark's train split in memory.
+
+    Args:
+        params: the parameters (model sizes, augmentation, ``train.stream``, ``train.identity``, TIC on or off).
+        fmt: ``curated``, ``webperson`` or a benchmark name.
+        root: the corpus directory.
+
+    Returns:
+        The dataset the trainer reads.
+    """
+    if fmt not in ("curated", "webperson"):
+        return _dataset(params, pretrain_pairs(params, corpus_pairs(fmt, root)), params.model.context_length)
+    shards = curated_index(root) if fmt == "curated" else webperson_index(root)
+    m = params.model
+    transform = image_transform(m.image_height, m.image_width, params.augment)
+    return StreamingPairs(
+        shards,
+        transform,
+        tokenizer(m.context_length),
+        params.seed,
+        params.train.stream,
+        partners=params.loss.tic.enabled,
+        identity=params.train.identity,
+    )
 
 
 def load_any_model(path: Path) -> PersonRetrievalModel:
@@ -170,7 +204,7 @@ def run_pretrain(
     model = seeded_model(Architecture.from_config(params.model), params.seed)
     if params.model.pretrained and not (resume and (Path(out) / CHECKPOINT).is_file()):
         model.load_clip_weights(params.model.pretrained)
-    dataset = _dataset(params, pretrain_pairs(params, corpus_pairs(fmt, Path(data))), params.model.context_length)
+    dataset = pretrain_dataset(params, fmt, Path(data))
     trainer = Trainer(
         model, dataset, pretrain_settings(params), params.model, params.loss, out, device, progress, on_epoch
     )

@@ -44,7 +44,7 @@ def test_overflow_in_a_later_epoch_stops_there_and_keeps_the_last_good_checkpoin
         trainer.scheduler.base_lrs = [1e30]  # from now on every step overflows the weights
 
     trainer = _trainer(tmp_path, on_epoch=blow_up_after_first_epoch)
-    batches = len(trainer.sampler) // 8
+    batches = trainer.feed.batches
     with pytest.raises(TrainingDiverged) as info:
         trainer.fit()
     message = str(info.value)
