@@ -14,10 +14,11 @@ from flows.common import load, markdown_table, safe_overrides, task_runner
 from gadms.config import Params
 from gadms.curation.run import CurationReport, ShardReport, curate_shard, finalize_curation, open_output
 from gadms.curation.sources import SourceShard, list_source_shards
+from gadms.storage import Location, location
 
 
 @task(name="list-source-shards")
-def list_shards(input_dir: Path, params: Params) -> list[SourceShard]:
+def list_shards(input_dir: Path | Location, params: Params) -> list[SourceShard]:
     """The source shards to curate, in name order."""
     return list_source_shards(input_dir, params.curation.source.format, params.curation.source.folder_shard_size)
 
@@ -43,7 +44,7 @@ def curate_flow(
 ) -> dict[str, Any]:
     """Curate ``input_dir`` (default paths.web_dir) into ``out_dir`` (default paths.data_dir)."""
     params = load(params_file, overrides)
-    source = Path(input_dir or params.paths.web_dir)
+    source = location(input_dir or params.paths.web_dir)
     out = Path(out_dir or params.paths.data_dir)
     logger = get_run_logger()
     shards = list_shards(source, params)

@@ -26,6 +26,7 @@ from flows.pretrain import pretrain_flow
 from flows.validate import validate_flow
 from flows.version import version_flow
 from gadms.config import Params
+from gadms.storage import local_path, location
 from gadms.tracking.retrain import find_unchanged, inputs_fingerprint, mark_version
 
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
@@ -130,7 +131,7 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
             params.curation.filter,
             params.pipeline.web_scenes,
             params.pipeline.benchmark_identities,
-            params.paths.web_dir,
+            local_path(location(params.paths.web_dir), "paths.web_dir with pipeline.synthesize"),
             params.paths.benchmarks_dir,
         )
     curation = curate_flow.with_options(task_runner=task_runner(params))(params_file, overrides)

@@ -281,8 +281,11 @@ def _train(
 
 @train_app.command("pretrain")
 def train_pretrain(
-    data: Path = typer.Option(
-        ..., "--data", help="The caption corpus: curated shards, WebPerson Parquet, or a benchmark root."
+    data: str = typer.Option(
+        ...,
+        "--data",
+        help="The caption corpus: curated shards, WebPerson Parquet (a folder, or a URL such as "
+        "s3://bucket/webperson), or a benchmark root.",
     ),
     fmt: str = typer.Option(
         "curated", "--format", help="curated | webperson | cuhk-pedes | icfg-pedes | rstpreid (its train split)."
@@ -376,10 +379,11 @@ def train_finetune(
 
 @curate_app.command("run")
 def curate_run(
-    input_dir: Optional[Path] = typer.Option(
+    input_dir: Optional[str] = typer.Option(
         None,
         "--input",
-        help="Source shards: img2dataset WebDataset tars, Parquet, or a folder of images (default: paths.web_dir).",
+        help="Source shards: img2dataset WebDataset tars, Parquet, or a folder of images; tars and Parquet may be a "
+        "URL such as s3://bucket/shards (default: paths.web_dir).",
     ),
     out: Optional[Path] = typer.Option(None, "--out", help="Curated output directory (default: paths.data_dir)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),

@@ -10,11 +10,12 @@ imports nothing else from ``gadms``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gadms.safe_yaml import YamlLimitError, load_bounded, shorten
 
@@ -36,10 +37,17 @@ class PathsConfig(_Section):
     work_dir: Path = Path("work")
     checkpoints_dir: Path = Path("checkpoints")
     mlruns_dir: Path = Path("mlruns")
-    web_dir: Path = Path("work/web")
+    web_dir: Path | str = Path("work/web")  # or a URL: s3://bucket/shards (see gadms.storage)
     benchmarks_dir: Path = Path("work/benchmarks")
     templates_file: Path = Path("work/templates.json")
     reports_dir: Path = Path("work/reports")
+
+    @field_validator("web_dir", mode="before")
+    @classmethod
+    def _url_or_path(cls, value: Any) -> Path | str:
+        """A URL stays a string (``Path`` would turn ``s3://b`` into ``s3:/b``); anything else is a path."""
+        text = str(value)
+        return text if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text) else Path(text)
 
 
 class SplitFractions(_Section):

@@ -193,3 +193,12 @@ def test_file_errors_are_one_line(tmp_path):
 def test_defaults_match_the_file():
     """The schema's built-in defaults are the repository's params.yaml."""
     assert Params() == load_params(PARAMS)
+
+
+def test_web_dir_may_be_a_url_and_stays_one():
+    from gadms.config import Params
+
+    p = Params.model_validate({"paths": {"web_dir": "s3://bucket/shards"}})
+    assert p.paths.web_dir == "s3://bucket/shards"  # Path would have made it s3:/bucket/shards
+    assert Params.model_validate({"paths": {"web_dir": "work/web"}}).paths.web_dir == Path("work/web")
+    assert load_params(REPO / "params.full.yaml").paths.web_dir == "s3://coyo-700m/shards"

@@ -56,6 +56,7 @@ from gadms.curation.sources import (
     shard_digest,
 )
 from gadms.shards import ShardWriter, jpeg_bytes, json_bytes, write_bytes_atomic
+from gadms.storage import Location, is_url, location
 
 META_DIR = "meta"
 MANIFEST = "manifest.parquet"
@@ -683,7 +684,7 @@ def finalize_curation(out: Path, reports: Sequence[ShardReport], params: Params 
     return report
 
 
-def check_output_location(input_dir: Path, out: Path, shards: Sequence[SourceShard]) -> None:
+def check_output_location(input_dir: Path | Location, out: Path, shards: Sequence[SourceShard]) -> None:
     """Refuse an output directory that is the input directory, or where the run would write over an input file.
 
     Paths are compared with symbolic links resolved. An ``out`` inside the input
@@ -693,7 +694,9 @@ def check_output_location(input_dir: Path, out: Path, shards: Sequence[SourceSha
     Raises:
         CurationError: naming the input file that would be overwritten.
     """
-    source, target = Path(input_dir).resolve(), Path(out).resolve()
+    if is_url(input_dir):  # remote input, local output: they cannot overlap
+        return
+    source, target = Path(str(input_dir)).resolve(), Path(out).resolve()
     if source == target:
         raise CurationError(
             f"--out {out} is the input directory {input_dir}: curating would overwrite the source "
@@ -724,7 +727,7 @@ def _input_files(shards: Sequence[SourceShard], source: Path) -> Iterator[Path]:
     """The resolved paths of the files the shards are read from (for folders: images and their sidecars)."""
     for shard in shards:
         if shard.kind != "folder":
-            yield shard.path.resolve()
+            yield Path(str(shard.path)).resolve()
             continue
         for relative in shard.members:
             key = str(PurePosixPath(relative).with_suffix(""))
@@ -733,7 +736,7 @@ def _input_files(shards: Sequence[SourceShard], source: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def open_output(input_dir: Path, out: Path, shards: Sequence[SourceShard]) -> Iterator[Path]:
+def open_output(input_dir: Path | Location, out: Path, shards: Sequence[SourceShard]) -> Iterator[Path]:
     """Check, create and lock ``out`` for one curation run; the lock is held until the block ends.
 
     The lock is ``fcntl.flock`` on ``OUT/.lock``: the kernel drops it when the
@@ -778,7 +781,7 @@ def prepare_output(out: Path) -> None:
 
 
 def curate(
-    input_dir: Path,
+    input_dir: Path | str | Location,
     out: Path,
     params: Params,
     progress: bool = True,
@@ -787,7 +790,7 @@ def curate(
     """Curate every source shard of ``input_dir`` into ``out``, one shard after another.
 
     Args:
-        input_dir: web shards (WebDataset tars, Parquet files or a folder of images).
+        input_dir: web shards (WebDataset tars, Parquet files or a folder of images), local or a URL.
         out: the curated output directory (created; finished shards of earlier runs in it are kept).
         params: all parameters.
         progress: show progress bars.
@@ -800,8 +803,8 @@ def curate(
         CurationError: ``out`` is unsafe for this input, or another run is writing to it.
     """
     source = params.curation.source
-    shards = list_source_shards(Path(input_dir), source.format, source.folder_shard_size)
-    with open_output(Path(input_dir), Path(out), shards):
+    shards = list_source_shards(location(input_dir), source.format, source.folder_shard_size)
+    with open_output(location(input_dir), Path(out), shards):
         reports = []
         for shard in tqdm(shards, desc="curate", unit="shard", disable=not progress):
             report = curate_shard(shard, Path(out), params, progress=progress)

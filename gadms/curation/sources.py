@@ -36,17 +36,26 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Callable, Iterator, Literal, Optional
+from typing import IO, Any, BinaryIO, Callable, Iterator, Literal, Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gadms.config import SourceConfig
 from gadms.curation.records import SourceRecord
 from gadms.data.curated import split_member_name
 from gadms.data.problems import DataError
+from gadms.storage import (
+    Location,
+    file_size,
+    is_url,
+    local_path,
+    location,
+    open_binary,
+    parquet_file,
+    parquet_schema,
+)
 
 MISSING_IMAGE = "missing_image"
 EMPTY_FILE = "empty_file"
@@ -112,7 +121,7 @@ class SourceShard:
     """
 
     name: str
-    path: Path
+    path: Location
     kind: SourceKind
     members: tuple[str, ...] = ()
 
@@ -138,7 +147,9 @@ class ImageDecodeError(ValueError):
 # ---------------------------------------------------------------- listing
 
 
-def list_source_shards(input_dir: Path, fmt: str = "auto", folder_shard_size: int = 1000) -> list[SourceShard]:
+def list_source_shards(
+    input_dir: Path | str | Location, fmt: str = "auto", folder_shard_size: int = 1000
+) -> list[SourceShard]:
     """The source shards of an input directory, sorted by name.
 
     ``auto`` picks the first layout present: ``*.tar`` files (webdataset; the
@@ -147,7 +158,7 @@ def list_source_shards(input_dir: Path, fmt: str = "auto", folder_shard_size: in
     recursively (folder). Hidden files and directories are ignored.
 
     Args:
-        input_dir: the directory to read.
+        input_dir: the directory to read, local or a URL (``s3://bucket/shards``; tars and Parquet only).
         fmt: ``"auto"``, ``"webdataset"``, ``"parquet"`` or ``"folder"``.
         folder_shard_size: images per shard for folder input.
 
@@ -157,19 +168,22 @@ def list_source_shards(input_dir: Path, fmt: str = "auto", folder_shard_size: in
     Raises:
         DataError: the directory is missing, the format unknown, or nothing readable is there.
     """
-    input_dir = Path(input_dir)
+    input_dir = location(input_dir)
     if fmt not in FORMATS:
         raise DataError(f"unknown source format {fmt!r} for {input_dir}; expected one of {', '.join(FORMATS)}")
     if folder_shard_size < 1:
         raise DataError(f"folder_shard_size must be at least 1, got {folder_shard_size}")
     if not input_dir.is_dir():
         raise DataError(f"source directory not found: {input_dir}")
+    if is_url(input_dir) and fmt == "folder":
+        raise DataError(f"{input_dir}: a folder of images is read from a local directory only (tars or Parquet here)")
     listers: dict[str, Callable[[], list[SourceShard]]] = {
         "webdataset": lambda: _tar_shards(input_dir),
         "parquet": lambda: _parquet_shards(input_dir),
-        "folder": lambda: _folder_shards(input_dir, folder_shard_size),
+        "folder": lambda: _folder_shards(local_path(input_dir, "a folder of images"), folder_shard_size),
     }
-    for kind in ("webdataset", "parquet", "folder") if fmt == "auto" else (fmt,):
+    auto = ("webdataset", "parquet") if is_url(input_dir) else ("webdataset", "parquet", "folder")
+    for kind in auto if fmt == "auto" else (fmt,):
         shards = listers[kind]()
         if shards:
             return _unique_names(sorted(shards, key=lambda s: (s.name, s.path)))
@@ -184,12 +198,12 @@ def _unique_names(shards: list[SourceShard]) -> list[SourceShard]:
     return shards
 
 
-def _visible_files(input_dir: Path, pattern: str) -> list[Path]:
+def _visible_files(input_dir: Location, pattern: str) -> list[Location]:
     """Non-hidden regular files directly in ``input_dir`` matching ``pattern``."""
     return [p for p in input_dir.glob(pattern) if not p.name.startswith(".") and p.is_file()]
 
 
-def _tar_shards(input_dir: Path) -> list[SourceShard]:
+def _tar_shards(input_dir: Location) -> list[SourceShard]:
     """One shard per ``*.tar``, ``*.tar.gz`` or ``*.tgz`` file, named without the suffix."""
     found = [p for suffix in TAR_SUFFIXES for p in _visible_files(input_dir, f"*{suffix}")]
     return [SourceShard(_tar_stem(p.name), p, "webdataset") for p in found]
@@ -201,12 +215,12 @@ def _tar_stem(name: str) -> str:
     return name[: -len(suffix)]
 
 
-def _parquet_shards(input_dir: Path) -> list[SourceShard]:
+def _parquet_shards(input_dir: Location) -> list[SourceShard]:
     """One shard per ``*.parquet`` with an image column (plus unreadable ones, so their trouble is reported)."""
     with_images, unreadable = [], []
     for path in _visible_files(input_dir, "*.parquet"):
         try:
-            layout = _parquet_layout(pq.read_schema(path))
+            layout = _parquet_layout(parquet_schema(path))
         except (pa.ArrowException, OSError):
             unreadable.append(path)
             continue
@@ -296,10 +310,10 @@ def shard_digest(shard: SourceShard) -> str:
     return digest.hexdigest()
 
 
-def _hash_file(digest: Any, path: Path) -> None:
+def _hash_file(digest: Any, path: Location) -> None:
     """Feed a file's length and bytes to ``digest``, a chunk at a time."""
-    with open(path, "rb") as handle:
-        digest.update(str(os.fstat(handle.fileno()).st_size).encode("ascii") + b":")
+    with open_binary(path) as handle:
+        digest.update(str(file_size(path)).encode("ascii") + b":")
         for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
             digest.update(chunk)
 
@@ -408,7 +422,7 @@ class _RecentBytes:
         return self.tail[start : start + length] if start >= 0 else b""
 
 
-def _open_tar_bytes(handle: BinaryIO) -> _RecentBytes:
+def _open_tar_bytes(handle: IO[bytes]) -> _RecentBytes:
     """The archive bytes of a shard file, gunzipped when it starts with the gzip magic."""
     compressed = handle.read(2) == _GZIP_MAGIC
     handle.seek(0)
@@ -420,7 +434,7 @@ def _tar_records(shard: SourceShard, problems: list[str], max_member_bytes: int)
     seen: set[str] = set()
     sample: Optional[_TarSample] = None
     try:
-        with open(shard.path, "rb") as handle:
+        with open_binary(shard.path) as handle:
             stream = _open_tar_bytes(handle)
             try:
                 tar = tarfile.open(fileobj=stream, mode="r|", tarinfo=_CappedTarInfo)  # type: ignore[call-overload]
@@ -576,7 +590,7 @@ def _parquet_records(shard: SourceShard, problems: list[str], max_member_bytes: 
     """Records of a Parquet shard, read row group by row group; a corrupt group fails its rows and the next follows."""
     row = 0
     try:
-        with pq.ParquetFile(shard.path) as parquet:
+        with parquet_file(shard.path) as parquet:
             layout = _parquet_layout(parquet.schema_arrow)
             if layout is None:
                 problems.append(f"{shard.path}: no image column (a struct with 'bytes', or binary 'jpg' / 'image')")
@@ -601,7 +615,7 @@ def _parquet_records(shard: SourceShard, problems: list[str], max_member_bytes: 
         problems.append(f"{shard.path}: unreadable parquet after {row} rows ({err})")
 
 
-def _unreadable_rows(path: Path, group: int, first: int, rows: int) -> Iterator[SourceRecord]:
+def _unreadable_rows(path: Location, group: int, first: int, rows: int) -> Iterator[SourceRecord]:
     """One failed record per row of a corrupt row group (its row count is believed up to the file's size)."""
     for row in range(first, first + min(rows, path.stat().st_size)):
         detail = f"row {row} is in row group {group} of {path.name}, which is unreadable"
@@ -642,7 +656,7 @@ def _folder_records(shard: SourceShard, problems: list[str], max_member_bytes: i
             yield _failed(key, DUPLICATE_KEY, f"{relative} has the same name as another image of {shard.path}")
             continue
         seen.add(key)
-        yield _folder_record(shard.path, relative, key, problems, max_member_bytes)
+        yield _folder_record(local_path(shard.path, "a folder of images"), relative, key, problems, max_member_bytes)
 
 
 def _folder_record(root: Path, relative: str, key: str, problems: list[str], max_member_bytes: int) -> SourceRecord:

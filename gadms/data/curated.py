@@ -17,6 +17,7 @@ from typing import Iterator
 
 from gadms.data.problems import DataError
 from gadms.data.stream import Sample, StreamTally
+from gadms.storage import Location, location, open_binary
 
 logger = logging.getLogger(__name__)
 
@@ -29,16 +30,16 @@ TRUNCATED = "samples cut off by a truncated shard"
 _END_OF_ARCHIVE = 1024  # two zero blocks close every tar written by tarfile
 
 
-def curated_shards(directory: Path | str) -> list[Path]:
+def curated_shards(directory: Path | str | Location) -> list[Location]:
     """The ``*.tar`` shards of a curated directory, in name order.
 
     Args:
-        directory: the shard directory.
+        directory: the shard directory, local or a URL (``s3://bucket/curated``, see :mod:`gadms.storage`).
 
     Returns:
         Shard paths (hidden files, e.g. unfinished temporary shards, are left out).
     """
-    directory = Path(directory)
+    directory = location(directory)
     if not directory.is_dir():
         raise DataError(f"curated shard directory not found: {directory}")
     shards = sorted(p for p in directory.glob("*.tar") if not p.name.startswith("."))
@@ -111,13 +112,13 @@ def split_member_name(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), extension.lower()
 
 
-def _shard_samples(shard: Path, tally: StreamTally) -> Iterator[Sample]:
+def _shard_samples(shard: Location, tally: StreamTally) -> Iterator[Sample]:
     """The samples of one shard; a truncated or unreadable shard stops early and is recorded."""
     tally.shards += 1
     key: str | None = None
     members: dict[str, bytes] = {}
     try:
-        with open(shard, "rb") as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
+        with open_binary(shard) as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -145,9 +146,9 @@ def _is_complete(members: dict[str, bytes]) -> bool:
     return "json" in members and any(e in members for e in IMAGE_EXTENSIONS)
 
 
-def _has_end_marker(shard: Path, offset: int) -> bool:
+def _has_end_marker(shard: Location, offset: int) -> bool:
     """True when the archive goes on, after its last member, with the two zero blocks a complete tar has."""
-    with open(shard, "rb") as handle:
+    with open_binary(shard) as handle:
         handle.seek(offset)
         tail = handle.read(_END_OF_ARCHIVE)
     return len(tail) == _END_OF_ARCHIVE and not any(tail)

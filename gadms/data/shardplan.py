@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gadms.data.problems import DataError
+from gadms.storage import Location, location, parquet_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class Shard:
             order), so every caption has a stable id whatever the epoch's order.
     """
 
-    path: Path
+    path: Location
     kind: str
     pairs: int
     index: int
@@ -83,13 +84,13 @@ def curated_index(directory: Path | str) -> list[Shard]:
 
     shards = []
     for index, tar in enumerate(curated_shards(directory)):
-        meta = Path(directory) / META_DIR / f"{tar.stem}.parquet"
+        meta = location(directory) / META_DIR / f"{tar.stem}.parquet"
         pairs = _leaf_count(meta, "captions") if meta.is_file() else _scanned_pairs(tar)
         shards.append(Shard(tar, CURATED, pairs, index))
     return numbered(shards)
 
 
-def _scanned_pairs(tar: Path) -> int:
+def _scanned_pairs(tar: Location) -> int:
     """Caption-image pairs of a curated shard counted by reading it (when its meta file is missing)."""
     from gadms.data.curated import _shard_samples
     from gadms.data.stream import StreamTally
@@ -125,14 +126,14 @@ def numbered(shards: list[Shard]) -> list[Shard]:
     return out
 
 
-def _footer(path: Path) -> pq.FileMetaData:
+def _footer(path: Location) -> pq.FileMetaData:
     try:
-        return pq.read_metadata(path)
+        return parquet_metadata(path)
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{path}: cannot read the Parquet footer ({err})") from err
 
 
-def _leaf_count(path: Path, column: str) -> int:
+def _leaf_count(path: Location, column: str) -> int:
     """Values of a list column summed over row groups, from the footer alone (no data is read)."""
     meta = _footer(path)
     names = [meta.schema.column(i).path for i in range(meta.num_columns)]

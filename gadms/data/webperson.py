@@ -14,10 +14,11 @@ from typing import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from upath import UPath
 
 from gadms.data.problems import DataError
 from gadms.data.stream import Sample, StreamTally
+from gadms.storage import Location, location, parquet_file
 
 logger = logging.getLogger(__name__)
 
@@ -28,17 +29,18 @@ EMPTY_CAPTION = "empty captions dropped"
 UNREADABLE_ROWS = "rows in unreadable row groups"
 
 
-def parquet_files(root_or_files: Path | str | Iterable[Path | str]) -> list[Path]:
+def parquet_files(root_or_files: Path | str | Location | Iterable[Path | str]) -> list[Location]:
     """The Parquet shards to read, in a fixed order.
 
     Args:
-        root_or_files: a directory (searched recursively for ``*.parquet``), one file, or a list of files.
+        root_or_files: a directory (searched recursively for ``*.parquet``), one file, or a list of files;
+            local or URLs (``s3://bucket/webperson``, see :mod:`gadms.storage`).
 
     Returns:
         The shard paths (sorted when found in a directory).
     """
-    if isinstance(root_or_files, (str, Path)):
-        root = Path(root_or_files)
+    if isinstance(root_or_files, (str, Path, UPath)):
+        root = location(root_or_files)
         if root.is_dir():
             files = sorted(p for p in root.rglob("*.parquet") if not p.name.startswith("."))
             if not files:
@@ -47,7 +49,7 @@ def parquet_files(root_or_files: Path | str | Iterable[Path | str]) -> list[Path
         if not root.is_file():
             raise DataError(f"WebPerson path not found: {root}")
         return [root]
-    files = [Path(p) for p in root_or_files]
+    files = [location(p) for p in root_or_files]
     for path in files:
         if not path.is_file():
             raise DataError(f"WebPerson shard not found: {path}")
@@ -97,11 +99,11 @@ def count_webperson(root_or_files: Path | str | Iterable[Path | str]) -> StreamT
     return tally
 
 
-def _row_groups(path: Path, tally: StreamTally, columns: list[str] | None) -> Iterator[tuple[pa.Table, int]]:
+def _row_groups(path: Location, tally: StreamTally, columns: list[str] | None) -> Iterator[tuple[pa.Table, int]]:
     """Each readable row group of one shard with the index of its first row; an unreadable group is skipped."""
     tally.shards += 1
     try:
-        shard = pq.ParquetFile(path)
+        shard = parquet_file(path)
     except (pa.ArrowException, OSError) as err:
         tally.bad_shards.append(f"{path}: {err}")
         return
@@ -125,7 +127,7 @@ def _row_groups(path: Path, tally: StreamTally, columns: list[str] | None) -> It
         first_row += table.num_rows
 
 
-def _check_schema(path: Path, schema: pa.Schema) -> None:
+def _check_schema(path: Location, schema: pa.Schema) -> None:
     """A shard without the WebPerson columns is the wrong data, not a bad row: one-line ``DataError``."""
     missing = [n for n in ("image", *CAPTION_COLUMNS) if n not in schema.names]
     if missing:
@@ -169,7 +171,7 @@ def _kept_captions(tally: StreamTally, has_bytes: bool, caption_ok: list[bool]) 
     return kept
 
 
-def _samples(path: Path, table: pa.Table, first_row: int, tally: StreamTally) -> Iterator[Sample]:
+def _samples(path: Location, table: pa.Table, first_row: int, tally: StreamTally) -> Iterator[Sample]:
     """The good rows of one row group as samples."""
     has_bytes, caption_ok = _row_checks(table)
     image_bytes = pc.struct_field(table.column("image"), "bytes").to_pylist()
@@ -181,7 +183,7 @@ def _samples(path: Path, table: pa.Table, first_row: int, tally: StreamTally) ->
             yield Sample(image_bytes[row], [captions[k][row] for k in kept], keys[row])
 
 
-def _keys(path: Path, table: pa.Table, first_row: int) -> list[str]:
+def _keys(path: Location, table: pa.Table, first_row: int) -> list[str]:
     """``image_path``, else ``image.path``, else ``SHARD/ROW`` for each row."""
     by_column = (
         table.column("image_path").to_pylist() if "image_path" in table.column_names else [None] * table.num_rows

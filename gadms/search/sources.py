@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from gadms.search.model import SearchError
+from gadms.storage import local_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -109,7 +110,7 @@ def curated_gallery(directory: Path) -> Gallery:
     """
     from gadms.data.curated import curated_shards
 
-    shards = [s.resolve() for s in curated_shards(directory)]
+    shards = [local_path(s, "a gallery's curated corpus").resolve() for s in curated_shards(directory)]
     return Gallery(_shard_items(shards), None, f"curated {directory}")
 
 

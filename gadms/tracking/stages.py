@@ -30,6 +30,7 @@ from pathlib import Path
 from gadms.config import Params
 from gadms.data.benchmarks import benchmark_dir, benchmark_format, load_benchmark
 from gadms.model.retrieval import PersonRetrievalModel
+from gadms.storage import location
 from gadms.tracking.examples import evaluate_with_examples
 from gadms.tracking.registry import PromotionResult, register_and_maybe_promote
 from gadms.tracking.runs import TrackedRun, tracked_run
@@ -122,7 +123,7 @@ def _is_main_process() -> bool:
 
 def track_pretrain(
     params: Params,
-    data_dir: Path,
+    data_dir: Path | str,
     out_dir: Path,
     data_hash: str | None,
     fmt: str = "curated",
@@ -166,7 +167,7 @@ def track_pretrain(
     names = list(benchmarks) if benchmarks is not None else present_benchmarks(params.eval.benchmarks, bench_root)
     tags = {"corpus.format": fmt, "corpus.path": str(data_dir), "direct_transfer.benchmarks": ",".join(names) or "none"}
     with tracked_run(
-        params, f"pretrain {Path(data_dir).name}", "pretrain", data_hash, tags, parent_run_id, root
+        params, f"pretrain {location(data_dir).name}", "pretrain", data_hash, tags, parent_run_id, root
     ) as run:
         if gate_summary is not None:
             run.log_text(gate_summary, "quality/gate_summary.md")

@@ -24,6 +24,7 @@ from gadms.data.streaming import StreamingPairs
 from gadms.model.backbone import tokenizer
 from gadms.model.files import read_torch_file, require_entries
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, build_with_weights, load_model
+from gadms.storage import local_path, location
 from gadms.train.loop import CHECKPOINT, FINAL_MODEL, EpochLog, RunSettings, Trainer
 
 CORPUS_FORMATS = ("curated", "webperson", *BENCHMARKS)
@@ -133,19 +134,20 @@ def pretrain_pairs(params: Params, pairs: list[Pair]) -> list[Pair]:
     return pairs
 
 
-def pretrain_dataset(params: Params, fmt: str, root: Path) -> PairDataset | StreamingPairs:
+def pretrain_dataset(params: Params, fmt: str, root: Path | str) -> PairDataset | StreamingPairs:
     """The pre-training input: a stream for curated shards and WebPerson Parquet, a benchmark's train split in memory.
 
     Args:
         params: the parameters (model sizes, augmentation, ``train.stream``, ``train.identity``, TIC on or off).
         fmt: ``curated``, ``webperson`` or a benchmark name.
-        root: the corpus directory.
+        root: the corpus directory; curated and WebPerson corpora may be a URL (``s3://bucket/webperson``).
 
     Returns:
         The dataset the trainer reads.
     """
     if fmt not in ("curated", "webperson"):
-        return _dataset(params, pretrain_pairs(params, corpus_pairs(fmt, root)), params.model.context_length)
+        local = local_path(location(root), f"a {fmt} corpus")
+        return _dataset(params, pretrain_pairs(params, corpus_pairs(fmt, local)), params.model.context_length)
     shards = curated_index(root) if fmt == "curated" else webperson_index(root)
     m = params.model
     transform = image_transform(m.image_height, m.image_width, params.augment)
@@ -192,7 +194,7 @@ def seeded_model(arch: Architecture, seed: int) -> PersonRetrievalModel:
 
 def run_pretrain(
     params: Params,
-    data: Path,
+    data: Path | str,
     fmt: str,
     out: Path,
     resume: bool = False,
@@ -204,7 +206,7 @@ def run_pretrain(
     model = seeded_model(Architecture.from_config(params.model), params.seed)
     if params.model.pretrained and not (resume and (Path(out) / CHECKPOINT).is_file()):
         model.load_clip_weights(params.model.pretrained)
-    dataset = pretrain_dataset(params, fmt, Path(data))
+    dataset = pretrain_dataset(params, fmt, data)
     trainer = Trainer(
         model, dataset, pretrain_settings(params), params.model, params.loss, out, device, progress, on_epoch
     )

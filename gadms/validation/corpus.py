@@ -21,6 +21,7 @@ import pandas as pd
 
 from gadms.data.curated import IMAGE_EXTENSIONS, curated_shards, split_member_name
 from gadms.data.problems import DataError
+from gadms.storage import local_path
 from gadms.validation.results import GateError
 
 _CHUNK = 1 << 20
@@ -83,7 +84,7 @@ def shard_paths(data_dir: Path) -> list[Path]:
         Shard paths in name order; ``GateError`` when the directory is missing or has none.
     """
     try:
-        return curated_shards(data_dir)
+        return [local_path(s, "the corpus the quality gate checks") for s in curated_shards(data_dir)]
     except DataError as err:
         raise GateError(f"quality gate: {err}") from None
 
