@@ -136,3 +136,43 @@ def test_curation_reads_web_shards_from_s3_like_a_local_folder(s3, tmp_path):
     assert len(shards) >= 6 and all(remote_tree[name] == local_tree[name] for name in shards)
     rerun = curate(url, tmp_path / "from-s3", params, progress=False)  # finished shards are known by their bytes
     assert all(r.skipped for r in rerun.shards)
+
+
+@pytest.fixture
+def web_server(tmp_path):
+    """A plain web server on 127.0.0.1 (werkzeug): directory pages with links, files with HTTP range requests."""
+    import html
+    import threading
+
+    from werkzeug.serving import make_server
+    from werkzeug.utils import send_file
+    from werkzeug.wrappers import Request, Response
+
+    root = tmp_path / "site"
+    root.mkdir()
+
+    @Request.application
+    def app(request):
+        path = root / request.path.strip("/")
+        if path.is_dir():
+            links = "".join(
+                f'<a href="{html.escape(p.name)}">{html.escape(p.name)}</a>\n' for p in sorted(path.iterdir())
+            )
+            return Response(f"<html><body>{links}</body></html>", mimetype="text/html")
+        if path.is_file():
+            return send_file(path, request.environ, conditional=True)  # answers Range with 206
+        return Response("not found", status=404)
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_a_curated_corpus_served_over_http_streams_like_a_folder(web_server):
+    root, base = web_server
+    local = write_corpus(root / "curated", [3, 5])
+    url = f"{base}/curated"
+    assert [s.pairs for s in curated_index(url)] == [s.pairs for s in curated_index(local)] == [6, 10]
+    assert [s.key for s in iter_curated(url)] == [s.key for s in iter_curated(local)]
