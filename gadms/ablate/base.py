@@ -34,10 +34,16 @@ class BaseModel:
     seconds: float = 0.0
 
 
+# Sections the base stage does not use (no masking, no MTP, no fine-tuning): reset to their defaults, so that
+# changing them (e.g. GASS layers for the rows) neither changes nor rebuilds the base.
+UNUSED = ("model.gass", "model.masking", "model.interaction", "loss.mtp", "finetune")
+
+
 def base_params(params: Params) -> Params:
     """The base stage's training parameters: ``params`` without masking or MTP, with ``ablate.base``'s epochs/lr."""
     b = params.ablate.base
-    sets = [
+    sets = [f"{key}={{}}" for key in UNUSED]
+    sets += [
         "model.masking.score=none",
         "loss.mtp.enabled=false",
         "model.pretrained=null",

@@ -18,7 +18,17 @@ def test_base_is_cached_and_rebuilt_on_change(tmp_path):
     assert not again.built and again.weights == first.weights and again.weights.stat().st_mtime_ns == stamp
 
     # what does not shape the base (the rows, the seeds, tracking) leaves it alone
-    unrelated = derive(params, ["ablate.rows=[cosine]", "ablate.seeds=[7]", "tracking.experiment=x"], "test")
+    unrelated = derive(
+        params,
+        [
+            "ablate.rows=[cosine]",
+            "ablate.seeds=[7]",
+            "tracking.experiment=x",
+            "model.gass.layers=2",
+            "loss.mtp.weight=1",
+        ],
+        "test",
+    )
     assert base_key(unrelated) == first.key and not ensure_base(unrelated).built
 
     for change in ("ablate.base.epochs=2", "ablate.base.corpus.identities=9", "augment.pad_crop=false"):
