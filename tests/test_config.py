@@ -193,3 +193,20 @@ def test_file_errors_are_one_line(tmp_path):
 def test_defaults_match_the_file():
     """The schema's built-in defaults are the repository's params.yaml."""
     assert Params() == load_params(PARAMS)
+
+
+def test_ablate_testbed_params():
+    """params.ablate.yaml: 6 Table-4 rows x 3 seeds from a base stage, a noisy corpus, unseen identities."""
+    p = load_params(REPO / "params.ablate.yaml")
+    a = p.ablate
+    assert a.rows == ("none", "random", "cosine", "gass", "gass-official", "gass-no-mtp") and a.seeds == (0, 1, 2)
+    assert a.base.enabled and p.model.pretrained is None and a.base.corpus.caption_noise == 0.0
+    assert a.corpus.caption_noise > 0 and a.held_out.caption_noise == 0.0
+    assert len({a.corpus.seed, a.held_out.seed, a.base.corpus.seed}) == 3
+
+
+def test_ablate_refuses_repeated_rows_and_shared_seeds():
+    with pytest.raises(ConfigError, match="ablate: .*must not repeat"):
+        load_params(PARAMS, ["ablate.rows=[gass,gass]"])
+    with pytest.raises(ConfigError, match="different seeds"):
+        load_params(PARAMS, ["ablate.held_out.seed=1"])

@@ -19,15 +19,37 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from gadms.bench.gass_noise import NoisyCaption, _load_image, _word_aurocs
+from gadms.bench.gass_noise import ATTRIBUTE_WORDS, NoisyCaption, _load_image, auroc
 from gadms.config import Params, load_params
 from gadms.model.backbone import tokenizer
+from gadms.model.figures import word_scores
 from gadms.model.gass import GassScorer, cosine_token_scores, random_token_scores
 from gadms.model.retrieval import Architecture, PersonRetrievalModel
 from gadms.synth.attributes import Identity
 from gadms.synth.captions import build_pieces, inject_noise
 
-SCORERS = ("gass-paper", "gass-official", "cosine", "random")
+SCORERS = ("gass-paper", "gass-official", "cosine", "random", "occlusion")
+
+
+@torch.no_grad()
+def occlusion_token_scores(clip, tokens: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
+    """A diagnostic, not a masking score: how much the caption-image cosine drops when each token is masked.
+
+    Tells whether the model relies on single words at all (GASS's first-order attribution aside).
+    """
+    from gadms.model.backbone import MASK_TOKEN_ID
+    from gadms.model.gass import minmax, valid_token_mask
+    from gadms.model.text_tower import encode_text
+
+    valid = valid_token_mask(tokens)
+    image = torch.nn.functional.normalize(image_features, dim=-1)
+    whole = torch.nn.functional.normalize(encode_text(clip, tokens).features, dim=-1) @ image.T
+    n = tokens.shape[1]
+    variants = tokens.repeat(n, 1)
+    variants[torch.arange(n), torch.arange(n)] = MASK_TOKEN_ID
+    masked = torch.nn.functional.normalize(encode_text(clip, variants).features, dim=-1) @ image.T
+    drop = (whole[0, 0] - masked[:, 0]).unsqueeze(0)
+    return minmax(drop, valid)
 
 
 def _records(root: Path) -> tuple[list[dict], list[dict]]:
@@ -72,13 +94,37 @@ def _scorers(params: Params, seed: int) -> dict[str, Callable[..., torch.Tensor]
         "gass-official": GassScorer(g.layers, g.scales, "official"),
         "cosine": cosine_token_scores,
         "random": lambda m, t, f: random_token_scores(t, generator),
+        "occlusion": occlusion_token_scores,
     }
+
+
+def word_values(model, tok, items: list[NoisyCaption], features: torch.Tensor, scorer) -> list[tuple[list, list]]:
+    """Per caption: the scores of its known-wrong words and of its other (correct) attribute words."""
+    out = []
+    for item in items:
+        tokens = tok([item.caption])
+        wrong_idx = {len(tok.pat.findall(item.caption[:start].lower())) for start in item.wrong_starts}
+        scores = scorer(model.clip, tokens, features[item.image : item.image + 1])
+        wrong, right = [], []
+        for j, (word, value) in enumerate(word_scores(tokens[0].tolist(), scores[0].tolist(), tok.decoder)):
+            if j in wrong_idx:
+                wrong.append(value)
+            elif word in ATTRIBUTE_WORDS:
+                right.append(value)
+        out.append((wrong, right))
+    return out
+
+
+def paired_auroc(values: list[tuple[list, list]]) -> float:
+    """Mean over captions of P(a correct word scores above a wrong word of the same caption), ties half."""
+    per_caption = [auroc(wrong, right) for wrong, right in values if wrong and right]
+    return float(np.mean(per_caption)) if per_caption else float("nan")
 
 
 def caption_aurocs(
     model: PersonRetrievalModel, params: Params, root: Path, records: list[dict], items: list[NoisyCaption], seed: int
 ) -> dict[str, float]:
-    """AUROC of every scorer on ``items`` (captions of ``records``' images under ``root``)."""
+    """Per scorer: ``<scorer>`` the AUROC pooled over all captions, ``<scorer>/paired`` within each caption."""
     m = params.model
     bench = Path(root) / "CUHK-PEDES" / "imgs"
     used = sorted({item.image for item in items})
@@ -88,7 +134,13 @@ def caption_aurocs(
     with torch.no_grad():
         features = model.encode_image(images)[0]
     remapped = [NoisyCaption(position[it.image], it.caption, it.wrong_starts) for it in items]
-    return _word_aurocs(model, tokenizer(m.context_length), remapped, features, _scorers(params, seed))
+    tok = tokenizer(m.context_length)
+    out = {}
+    for name, scorer in _scorers(params, seed).items():
+        values = word_values(model, tok, remapped, features, scorer)
+        out[name] = auroc([v for w, _ in values for v in w], [v for _, r in values for v in r])
+        out[f"{name}/paired"] = paired_auroc(values)
+    return out
 
 
 def base_model(params: Params, weights: Path) -> PersonRetrievalModel:
@@ -119,11 +171,12 @@ def measure(params: Params, models: dict[str, PersonRetrievalModel], limit: int 
     return rows
 
 
-def format_rows(rows: list[Any]) -> str:
-    """The AUROC table for a terminal / README."""
-    lines = [f"{'model':<22} {'captions':<34} " + " ".join(f"{s:>13}" for s in SCORERS)]
+def format_rows(rows: list[Any], paired: bool = False) -> str:
+    """The AUROC table for a terminal / README (``paired``: the within-caption AUROC)."""
+    suffix = "/paired" if paired else ""
+    lines = [f"{'model':<26} {'captions':<34} " + " ".join(f"{s:>13}" for s in SCORERS)]
     for name, set_name, values in rows:
-        lines.append(f"{name:<22} {set_name:<34} " + " ".join(f"{values[s]:>13.3f}" for s in SCORERS))
+        lines.append(f"{name:<26} {set_name:<34} " + " ".join(f"{values[s + suffix]:>13.3f}" for s in SCORERS))
     return "\n".join(lines)
 
 
@@ -149,8 +202,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{row} seed {args.seed}: no finished result in {plan.out}; run gadms ablate first")
             continue
         models[f"GA-DMS {row} seed {args.seed}"] = load_model(Path(result["model"]))
-    print("AUROC that a correct attribute word scores above a known-wrong one (0.5 = chance)")
-    print(format_rows(measure(params, models, args.limit, args.seed)))
+    rows = measure(params, models, args.limit, args.seed)
+    print("AUROC that a correct attribute word scores above a known-wrong one (0.5 = chance), pooled over captions")
+    print(format_rows(rows))
+    print("\nthe same within each caption (correct and wrong words of one caption compared), mean over captions")
+    print(format_rows(rows, paired=True))
 
 
 if __name__ == "__main__":
