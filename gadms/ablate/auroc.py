@@ -174,9 +174,9 @@ def measure(params: Params, models: dict[str, PersonRetrievalModel], limit: int 
 def format_rows(rows: list[Any], paired: bool = False) -> str:
     """The AUROC table for a terminal / README (``paired``: the within-caption AUROC)."""
     suffix = "/paired" if paired else ""
-    lines = [f"{'model':<26} {'captions':<34} " + " ".join(f"{s:>13}" for s in SCORERS)]
+    lines = [f"{'model':<28} {'captions':<34} " + " ".join(f"{s:>13}" for s in SCORERS)]
     for name, set_name, values in rows:
-        lines.append(f"{name:<26} {set_name:<34} " + " ".join(f"{values[s + suffix]:>13.3f}" for s in SCORERS))
+        lines.append(f"{name:<28} {set_name:<34} " + " ".join(f"{values[s + suffix]:>13.3f}" for s in SCORERS))
     return "\n".join(lines)
 
 

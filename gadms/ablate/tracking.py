@@ -25,6 +25,7 @@ from gadms.tracking.store import ensure_experiment, tracking_uri
 
 PARENT_FILE = "mlflow.json"
 PARENT_TAG = "mlflow.parentRunId"
+LOGGED_ARTIFACTS = "mlflow.loggedArtifacts"  # the tag by which the MLflow UI shows a JSON artifact as a table
 
 
 class AblationTracker:
@@ -135,10 +136,20 @@ class AblationTracker:
         self.parent.log_text(to_csv(summary), "ablation/results.csv")
         self.parent.log_text(to_markdown(summary), "ablation/results.md")
         self.parent.log_text(text + "\n", "ablation/results.txt")
-        self.client.log_table(self.parent_id, data=table_columns(summary), artifact_file="ablation/results_table.json")
+        self._log_table(table_columns(summary), "ablation/results_table.json")
         with tempfile.TemporaryDirectory() as scratch:
             png = bar_chart(summary, Path(scratch) / "ablation.png")
             self.parent.log_artifact(png, "figures")
+
+    def _log_table(self, columns: dict[str, list[Any]], path: str) -> None:
+        """An MLflow table artifact, replaced on a rerun (``MlflowClient.log_table`` would append the rows again)."""
+        import pandas as pd
+
+        self.client.log_text(self.parent_id, pd.DataFrame(columns).to_json(orient="split", index=False), path)
+        logged = json.loads(self.client.get_run(self.parent_id).data.tags.get(LOGGED_ARTIFACTS, "[]"))
+        entry = {"path": path, "type": "table"}
+        if entry not in logged:
+            self.client.set_tag(self.parent_id, LOGGED_ARTIFACTS, json.dumps(logged + [entry]))
 
     def finish(self, status: str = "FINISHED") -> None:
         """End the parent run (``FINISHED`` or ``FAILED``)."""

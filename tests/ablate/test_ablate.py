@@ -66,6 +66,12 @@ def test_parent_children_artifacts_and_resume(tmp_path):
     assert all("(reused)" in line for line in lines if line.startswith("["))
     assert {cell: result_path(ablation.plan.out, *cell).stat().st_mtime_ns for cell in children} == stamps
     assert len(_children(client, params, parent_id)) == 4
+    path = client.download_artifacts(parent_id, "ablation/results_table.json", str(tmp_path / "again"))
+    rows = json.loads(open(path, encoding="utf-8").read())["data"]
+    assert [r[0] for r in rows] == ["none", "gass"]  # replaced, not appended to
+    assert json.loads(client.get_run(parent_id).data.tags["mlflow.loggedArtifacts"]) == [
+        {"path": "ablation/results_table.json", "type": "table"}
+    ]
 
     # a lost result is the only cell redone; its child is not duplicated
     result_path(ablation.plan.out, "gass", 1).unlink()
