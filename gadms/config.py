@@ -75,6 +75,7 @@ class SynthConfig(_Section):
     captions_per_image: int = Field(2, ge=1, le=10)
     split_fractions: SplitFractions = SplitFractions()
     caption_noise: float = Field(0.0, ge=0.0, le=1.0)
+    caption_noise_words: int = Field(1, ge=1, le=8)  # wrong attribute words in each noisy caption
 
     @model_validator(mode="after")
     def _image_range(self) -> "SynthConfig":
@@ -360,6 +361,54 @@ class PipelineConfig(_Section):
     benchmark_identities: int = Field(120, ge=2)
 
 
+AblationRow = Literal["none", "random", "cosine", "gass", "gass-official", "gass-no-mtp", "random-no-mtp"]
+
+
+class AblateCorpusConfig(_Section):
+    """A synthetic benchmark of the ablation testbed (``gadms synth benchmark`` with these values)."""
+
+    identities: int = Field(200, ge=3)
+    seed: int = Field(1, ge=0, le=MAX_SEED)
+    caption_noise: float = Field(0.3, ge=0, le=1)  # share of train captions with wrong attribute words
+    caption_noise_words: int = Field(1, ge=1, le=8)  # wrong words per noisy caption
+    split_fractions: SplitFractions = SplitFractions()
+
+
+class AblateBaseConfig(_Section):
+    """The base stage: the tiny model pre-trained on clean captions, a stand-in for public CLIP weights."""
+
+    enabled: bool = True  # false, or model.pretrained set: the rows start from model.pretrained / from scratch
+    corpus: AblateCorpusConfig = AblateCorpusConfig(
+        identities=400, seed=3, caption_noise=0.0, split_fractions=SplitFractions(train=0.9, val=0.05, test=0.05)
+    )
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    cache_dir: Path = Path("work/ablate-base")  # base-<hash of its inputs>/clip.safetensors
+
+
+class AblateConfig(_Section):
+    """``gadms ablate``: the paper's Table 4 rows x seeds on a noisy corpus, evaluated on unseen identities."""
+
+    rows: tuple[AblationRow, ...] = Field(
+        ("none", "random", "cosine", "gass", "gass-official", "gass-no-mtp"), min_length=1
+    )
+    seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1)
+    corpus: AblateCorpusConfig = AblateCorpusConfig()  # the noisy GA-DMS corpus (its train split is used)
+    held_out: AblateCorpusConfig = AblateCorpusConfig(
+        identities=200, seed=2, caption_noise=0.0, split_fractions=SplitFractions(train=0.05, val=0.05, test=0.9)
+    )  # evaluated on its test split: identities no training stage saw
+    base: AblateBaseConfig = AblateBaseConfig()
+    out_dir: Path = Path("work/ablate")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "AblateConfig":
+        if len(set(self.rows)) != len(self.rows) or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("rows and seeds must not repeat")
+        if len({self.corpus.seed, self.held_out.seed, self.base.corpus.seed}) < 3:
+            raise ValueError("corpus, held_out and base.corpus need different seeds (different identities)")
+        return self
+
+
 class Params(_Section):
     """The whole of params.yaml."""
 
@@ -378,6 +427,7 @@ class Params(_Section):
     versioning: VersioningConfig = VersioningConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    ablate: AblateConfig = AblateConfig()
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -202,3 +202,20 @@ def test_web_dir_may_be_a_url_and_stays_one():
     assert p.paths.web_dir == "s3://bucket/shards"  # Path would have made it s3:/bucket/shards
     assert Params.model_validate({"paths": {"web_dir": "work/web"}}).paths.web_dir == Path("work/web")
     assert load_params(REPO / "params.full.yaml").paths.web_dir == "s3://coyo-700m/shards"
+
+
+def test_ablate_testbed_params():
+    """params.ablate.yaml: 6 Table-4 rows x 3 seeds from a base stage, a noisy corpus, unseen identities."""
+    p = load_params(REPO / "params.ablate.yaml")
+    a = p.ablate
+    assert a.rows == ("none", "random", "cosine", "gass", "gass-official", "gass-no-mtp") and a.seeds == (0, 1, 2)
+    assert a.base.enabled and p.model.pretrained is None and a.base.corpus.caption_noise == 0.0
+    assert a.corpus.caption_noise > 0 and a.held_out.caption_noise == 0.0
+    assert len({a.corpus.seed, a.held_out.seed, a.base.corpus.seed}) == 3
+
+
+def test_ablate_refuses_repeated_rows_and_shared_seeds():
+    with pytest.raises(ConfigError, match="ablate: .*must not repeat"):
+        load_params(PARAMS, ["ablate.rows=[gass,gass]"])
+    with pytest.raises(ConfigError, match="different seeds"):
+        load_params(PARAMS, ["ablate.held_out.seed=1"])

@@ -115,3 +115,14 @@ def test_clean_captions_state_the_true_colours(bench):
 def test_too_few_identities_is_a_clear_error(tmp_path):
     with pytest.raises(SynthError, match="--identities 2: too few"):
         write_benchmark(tmp_path, 2, 0, SynthConfig(), progress=False)
+
+
+def test_caption_noise_words_sets_how_many_words_each_noisy_caption_gets(tmp_path):
+    counts = {}
+    for words in (1, 2):
+        synth = SynthConfig(caption_noise=0.5, caption_noise_words=words)
+        root = write_benchmark(tmp_path / str(words), 10, 0, synth, progress=False).root
+        truth = json.loads((root / "synthetic_truth.json").read_text(encoding="utf-8"))["records"]
+        counts[words] = {len(spans) for r in truth for spans in r["noise_spans"] if spans}
+    assert counts[1] == {1}
+    assert counts[2] == {2}

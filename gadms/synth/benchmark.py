@@ -151,7 +151,8 @@ def write_benchmark(
             )
             pieces_of.append(pieces)
 
-    noisy = _add_noise(records, truth, pieces_of, people, synth.caption_noise, np.random.default_rng([seed, 0x7015E]))
+    noise_rng = np.random.default_rng([seed, 0x7015E])
+    noisy = _add_noise(records, truth, pieces_of, people, synth.caption_noise, noise_rng, synth.caption_noise_words)
     for record in records:
         record["processed_tokens"] = [_TOKEN.findall(c.lower()) for c in record["captions"]]
     write_bytes_atomic(root / "reid_raw.json", json_bytes(records))
@@ -184,8 +185,9 @@ def _add_noise(
     people: list[Identity],
     fraction: float,
     rng: np.random.Generator,
+    words: int = 1,
 ) -> int:
-    """Corrupt ``round(fraction * n)`` of the train captions with one wrong attribute word each."""
+    """Corrupt ``round(fraction * n)`` of the train captions with ``words`` wrong attribute words each."""
     slots = [
         (r, c) for r, record in enumerate(records) if record["split"] == "train" for c in range(len(record["captions"]))
     ]
@@ -195,7 +197,7 @@ def _add_noise(
     for pick in sorted(rng.choice(len(slots), size=n_noisy, replace=False).tolist()):
         r, c = slots[pick]
         identity = people[records[r]["id"] - 1]
-        caption, spans = inject_noise(pieces_of[r][c], identity, rng)
+        caption, spans = inject_noise(pieces_of[r][c], identity, rng, words)
         records[r]["captions"][c] = caption
         truth[r]["noise_spans"][c] = [span.to_dict() for span in spans]
     return n_noisy

@@ -87,3 +87,22 @@ def test_a_corrupted_caption_file_fails_the_pipeline_at_the_gate(project, prefec
     # nothing downstream ran: no DVC pointer, no MLflow runs, no training
     assert not (project / "data.dvc").exists()
     assert not (project / "mlruns").exists() and not (project / "work" / "runs").exists()
+
+
+@pytest.mark.slow
+def test_ablate_flow_runs_every_cell_and_reuses_them(prefect_api, tmp_path, monkeypatch):
+    from flows.ablate import ablate_flow
+    from tests.ablate.conftest import tiny_params
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = tiny_params(tmp_path, ablate={**tiny_params(tmp_path).ablate.model_dump(mode="json"), "seeds": [0]})
+    file = tmp_path / "ablate.yaml"
+    file.write_text(yaml.safe_dump(params.model_dump(mode="json")), encoding="utf-8")
+    first = ablate_flow(str(file))
+    assert "| none |" in first["table"] and "| gass |" in first["table"] and first["parent_run"]
+    results = sorted(p.name for p in (tmp_path / "ablate" / "results").iterdir())
+    assert results == ["gass-seed0.json", "none-seed0.json"]
+    stamps = [p.stat().st_mtime_ns for p in sorted((tmp_path / "ablate" / "results").iterdir())]
+    again = ablate_flow(str(file))
+    assert again["parent_run"] == first["parent_run"]
+    assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "ablate" / "results").iterdir())] == stamps

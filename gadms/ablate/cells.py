@@ -1,0 +1,116 @@
+"""One ablation cell: train one row with one seed from the base weights, evaluate it, keep the result on disk.
+
+A cell's result is ``OUT/results/<row>-seed<seed>.json``; its run directory ``OUT/runs/<row>-seed<seed>-<key>``
+(``checkpoint.pt`` after every epoch, ``model.safetensors``). A result whose key (the digest of the cell's
+parameters, corpus, benchmarks and base weights) matches is final: it is never recomputed. A cell killed midway
+resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gadms.ablate.rows import ROWS, digest, result_shaping, row_params
+from gadms.config import Params
+from gadms.shards import write_bytes_atomic
+
+RESULTS_DIR = "results"
+RUNS_DIR = "runs"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every cell shares: parameters, corpus, benchmarks, base weights and the output folder."""
+
+    params: Params
+    corpus: Path
+    corpus_format: str
+    benchmarks: dict[str, Path]  # benchmark name -> its root (test split evaluated)
+    pretrained: str | None
+    out: Path
+    key: str  # digest of all of the above that shapes a result
+
+
+def plan_key(params: Params, corpus_key: str, benchmarks: dict[str, str], base_key: str | None) -> str:
+    """The digest of what every cell's result depends on, apart from its row and seed."""
+    return digest({"params": result_shaping(params), "corpus": corpus_key, "benchmarks": benchmarks, "base": base_key})
+
+
+def cell_name(row: str, seed: int) -> str:
+    """``<row>-seed<seed>``."""
+    return f"{row}-seed{seed}"
+
+
+def cell_key(plan: Plan, row: str, seed: int) -> str:
+    """The digest of one cell's inputs."""
+    return digest({"plan": plan.key, "row": row, "overrides": list(ROWS[row]), "seed": seed})
+
+
+def result_path(out: Path, row: str, seed: int) -> Path:
+    """Where a cell's result is kept."""
+    return Path(out) / RESULTS_DIR / f"{cell_name(row, seed)}.json"
+
+
+def load_result(plan: Plan, row: str, seed: int) -> dict[str, Any] | None:
+    """The finished result of a cell, or None when it is missing, unreadable or from other inputs."""
+    path = result_path(plan.out, row, seed)
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) and result.get("key") == cell_key(plan, row, seed) else None
+
+
+def run_cell(plan: Plan, row: str, seed: int, device: str = "cpu", progress: bool = False) -> dict[str, Any]:
+    """Train and evaluate one cell, unless its result is already there.
+
+    Args:
+        plan: the shared inputs.
+        row: a key of :data:`gadms.ablate.rows.ROWS`.
+        seed: the cell's seed.
+        device: where to train and evaluate.
+        progress: show the training progress bar.
+
+    Returns:
+        The result: ``row``, ``seed``, ``key``, ``metrics`` (benchmark -> R1, R5, R10, mAP, mINP), ``epochs``
+        (per-epoch losses), ``train_s``, ``model`` and ``reused`` (True when nothing was run).
+    """
+    done = load_result(plan, row, seed)
+    if done is not None:
+        return {**done, "reused": True}
+    from gadms.data.benchmarks import load_benchmark
+    from gadms.eval.evaluate import evaluate_split
+    from gadms.train.runs import run_pretrain
+
+    key = cell_key(plan, row, seed)
+    params = row_params(plan.params, row, seed, plan.pretrained)
+    run_dir = plan.out / RUNS_DIR / f"{cell_name(row, seed)}-{key[:12]}"
+    started = time.perf_counter()
+    resume = (run_dir / "checkpoint.pt").is_file()
+    model, history = run_pretrain(
+        params, plan.corpus, plan.corpus_format, run_dir, resume=resume, device=device, progress=progress
+    )
+    train_s = time.perf_counter() - started
+    model.eval()
+    metrics = {
+        name: evaluate_split(model, load_benchmark(name, root, "test"), chunk=params.eval.query_chunk, device=device)
+        for name, root in plan.benchmarks.items()
+    }
+    result = {
+        "row": row,
+        "seed": seed,
+        "key": key,
+        "overrides": list(ROWS[row]),
+        "metrics": metrics,
+        "epochs": [{"epoch": h.epoch + 1, "lr": h.lr, "seconds": h.seconds, **h.losses} for h in history],
+        "train_s": train_s,
+        "eval_s": time.perf_counter() - started - train_s,
+        "resumed": resume,
+        "model": str(run_dir / "model.safetensors"),
+    }
+    write_bytes_atomic(result_path(plan.out, row, seed), json.dumps(result, indent=1).encode("utf-8"))
+    return {**result, "reused": False}
