@@ -173,6 +173,8 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
         }
     with tracked_run(params, title, "pipeline", md5, {"benchmarks": ",".join(benchmarks)}) as parent:
         links = [("pipeline", parent.run_id, log_run_link(params, "pipeline", parent.run_id))]
+        if gate.get("report") and Path(gate["report"]).is_file():
+            parent.log_artifact(Path(gate["report"]), "quality")  # quality/<fingerprint>-<thresholds>.html
         pre = pretrain_flow(
             params_file, overrides, data_hash=md5, parent_run_id=parent.run_id, gate_summary=gate["summary"]
         )
@@ -217,6 +219,7 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
         "data_hash": md5,
         "pretrain_run": pre["run_id"],
         "pipeline_run": parent.run_id,
+        "gate_report": gate.get("report"),
         "finetune_runs": {k: v["run_id"] for k, v in tuned.items()},
         "table": format_results(rows),
         "promotion": promotion,

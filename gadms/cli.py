@@ -533,7 +533,10 @@ def data_stats(
 def validate(
     data: Optional[Path] = typer.Option(None, "--data", help="The curated corpus (default: paths.data_dir)."),
     report: Optional[Path] = typer.Option(
-        None, "--report", help="Where the GX Data Docs, summary.txt and gate.json go (default: paths.reports_dir/gate)."
+        None,
+        "--report",
+        help="Where report.html (kept per corpus under history/), summary.txt, gate.json and the GX Data Docs go "
+        "(default: paths.reports_dir/gate).",
     ),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,

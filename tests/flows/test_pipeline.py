@@ -60,6 +60,9 @@ def test_pipeline_runs_end_to_end_and_reuses_cached_stages(fresh_repo, prefect_a
     assert pipeline.data.metrics["finetuned/cuhk-pedes/R1"] == tuned.data.metrics["cuhk-pedes/R1"]
     champion = client.get_model_version_by_alias(params.tracking.registered_model, params.tracking.champion_alias)
     assert champion.run_id == tuned.info.run_id
+    gate_report = fresh_repo / "work" / "reports" / "gate" / "history" / f"{Path(first['gate_report']).name}"
+    assert gate_report.is_file()  # the gate's offline report, kept for this corpus and linked from MLflow:
+    assert [a.path for a in client.list_artifacts(first["pipeline_run"], "quality")] == [f"quality/{gate_report.name}"]
     searched = {a.path for a in client.list_artifacts(first["pipeline_run"], "figures/search")}
     # the new champion's search results: one figure per test identity, at most three (this test split has two)
     assert searched == {f"figures/search/query_{i}.png" for i in range(len(searched))} and 1 <= len(searched) <= 3
