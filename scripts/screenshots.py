@@ -47,7 +47,6 @@ SMALL = [
     "train.num_workers=0",
 ]
 SECOND = ["train.optimizer.lr=0.001", "finetune.lr=0.0002"]  # the second pipeline run's changed params
-VIEWPORT = {"width": 1500, "height": 820}
 HEADLINE = ["direct/cuhk-pedes/R1", "direct/cuhk-pedes/mAP", "finetuned/cuhk-pedes/R1", "finetuned/cuhk-pedes/mAP"]
 
 
@@ -252,7 +251,7 @@ def photograph(shots: Callable[[Any], list[Path]]) -> list[Path]:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
         try:
-            page = browser.new_page(viewport=VIEWPORT)
+            page = browser.new_page(viewport={"width": 1500, "height": 820})
             page.route("**/*", lambda r: r.continue_() if "127.0.0.1" in r.request.url else r.abort())
             return shots(page)
         finally:
