@@ -26,6 +26,36 @@ def run_logger() -> Any:
         return logging.getLogger("gadms.flows")
 
 
+def epoch_logger(stage: str, epochs: int) -> Callable[[Any], None]:
+    """An ``on_epoch`` callback writing one line per epoch into the Prefect run log.
+
+    Args:
+        stage: what trains (``pretrain``, ``finetune cuhk-pedes``).
+        epochs: the number of epochs planned.
+
+    Returns:
+        ``log(EpochLog)``: ``pretrain epoch 2/5: sdm_loss 2.913, mtp_loss 6.02, lr 0.0005, 310 samples/s, 4.1 s``.
+    """
+
+    def log(entry: Any) -> None:
+        losses = ", ".join(f"{name} {value:.4g}" for name, value in entry.losses.items())
+        run_logger().info(
+            f"{stage} epoch {entry.epoch + 1}/{epochs}: {losses}, lr {entry.lr:.3g}, "
+            f"{entry.samples_per_s:.0f} samples/s, {entry.seconds:.1f} s"
+        )
+
+    return log
+
+
+def log_run_link(params: Params, what: str, run_id: str) -> str:
+    """Write where ``what``'s MLflow run is into the Prefect run log; return the link's URL."""
+    from gadms.tracking.links import run_link
+
+    link = run_link(params, run_id)
+    run_logger().info(f"{what}: {link.text()}")
+    return link.url
+
+
 def load(params_file: str | Path, overrides: Sequence[str] = ()) -> Params:
     """The validated parameters of a flow run (file + ``section.key=value`` overrides, credentials revealed)."""
     return load_params(Path(params_file), reveal_override_secrets(overrides))

@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 
 from prefect import flow, task
 
-from flows.common import cache_on_inputs, load, run_logger
+from flows.common import cache_on_inputs, load, log_run_link, run_logger
 from gadms.config import Params
 
 
@@ -70,4 +70,5 @@ def evaluate_flow(
     }
     for name, metrics in results.items():
         run_logger().info(f"{setting} on {name}: R1 {metrics[f'{name}/R1']:.2f}, mAP {metrics[f'{name}/mAP']:.2f}")
+        metrics["link"] = log_run_link(params, f"evaluate {setting} {name}", str(metrics["run_id"]))  # type: ignore
     return results

@@ -7,7 +7,7 @@ from typing import Any, Optional, Sequence
 
 from prefect import flow, task
 
-from flows.common import cache_on_inputs, load, run_logger, stage_dir, unless_missing
+from flows.common import cache_on_inputs, epoch_logger, load, log_run_link, run_logger, stage_dir, unless_missing
 from flows.pretrain import launch_torchrun
 from gadms.config import Params
 from gadms.train.loop import CHECKPOINT, FINAL_MODEL
@@ -66,6 +66,7 @@ def finetune(
         register=False,
         resume=resume,
         progress=True,
+        on_epoch=epoch_logger(f"finetune {benchmark}", params.finetune.epochs),
     )
     return {
         "run_id": result.run_id,
@@ -115,4 +116,5 @@ def finetune_flow(
     )
     r1, mean_ap = result["metrics"][f"{benchmark}/R1"], result["metrics"][f"{benchmark}/mAP"]
     run_logger().info(f"finetuned on {benchmark}: R1 {r1:.2f}, mAP {mean_ap:.2f} (MLflow run {result['run_id']})")
+    result["link"] = log_run_link(params, f"finetune {benchmark}", result["run_id"])
     return result

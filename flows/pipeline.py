@@ -16,9 +16,18 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 
-from flows.common import cache_on_inputs, load, markdown_table, run_logger, safe_overrides, task_runner, unless_missing
+from flows import report
+from flows.common import (
+    cache_on_inputs,
+    load,
+    log_run_link,
+    markdown_table,
+    run_logger,
+    safe_overrides,
+    task_runner,
+    unless_missing,
+)
 from flows.curate import curate_flow
 from flows.evaluate import evaluate_flow
 from flows.finetune import finetune_flow
@@ -114,11 +123,20 @@ def pipeline_run_name() -> str:
     return f"pipeline {datetime.now(timezone.utc):%Y-%m-%d %H:%M}"
 
 
+def flow_run_title() -> str:
+    """This flow run's name (the MLflow run and the artifact take it too), or a fresh one outside a flow run."""
+    from prefect.runtime import flow_run
+
+    return str(flow_run.name or pipeline_run_name())
+
+
 @flow(name="gadms-pipeline", log_prints=True, flow_run_name=pipeline_run_name)
 def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Curate, gate, version, pre-train, fine-tune, evaluate, register; returns the results and run ids."""
+    from gadms.tracking.links import run_link
     from gadms.tracking.runs import git_state, tracked_run
     from gadms.tracking.stages import present_benchmarks
+    from gadms.tracking.store import ui_command
 
     params, overrides = load(params_file, overrides), list(overrides)
     logger = get_run_logger()
@@ -144,16 +162,20 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
         logger.warning(f"benchmarks not found under {params.paths.benchmarks_dir}, skipped: {', '.join(missing)}")
     fingerprint = inputs_fingerprint(params, md5, git_state().commit)
     unchanged = find_unchanged(params, fingerprint)
+    title = flow_run_title()
     if unchanged is not None:
         logger.info(unchanged.message())
+        report.publish(report.unchanged_summary(title, md5, unchanged.message()), "GA-DMS pipeline: inputs unchanged")
         return {
             "curation": curation["totals"],
             "gate": gate["summary"],
             "data_hash": md5,
             "unchanged": unchanged.message(),
         }
-    run_name = pipeline_run_name()
-    with tracked_run(params, run_name, "pipeline", md5, {"benchmarks": ",".join(benchmarks)}) as parent:
+    with tracked_run(params, title, "pipeline", md5, {"benchmarks": ",".join(benchmarks)}) as parent:
+        links = [("pipeline", parent.run_id, log_run_link(params, "pipeline", parent.run_id))]
+        if gate.get("report") and Path(gate["report"]).is_file():
+            parent.log_artifact(Path(gate["report"]), "quality")  # quality/<fingerprint>-<thresholds>.html
         pre = pretrain_flow(
             params_file, overrides, data_hash=md5, parent_run_id=parent.run_id, gate_summary=gate["summary"]
         )
@@ -161,6 +183,9 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
         tuned = {
             name: finetune_flow(name, pre["model"], params_file, overrides, md5, parent.run_id) for name in benchmarks
         }
+        links.append(("pretrain", pre["run_id"], pre["link"]))
+        links += [(f"evaluate direct {n}", str(m["run_id"]), str(m["link"])) for n, m in direct.items()]
+        links += [(f"finetune {n}", t["run_id"], t["link"]) for n, t in tuned.items()]
         promotion = None
         if benchmarks:
             primary = benchmarks[0]
@@ -178,17 +203,24 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
         rows = results_table(direct, tuned)
         parent.log_values(headline_metrics(direct, tuned))
         parent.log_text(format_results(rows), "results.txt")
-    create_markdown_artifact(
-        key="gadms-results",
-        description="GA-DMS pipeline: retrieval results",
-        markdown=markdown_table(("benchmark", "setting", *METRICS), rows),
+    summary = report.pipeline_summary(
+        title,
+        md5,
+        gate.get("report") or gate["report_dir"],
+        params.tracking.registered_model,
+        promotion,
+        links,
+        markdown_table(("benchmark", "setting", *METRICS), rows),
+        "" if run_link(params, parent.run_id).served else ui_command(params),
     )
+    report.publish(summary, "GA-DMS pipeline: data version, model version and decision, MLflow runs, results")
     return {
         "curation": curation["totals"],
         "gate": gate["summary"],
         "data_hash": md5,
         "pretrain_run": pre["run_id"],
         "pipeline_run": parent.run_id,
+        "gate_report": gate.get("report"),
         "finetune_runs": {k: v["run_id"] for k, v in tuned.items()},
         "table": format_results(rows),
         "promotion": promotion,

@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 
 from prefect import flow, task
 
-from flows.common import cache_on_inputs, load, run_logger, stage_dir, unless_missing
+from flows.common import cache_on_inputs, epoch_logger, load, log_run_link, run_logger, stage_dir, unless_missing
 from gadms.config import Params
 from gadms.train.loop import CHECKPOINT, FINAL_MODEL
 
@@ -68,6 +68,7 @@ def pretrain(
         gate_summary=gate_summary,
         resume=resume,
         progress=True,
+        on_epoch=epoch_logger("pretrain", params.train.epochs),
     )
     return {"run_id": result.run_id, "model": str(result.model_path), "model_uri": result.model_uri}
 
@@ -103,4 +104,5 @@ def pretrain_flow(
         params, params_file, list(overrides), data, out, data_hash, parent_run_id, gate_summary
     )
     run_logger().info(f"pre-trained model {result['model']} (MLflow run {result['run_id']})")
+    result["link"] = log_run_link(params, "pretrain", result["run_id"])
     return result

@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.common import load
 from gadms.config import ValidationConfig
 from gadms.validation import GateResult, run_quality_gate
+from gadms.validation.report import HISTORY_DIR, history_name
 
 
 class QualityGateFailed(RuntimeError):
@@ -19,7 +20,9 @@ class QualityGateFailed(RuntimeError):
 
 @task(name="quality-gate")
 def run_gate(data_dir: Path, cfg: ValidationConfig, report_dir: Path) -> GateResult:
-    """Run the Expectation Suite over the corpus and write Data Docs, summary.txt and gate.json."""
+    """Run the Expectation Suite over the corpus and write report.html (and its kept copy), summary.txt, gate.json
+    and the Data Docs.
+    """
     return run_quality_gate(data_dir, cfg, report_dir)
 
 
@@ -40,4 +43,11 @@ def validate_flow(
         raise QualityGateFailed(
             f"quality gate failed ({', '.join(result.failed_checks)}); nothing downstream runs.\n{result.summary}"
         )
-    return {"passed": True, "summary": result.summary, "fingerprint": result.fingerprint, "report_dir": str(report_dir)}
+    kept = report_dir.resolve() / HISTORY_DIR / history_name(result.fingerprint, params.validation)
+    return {
+        "passed": True,
+        "summary": result.summary,
+        "fingerprint": result.fingerprint,
+        "report_dir": str(report_dir),
+        "report": str(kept),
+    }

@@ -7,6 +7,7 @@ with ``error:`` and exit with status 2.
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from contextlib import contextmanager
@@ -16,8 +17,11 @@ from typing import Iterator, Optional
 import typer
 import yaml
 
+from gadms.cli_help import install as install_help_layout
 from gadms.config import ConfigError, Params, load_params
 from gadms.search.commands import add_search_commands
+
+install_help_layout()  # flags without <bool>, brackets kept, paragraphs reflowed (see gadms.cli_help)
 
 app = typer.Typer(
     help="GA-DMS text-based person retrieval: curate web images into a person-caption corpus, "
@@ -65,6 +69,9 @@ ParamsOpt = typer.Option(None, "--params", help="Parameter file (default: ./para
 SetOpt = typer.Option(
     None, "--set", metavar="KEY=VALUE", help="Override one parameter, e.g. --set train.optimizer.lr=3e-4 (repeatable)."
 )
+
+
+RootOpt = typer.Option(None, "--root", help="The benchmark directory or its parent (default: paths.benchmarks_dir).")
 
 
 class UserError(Exception):
@@ -327,7 +334,7 @@ def train_pretrain(
 @train_app.command("finetune")
 def train_finetune(
     benchmark: str = typer.Option(..., "--benchmark", help="cuhk-pedes | icfg-pedes | rstpreid."),
-    root: Path = typer.Option(..., "--root", help="The benchmark directory or its parent."),
+    root: Optional[Path] = RootOpt,
     init: Optional[Path] = typer.Option(
         None, "--init", help="Pre-trained model (model.safetensors, checkpoint.pt or a run directory)."
     ),
@@ -359,11 +366,11 @@ def train_finetune(
         set_,
         out,
         track,
-        lambda p: run_finetune(p, benchmark, root, init, out, resume=resume, device=device),
+        lambda p: run_finetune(p, benchmark, root or p.paths.benchmarks_dir, init, out, resume=resume, device=device),
         lambda p: track_finetune_and_evaluate(
             p,
             benchmark,
-            root,
+            root or p.paths.benchmarks_dir,
             init,
             out,
             data_hash,
@@ -461,7 +468,7 @@ def curate_templates(
 def evaluate(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="model.safetensors, checkpoint.pt or a run directory."),
     benchmark: str = typer.Option(..., "--benchmark", help="cuhk-pedes | icfg-pedes | rstpreid."),
-    root: Path = typer.Option(..., "--root", help="The benchmark directory or its parent."),
+    root: Optional[Path] = RootOpt,
     split: str = typer.Option("test", "--split", help="Split to evaluate on."),
     image_to_text: bool = typer.Option(False, "--image-to-text", help="Also rank captions for each image."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
@@ -486,7 +493,7 @@ def evaluate(
         p = _params(params, set_)
         dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         model = load_any_model(checkpoint).to(dev)
-        data = load_benchmark(benchmark, root, split)
+        data = load_benchmark(benchmark, root or p.paths.benchmarks_dir, split)
         rows = {
             f"{benchmark} {split} text-to-image": evaluate_split(
                 model, data, chunk=p.eval.query_chunk, device=dev, progress=True
@@ -502,8 +509,15 @@ def evaluate(
 @data_app.command("stats")
 def data_stats(
     benchmark: str = typer.Argument(..., help="cuhk-pedes | icfg-pedes | rstpreid | webperson | curated."),
-    root: Path = typer.Option(..., "--root", help="The dataset directory (or a benchmark's parent)."),
+    root: Optional[Path] = typer.Option(
+        None,
+        "--root",
+        help="The dataset directory or a benchmark's parent (default: paths.data_dir for curated, "
+        "paths.benchmarks_dir for a benchmark; webperson needs --root).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
 ) -> None:
     """Identities, images and captions per split (skipped records are counted and reported)."""
     import json
@@ -511,7 +525,11 @@ def data_stats(
     from gadms.data.stats import dataset_stats, format_stats
 
     with _user_errors():
-        stats = dataset_stats(benchmark, root)
+        p = _params(params, set_)
+        if root is None and benchmark == "webperson":
+            raise UserError("data stats webperson: --root is required (the folder of WebPerson Parquet files)")
+        default = p.paths.data_dir if benchmark == "curated" else p.paths.benchmarks_dir
+        stats = dataset_stats(benchmark, root or default)
         typer.echo(json.dumps(stats, indent=2, sort_keys=True) if as_json else format_stats(stats))
 
 
@@ -519,7 +537,10 @@ def data_stats(
 def validate(
     data: Optional[Path] = typer.Option(None, "--data", help="The curated corpus (default: paths.data_dir)."),
     report: Optional[Path] = typer.Option(
-        None, "--report", help="Where the GX Data Docs, summary.txt and gate.json go (default: paths.reports_dir/gate)."
+        None,
+        "--report",
+        help="Where report.html (kept per corpus under history/), summary.txt, gate.json and the GX Data Docs go "
+        "(default: paths.reports_dir/gate).",
     ),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
@@ -670,7 +691,7 @@ def pipeline(
     stage. Exit status 1 when a stage fails (e.g. the quality gate).
     """
     from flows.pipeline import run_pipeline
-    from gadms.tracking.store import ui_command
+    from gadms.tracking.store import executable, ui_command
 
     with _user_errors():
         p = _params(params, set_)
@@ -694,7 +715,8 @@ def pipeline(
     typer.echo(f"MLflow pipeline run: {result['pipeline_run']} (pre-training run {result['pretrain_run']})")
     typer.echo(f"MLflow UI:  {ui_command(p)}   then open http://127.0.0.1:5000")
     typer.echo(
-        "Prefect UI: prefect server start   then open http://127.0.0.1:4200 (flow runs of this machine are listed)"
+        f"Prefect UI: {shlex.quote(executable('prefect'))} server start   then open http://127.0.0.1:4200 "
+        "(flow runs of this machine are listed)"
     )
 
 
@@ -765,7 +787,7 @@ def deploy(
 ) -> None:
     """Serve the pipeline on the orchestration.schedule_cron schedule (scheduled retraining) until stopped.
 
-    Needs a Prefect server to schedule against: `prefect server start`, then
+    Needs a Prefect server to schedule against: `.venv/bin/prefect server start`, then
     `export PREFECT_API_URL=http://127.0.0.1:4200/api` before this command. For work-pool based serving see prefect.yaml
     (`prefect deploy --all`, `prefect worker start --pool gadms-local`).
     """

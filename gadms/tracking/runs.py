@@ -3,9 +3,12 @@
 :func:`tracked_run` opens a run in ``tracking.experiment`` (nested under a
 parent run when given) and logs, before anything else:
 
-- every parameter of params.yaml, flattened (``train.optimizer.lr``), as a
-  string (YAML spelling: ``null``, ``true``, ``[1, 2]``), cut to MLflow's
-  6000-character limit, plus the whole file as the artifact ``params.yaml``;
+- a short set of parameters (see :func:`shown_params`), flattened
+  (``train.optimizer.lr``), as strings (YAML spelling: ``null``, ``true``,
+  ``[1, 2]``), cut to MLflow's 6000-character limit: the key settings
+  (``KEY_PARAMS``), every setting that differs from the built-in defaults
+  (locations under ``paths.`` aside) and ``data_hash``; the whole resolved
+  parameter set goes into the artifact ``params.yaml``;
 - tags ``stage``, ``dvc.data_hash`` (the dataset's DVC hash, ``unknown`` when
   not given), ``git.commit`` and ``mlflow.source.git.commit`` (``git rev-parse
   HEAD`` of the repository the ``gadms`` code runs from, ``unknown`` outside
@@ -44,6 +47,24 @@ if TYPE_CHECKING:
     from gadms.train.loop import EpochLog
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value
+METRIC_DECIMALS = 2  # benchmark metrics are percentages: 0.01 is finer than one query of any benchmark split
+# Logged on every run, default or not, so runs line up on them in the MLflow runs table and compare view.
+KEY_PARAMS = (
+    "seed",
+    "model.backbone",
+    "model.pretrained",
+    "model.gass.variant",
+    "model.masking.score",
+    "model.masking.replacement",
+    "model.interaction.variant",
+    "train.epochs",
+    "train.batch_size",
+    "train.optimizer.lr",
+    "finetune.epochs",
+    "finetune.batch_size",
+    "finetune.lr",
+)
+UNSHOWN_PREFIXES = ("paths.",)  # where things are, not what was trained: in params.yaml only
 TRUNCATED = "...[truncated]"
 UNKNOWN = "unknown"
 TRAIN_PREFIX = "train"
@@ -124,6 +145,28 @@ def flat_params(params: Params) -> dict[str, str]:
         ``{"train.optimizer.lr": "0.0005", ...}``.
     """
     return {key: param_text(value) for key, value in flatten(params).items()}
+
+
+def shown_params(params: Params, data_hash: str | None = None) -> dict[str, str]:
+    """The parameters logged as MLflow params: key settings, what differs from the defaults, the data hash.
+
+    A run of the default params.yaml logs ``KEY_PARAMS`` and ``data_hash``; a run with ``--set
+    train.warmup_epochs=2`` adds ``train.warmup_epochs``. Everything else is in the ``params.yaml`` artifact.
+
+    Args:
+        params: the run's parameters.
+        data_hash: the dataset's DVC hash (``unknown`` when None).
+
+    Returns:
+        Name -> value as text, in ``KEY_PARAMS`` order then the changed ones in file order.
+    """
+    values, defaults = flat_params(params), flat_params(Params())
+    shown = {key: values[key] for key in KEY_PARAMS if key in values}
+    for key, value in values.items():
+        if key not in shown and value != defaults.get(key) and not key.startswith(UNSHOWN_PREFIXES):
+            shown[key] = value
+    shown["data_hash"] = data_hash or UNKNOWN
+    return shown
 
 
 def metric_name(benchmark: str, metric: str, prefix: str = "") -> str:
@@ -211,7 +254,7 @@ class TrackedRun:
         self.log_values(values, step=log.epoch + 1)
 
     def log_metrics(self, benchmark: str, metrics: Mapping[str, float], prefix: str = "") -> dict[str, float]:
-        """Log a benchmark's retrieval metrics under comparable names (see :func:`metric_name`).
+        """Log a benchmark's retrieval metrics under comparable names (see :func:`metric_name`), to 2 decimals.
 
         Args:
             benchmark: e.g. ``cuhk-pedes``.
@@ -219,9 +262,11 @@ class TrackedRun:
             prefix: ``direct``, ``finetuned``, ``cross`` or empty.
 
         Returns:
-            What was logged, by full metric name.
+            What was logged (rounded), by full metric name.
         """
-        named = {metric_name(benchmark, key, prefix): float(value) for key, value in metrics.items()}
+        named = {
+            metric_name(benchmark, key, prefix): round(float(value), METRIC_DECIMALS) for key, value in metrics.items()
+        }
         self.log_values(named)
         return named
 
@@ -331,12 +376,12 @@ def tracked_run(
     parent_run_id: str | None = None,
     root: Path | None = None,
 ) -> Iterator[TrackedRun]:
-    """Open an MLflow run with every parameter and provenance tag logged (see the module docstring).
+    """Open an MLflow run with its parameters and provenance tags logged (see the module docstring).
 
     The run ends FINISHED when the block completes and FAILED when it raises.
 
     Args:
-        params: the run's parameters (all logged).
+        params: the run's parameters (the shown ones as params, all in ``params.yaml``).
         run_name: display name of the run.
         stage: ``pretrain``, ``finetune``, ``evaluate``, ... (tag ``stage``).
         data_hash: the dataset's DVC hash (tag ``dvc.data_hash``).
@@ -363,7 +408,7 @@ def tracked_run(
             tags=redactor.redact_mapping(all_tags, "tag"),
         ) as run:
             tracked = TrackedRun(run.info.run_id, uri, redactor)
-            log_all_params(tracked, params)
+            log_all_params(tracked, params, data_hash)
             yield tracked
 
 
@@ -387,12 +432,13 @@ def provenance_tags(stage: str, data_hash: str | None) -> dict[str, str]:
     }
 
 
-def log_all_params(run: TrackedRun, params: Params) -> None:
-    """Log every flattened parameter (redacted) and the whole parameter set as ``params.yaml``.
+def log_all_params(run: TrackedRun, params: Params, data_hash: str | None = None) -> None:
+    """Log the shown parameters (redacted; see :func:`shown_params`) and the whole parameter set as ``params.yaml``.
 
     Args:
         run: the run.
         params: the parameters.
+        data_hash: the dataset's DVC hash (param ``data_hash``).
     """
-    run.log_params(flat_params(params))
+    run.log_params(shown_params(params, data_hash))
     run.log_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False), "params.yaml")

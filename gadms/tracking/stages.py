@@ -23,9 +23,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gadms.config import Params
 from gadms.data.benchmarks import benchmark_dir, benchmark_format, load_benchmark
@@ -34,6 +35,9 @@ from gadms.storage import location
 from gadms.tracking.examples import evaluate_with_examples
 from gadms.tracking.registry import PromotionResult, register_and_maybe_promote
 from gadms.tracking.runs import TrackedRun, tracked_run
+
+if TYPE_CHECKING:
+    from gadms.train.loop import EpochLog
 
 MODEL_NAME = "model"
 EXAMPLE_QUERIES = 4
@@ -116,6 +120,17 @@ def _device_of(model: PersonRetrievalModel) -> str:
     return str(next(model.parameters()).device)
 
 
+def _epoch_callback(run: TrackedRun, also: Callable[[EpochLog], None] | None) -> Callable[[EpochLog], None]:
+    """Log each epoch to the run, then hand it to ``also`` (e.g. a flow's logger) when given."""
+
+    def on_epoch(log: EpochLog) -> None:
+        run.log_epoch(log)
+        if also is not None:
+            also(log)
+
+    return on_epoch
+
+
 def _is_main_process() -> bool:
     """False on the other ranks of a torchrun launch: they train but do not track."""
     return os.environ.get("RANK", "0") == "0"
@@ -135,6 +150,7 @@ def track_pretrain(
     device: str = "auto",
     progress: bool = False,
     root: Path | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
 ) -> StageResult:
     """GA-DMS pre-training with everything logged (see the module docstring), then direct-transfer evaluation.
 
@@ -152,6 +168,7 @@ def track_pretrain(
         device: ``auto``, ``cpu``, ``cuda``, ...
         progress: show progress bars.
         root: directory a relative ``paths.mlruns_dir`` is resolved against.
+        on_epoch: also called with each epoch's log, after it is logged to MLflow (e.g. to log it in Prefect).
 
     Returns:
         The run id, model path, logged model URI and direct-transfer metrics. On the other ranks of a
@@ -171,7 +188,9 @@ def track_pretrain(
     ) as run:
         if gate_summary is not None:
             run.log_text(gate_summary, "quality/gate_summary.md")
-        model, history = run_pretrain(params, data_dir, fmt, out_dir, resume, device, progress, on_epoch=run.log_epoch)
+        model, history = run_pretrain(
+            params, data_dir, fmt, out_dir, resume, device, progress, on_epoch=_epoch_callback(run, on_epoch)
+        )
         if history:
             run.log_token_scores(history[-1])
         metrics: dict[str, float] = {}
@@ -195,6 +214,7 @@ def track_finetune_and_evaluate(
     device: str = "auto",
     progress: bool = False,
     root: Path | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
 ) -> StageResult:
     """IRRA-style fine-tuning on ``benchmark`` with everything logged, evaluation, registration and promotion.
 
@@ -213,6 +233,7 @@ def track_finetune_and_evaluate(
         device: ``auto``, ``cpu``, ``cuda``, ...
         progress: show progress bars.
         root: directory a relative ``paths.mlruns_dir`` is resolved against.
+        on_epoch: also called with each epoch's log, after it is logged to MLflow.
 
     Returns:
         The run id, model path, logged model URI, metrics and the registry decision (on the other
@@ -227,7 +248,15 @@ def track_finetune_and_evaluate(
     tags = {"benchmark": benchmark, "init": str(pretrained) if pretrained else (params.model.pretrained or "none")}
     with tracked_run(params, f"finetune {benchmark}", "finetune", data_hash, tags, parent_run_id, root) as run:
         model, history = run_finetune(
-            params, benchmark, benchmark_root, pretrained, out_dir, resume, device, progress, on_epoch=run.log_epoch
+            params,
+            benchmark,
+            benchmark_root,
+            pretrained,
+            out_dir,
+            resume,
+            device,
+            progress,
+            on_epoch=_epoch_callback(run, on_epoch),
         )
         if history:
             run.log_token_scores(history[-1])

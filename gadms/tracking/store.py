@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -155,6 +156,19 @@ def ensure_experiment(name: str, uri: str) -> str:
     return experiment.experiment_id
 
 
+def executable(name: str) -> str:
+    """A console script of this Python environment by full path, so a printed command works without activating it.
+
+    Args:
+        name: e.g. ``mlflow`` or ``prefect``.
+
+    Returns:
+        ``<dir of sys.executable>/<name>`` when that file exists, else ``name`` (found on PATH).
+    """
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.is_file() else name
+
+
 def ui_command(params: Params, root: Path | None = None, port: int = 5000) -> str:
     """The command a person runs to browse the runs in the MLflow UI.
 
@@ -168,13 +182,13 @@ def ui_command(params: Params, root: Path | None = None, port: int = 5000) -> st
         port: port the UI listens on (on 127.0.0.1).
 
     Returns:
-        e.g. ``mlflow ui --backend-store-uri sqlite:////abs/mlruns/mlflow.db
+        e.g. ``/abs/.venv/bin/mlflow ui --backend-store-uri sqlite:////abs/mlruns/mlflow.db
         --default-artifact-root file:///abs/mlruns/artifacts --host 127.0.0.1 --port 5000 --workers 1``.
     """
     uri = tracking_uri(params, root)
     if uri.startswith(("http://", "https://")):
         return uri
-    parts = ["mlflow", "ui", "--backend-store-uri", uri]
+    parts = [executable("mlflow"), "ui", "--backend-store-uri", uri]
     artifacts = artifact_location(uri)
     if artifacts is not None:
         sqlite_path(uri).absolute().parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]

@@ -7,9 +7,12 @@ and writes into the report folder:
 - ``summary.txt``: pass/fail per check, failing share vs allowed share, and up
   to three offending captions (or crops) per failing check;
 - ``gate.json``: the same, machine-readable, with the corpus fingerprint, so a
-  later stage can check that the gate passed on exactly the data it reads.
+  later stage can check that the gate passed on exactly the data it reads;
+- ``report.html`` and ``history/<fingerprint>-<thresholds>.html``: the gate's
+  own self-contained report (works offline, checks by name; see
+  :mod:`gadms.validation.report`), one kept per corpus version and thresholds.
 
-Neither file holds a timestamp: the same data and thresholds give the same bytes.
+None of these files holds a timestamp: the same data and thresholds give the same bytes.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from gadms.config import ValidationConfig
 from gadms.shards import json_bytes, write_bytes_atomic
 from gadms.validation.corpus import corpus_fingerprint, read_gate_tables
+from gadms.validation.report import HISTORY_DIR, REPORT_FILE, history_name, write_report
 from gadms.validation.results import CheckResult, GateFailed, GateResult
 
 logger = logging.getLogger(__name__)
@@ -52,7 +56,10 @@ def run_quality_gate(data_dir: Path, cfg: ValidationConfig, report_dir: Path) ->
     checks, docs_index = run_suites(tables, cfg, docs_dir)
     passed = all(c.passed for c in checks)
     counts = {"samples": len(tables.crops), "captions": len(tables.captions), "shards": len(tables.shards)}
-    summary = format_summary(data_dir, checks, passed, counts, tables.fingerprint, docs_index.relative_to(report_dir))
+    kept = Path(HISTORY_DIR) / history_name(tables.fingerprint, cfg)
+    summary = format_summary(
+        data_dir, checks, passed, counts, tables.fingerprint, docs_index.relative_to(report_dir), kept
+    )
     result = GateResult(
         passed,
         checks,
@@ -62,6 +69,7 @@ def run_quality_gate(data_dir: Path, cfg: ValidationConfig, report_dir: Path) ->
         docs_index if docs_index.is_file() else None,
         tables.fingerprint,
     )
+    write_report(result, cfg, data_dir, counts["shards"], report_dir)
     _write_reports(result, cfg, tables.shards, report_dir)
     logger.info(summary.splitlines()[0])
     return result
@@ -83,7 +91,13 @@ def _write_reports(result: GateResult, cfg: ValidationConfig, shards: list[str],
 
 
 def format_summary(
-    data_dir: Path, checks: list[CheckResult], passed: bool, counts: dict[str, int], fingerprint: str, docs: Path
+    data_dir: Path,
+    checks: list[CheckResult],
+    passed: bool,
+    counts: dict[str, int],
+    fingerprint: str,
+    docs: Path,
+    kept: Path | None = None,
 ) -> str:
     """The human-readable report: verdict, a table of checks, then examples for each failing check.
 
@@ -94,6 +108,7 @@ def format_summary(
         counts: ``samples``, ``captions`` and ``shards`` checked.
         fingerprint: the corpus fingerprint.
         docs: the Data Docs index, relative to the report folder.
+        kept: the kept HTML report, relative to the report folder (None: not named).
 
     Returns:
         The text of ``summary.txt`` (ends with a newline).
@@ -110,7 +125,10 @@ def format_summary(
     lines += [_check_line(c) for c in checks]
     for check in failed:
         lines += ["", *_failure_lines(check)]
-    lines += ["", f"Data Docs: {docs.as_posix()}"]
+    lines.append("")
+    if kept is not None:
+        lines.append(f"Report: {REPORT_FILE} (works offline; kept as {kept.as_posix()})")
+    lines.append(f"Data Docs: {docs.as_posix()}")
     return "\n".join(lines) + "\n"
 
 

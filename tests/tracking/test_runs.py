@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
-from gadms.config import flatten
+from gadms.config import Params, flatten, params_from_dict
 from gadms.tracking.redact import REDACTED
-from gadms.tracking.runs import MAX_PARAM_LENGTH, git_state, metric_name, tracked_run
+from gadms.tracking.runs import KEY_PARAMS, MAX_PARAM_LENGTH, git_state, metric_name, tracked_run
 from gadms.tracking.store import tracking_uri
 from gadms.train.loop import EpochLog
 
@@ -25,18 +26,36 @@ def _artifact_text(client, run_id, path, tmp_path):
     return Path(client.download_artifacts(run_id, path, str(tmp_path))).read_text()
 
 
-def test_every_parameter_is_logged_flattened_and_stringified(params, tmp_path):
+def test_key_and_changed_parameters_are_logged_and_all_of_them_in_params_yaml(params, tmp_path):
     with tracked_run(params, "params", "pretrain", "abc123") as run:
         pass
     logged = _client(params).get_run(run.run_id).data.params
-    expected = flatten(params)
-    assert set(logged) == set(expected)
+    changed = {k for k, v in flatten(params).items() if v != flatten(Params())[k] and not k.startswith("paths.")}
+    assert changed == {"tracking.experiment", "tracking.registered_model", "model.context_length"}
+    assert set(logged) == {*KEY_PARAMS, *changed, "data_hash"} and len(logged) < 20  # not the ~160 of params.yaml
     assert logged["train.optimizer.lr"] == "0.0005"
     assert logged["model.pretrained"] == "null"
-    assert logged["model.gass.scales"] == "[1, 2]"
-    assert logged["loss.sdm.enabled"] == "true"
+    assert logged["model.context_length"] == "32" and logged["data_hash"] == "abc123"
     assert logged["tracking.experiment"] == params.tracking.experiment
-    assert "train:" in _artifact_text(_client(params), run.run_id, "params.yaml", tmp_path)
+    assert "paths.mlruns_dir" not in logged and "loss.sdm.enabled" not in logged  # a location; a default
+    shown = yaml.safe_load(_artifact_text(_client(params), run.run_id, "params.yaml", tmp_path))
+    assert flatten(params_from_dict(shown)) == flatten(params)  # every resolved value, in the artifact
+
+
+def test_a_changed_setting_becomes_a_param(new_params):
+    params = new_params(train={"warmup_epochs": 3}, loss={"sdm": {"enabled": False}})
+    with tracked_run(params, "changed", "pretrain", None) as run:
+        pass
+    logged = _client(params).get_run(run.run_id).data.params
+    assert logged["train.warmup_epochs"] == "3" and logged["loss.sdm.enabled"] == "false"
+    assert logged["data_hash"] == "unknown"
+
+
+def test_benchmark_metrics_are_rounded_to_two_decimals(params):
+    with tracked_run(params, "rounded", "finetune", None) as run:
+        returned = run.log_metrics("cuhk-pedes", {"R1": 41.23456, "mAP": 30.0})
+    logged = _client(params).get_run(run.run_id).data.metrics
+    assert logged["cuhk-pedes/R1"] == 41.23 == returned["cuhk-pedes/R1"] and logged["cuhk-pedes/mAP"] == 30.0
 
 
 def test_long_parameter_is_cut_to_mlflows_limit(params):

@@ -86,7 +86,7 @@ def test_pretrain_then_finetune_log_everything_and_promote(new_params, bench_roo
     assert [m.step for m in client.get_metric_history(pre.run_id, "train/sdm_loss")] == [1]
     test_split = load_benchmark("cuhk-pedes", bench_root, "test")
     direct = evaluate_split(load_any_model(pre.model_path), test_split)
-    assert {m: run.data.metrics[f"cuhk-pedes/{m}"] for m in METRICS} == pytest.approx(direct)
+    assert {m: run.data.metrics[f"cuhk-pedes/{m}"] for m in METRICS} == pytest.approx(direct, abs=0.005)  # 2 dp
     assert run.data.tags["setting"] == "direct"
     artifacts = _artifacts(client, pre.run_id)
     assert {"figures/token_scores.png", "quality/gate_summary.md", "params.yaml"} <= set(artifacts)

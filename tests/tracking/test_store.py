@@ -55,7 +55,7 @@ def test_using_store_restores_the_environment(tmp_path, monkeypatch):
 
 def test_ui_command_opens_the_local_store_and_needs_nothing_running(tmp_path):
     command = shlex.split(ui_command(_params(), tmp_path, port=5123))
-    assert command[:2] == ["mlflow", "ui"]
+    assert command[1] == "ui" and Path(command[0]).name == "mlflow" and Path(command[0]).is_file()  # no venv needed
     assert command[command.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     assert command[command.index("--default-artifact-root") + 1] == (tmp_path / "mlruns/artifacts").as_uri()
     assert command[command.index("--port") + 1] == "5123"
