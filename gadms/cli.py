@@ -415,9 +415,6 @@ def curate_run(
         started = time.perf_counter()
         report = curate(source, target, p, progress=not quiet)
         typer.echo(report.summary())
-        skipped = sum(r.skipped for r in report.shards)
-        if skipped:
-            typer.echo(f"  {skipped} shard(s) were already done and were skipped")
         typer.echo(f"finished in {time.perf_counter() - started:.1f}s; report: {target / 'report.json'}")
 
 

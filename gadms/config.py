@@ -89,6 +89,7 @@ class SourceConfig(_Section):
     folder_shard_size: int = Field(1000, ge=1)
     max_member_bytes: int = Field(32 * 2**20, ge=1)  # larger images (tar member, file, Parquet cell): too_large
     max_image_pixels: int = Field(16_000_000, ge=1)  # larger width*height: too_large, refused before decoding
+    max_row_group_bytes: int = Field(64 * 2**20, ge=1)  # a Parquet row group with more image bytes: too_large
 
 
 class DetectorConfig(_Section):

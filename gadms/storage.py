@@ -76,10 +76,13 @@ def file_size(path: Location) -> int:
 
 
 def parquet_file(path: Location) -> pq.ParquetFile:
-    """A Parquet file to read row group by row group (a remote one through ranged reads)."""
+    """A Parquet file to read row group by row group (a remote one through ranged reads).
+
+    Column chunks are read through a 1 MiB buffer, page by page, rather than whole.
+    """
     if is_url(path):
-        return pq.ParquetFile(open_binary(path))
-    return pq.ParquetFile(path)
+        return pq.ParquetFile(open_binary(path), buffer_size=2**20)
+    return pq.ParquetFile(path, buffer_size=2**20)
 
 
 def parquet_metadata(path: Location) -> pq.FileMetaData:

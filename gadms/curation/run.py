@@ -1,6 +1,7 @@
 """The curation run: source shards -> detection -> filter -> crops -> captions -> curated shards.
 
-Each source shard becomes one curated shard of the same name, processed on its
+Each source shard becomes one curated shard of the same name (unless ``OUT``
+holds a shard of that name from another input: see :mod:`gadms.curation.output`), processed on its
 own (so shards can fan out over threads or a Dask cluster) and written
 atomically: ``OUT/NAME.tar`` (per person ``KEY.jpg`` crop + ``KEY.json``),
 ``OUT/meta/NAME.parquet`` (manifest rows), ``OUT/meta/NAME.decisions.parquet``
@@ -23,181 +24,56 @@ reproducible.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
-import json
 import re
 import threading
 import time
-from collections import Counter, defaultdict
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 from tqdm import tqdm
 
 from gadms.config import Params
 from gadms.curation.detect import BadDetectionRecord, Detector, build_detector, precomputed_detections
 from gadms.curation.filter import KEEP, crop_box, crop_image, filter_decision, visible_keypoints
+from gadms.curation.output import (
+    MANIFEST,
+    META_DIR,
+    REPORT,
+    CurationError,
+    finished_report,
+    marker_path,
+    open_output,
+    output_name,
+    read_marker,
+    replacement_reason,
+    shard_fingerprint,
+)
 from gadms.curation.records import CaptionRequest, CaptionResult, PersonDetection, SourceRecord, Template
+from gadms.curation.report import CurationReport, ShardReport
 from gadms.curation.sources import (
-    DECODE_FORMATS,
     ImageDecodeError,
     SourceShard,
     decode_image,
     iter_source,
     list_source_shards,
-    shard_digest,
+    open_image,
 )
 from gadms.shards import ShardWriter, jpeg_bytes, json_bytes, write_bytes_atomic
-from gadms.storage import Location, is_url, location
+from gadms.storage import Location, location
 
-META_DIR = "meta"
-MANIFEST = "manifest.parquet"
-REPORT = "report.json"
-LOCK = ".lock"
 CAPTION_FAILED = "caption_failed"
 BAD_DETECTIONS = "bad_detections"
 CAPTION_BATCH = 64
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _KEY_BASE_CHARS = 48  # readable part of a curated key; the hash after it keeps keys unique (tar names stay short)
 _SHARD_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-class CurationError(ValueError):
-    """The curation run cannot go on; the message is one line."""
-
-
-@dataclass
-class ShardReport:
-    """What happened to one source shard; ``seen == kept + rejected + failed`` always holds.
-
-    Attributes:
-        shard: the shard name.
-        seen: source samples read.
-        kept: samples with at least one curated person crop.
-        rejected: samples in which no person passed the filter.
-        failed: samples that could not be used (unreadable, or captioning failed), by reason in ``failures``.
-        crops: curated person crops written.
-        captions: captions written.
-        boxes: every detected person by decision (``keep``, ``too_small``, ..., ``caption_failed``).
-        failures: failed samples by reason.
-        problems: shard-level trouble (e.g. a truncated tar).
-        timings: seconds per stage (not written to disk: it is not reproducible).
-        skipped: True when the shard was already done and was not processed again.
-        replaced: why a finished shard of this name was curated again (``"input changed"``,
-            ``"parameters changed"``); empty when there was none.
-        earlier: True for a finished shard of an earlier run that is not in this run's input (kept as it is).
-        other_params: True when an ``earlier`` shard was curated with other parameters than this run's.
-    """
-
-    shard: str
-    seen: int = 0
-    kept: int = 0
-    rejected: int = 0
-    failed: int = 0
-    crops: int = 0
-    captions: int = 0
-    boxes: Counter = field(default_factory=Counter)
-    failures: Counter = field(default_factory=Counter)
-    problems: list[str] = field(default_factory=list)
-    timings: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
-    skipped: bool = False
-    replaced: str = ""
-    earlier: bool = False
-    other_params: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """The reproducible part of the report, for JSON."""
-        return {
-            "shard": self.shard,
-            "seen": self.seen,
-            "kept": self.kept,
-            "rejected": self.rejected,
-            "failed": self.failed,
-            "crops": self.crops,
-            "captions": self.captions,
-            "boxes": dict(sorted(self.boxes.items())),
-            "failures": dict(sorted(self.failures.items())),
-            "problems": list(self.problems),
-        }
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "ShardReport":
-        """Rebuild a report read back from a done marker."""
-        return cls(
-            shard=raw["shard"],
-            seen=raw["seen"],
-            kept=raw["kept"],
-            rejected=raw["rejected"],
-            failed=raw["failed"],
-            crops=raw["crops"],
-            captions=raw["captions"],
-            boxes=Counter(raw["boxes"]),
-            failures=Counter(raw["failures"]),
-            problems=list(raw["problems"]),
-            skipped=True,
-        )
-
-
-@dataclass
-class CurationReport:
-    """The whole run: per-shard reports and their totals."""
-
-    out: Path
-    shards: list[ShardReport]
-
-    def totals(self) -> dict[str, Any]:
-        """Sums over shards of every count."""
-        total: dict[str, Any] = {
-            k: sum(getattr(s, k) for s in self.shards)
-            for k in ("seen", "kept", "rejected", "failed", "crops", "captions")
-        }
-        total["boxes"] = dict(sorted(sum((s.boxes for s in self.shards), Counter()).items()))
-        total["failures"] = dict(sorted(sum((s.failures for s in self.shards), Counter()).items()))
-        return total
-
-    def to_dict(self) -> dict[str, Any]:
-        """Totals plus every shard's report, for ``report.json``."""
-        return {"totals": self.totals(), "shards": [s.to_dict() for s in self.shards]}
-
-    def summary(self) -> str:
-        """A few lines for a person: images seen/kept/rejected/failed, crops, reasons."""
-        t = self.totals()
-        lines = [
-            f"curated {self.out}: {t['seen']} images seen in {len(self.shards)} shards -> {t['kept']} kept, "
-            f"{t['rejected']} rejected, {t['failed']} failed; {t['crops']} person crops, {t['captions']} captions",
-            "  boxes: " + ", ".join(f"{k} {v}" for k, v in t["boxes"].items()),
-        ]
-        if t["failures"]:
-            lines.append("  failed images: " + ", ".join(f"{k} {v}" for k, v in t["failures"].items()))
-        problems = [p for s in self.shards for p in s.problems]
-        if problems:
-            lines.append(f"  {len(problems)} shard problems, first: {problems[0]}")
-        replaced = [f"{s.shard} ({s.replaced})" for s in self.shards if s.replaced]
-        if replaced:
-            lines.append(f"  re-curated {len(replaced)} finished shard(s), replacing them: {_listed(replaced)}")
-        earlier = [s for s in self.shards if s.earlier]
-        if earlier:
-            other = sum(s.other_params for s in earlier)
-            note = f" ({other} curated with other parameters)" if other else ""
-            lines.append(
-                f"  kept {len(earlier)} shard(s) of earlier runs that are not in this input{note}: "
-                f"{_listed([s.shard for s in earlier])}"
-            )
-        return "\n".join(lines)
-
-
-def _listed(names: Sequence[str], limit: int = 5) -> str:
-    """The first few names, comma-separated, with how many more there are."""
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
 
 
 @dataclass
@@ -321,62 +197,6 @@ def curated_key(shard: str, source_key: str, person_index: int, used: set[str]) 
     return key
 
 
-def marker_path(out: Path, name: str) -> Path:
-    """The done marker of shard ``name``."""
-    return out / META_DIR / f"{name}.report.json"
-
-
-def shard_fingerprint(shard: SourceShard, stages_fingerprint: str) -> dict[str, str]:
-    """Identity of the work on one shard: a hash of its input bytes, and the parameters.
-
-    Returns:
-        ``{"input": SHA-256 of the input, "params": the stages' fingerprint, "fingerprint": hash of both and
-        the shard's name and kind}``.
-    """
-    try:
-        digest = shard_digest(shard)
-    except OSError as err:
-        raise CurationError(f"{shard.path}: cannot read shard {shard.name} ({err.strerror or err})") from None
-    identity = {
-        "name": shard.name,
-        "kind": shard.kind,
-        "members": list(shard.members),
-        "input": digest,
-        "params": stages_fingerprint,
-    }
-    fingerprint = hashlib.sha256(json_bytes(identity)).hexdigest()
-    return {"input": digest, "params": stages_fingerprint, "fingerprint": fingerprint}
-
-
-def read_marker(out: Path, name: str) -> dict[str, Any] | None:
-    """The done marker of shard ``name`` when it and the shard's files are all there, else ``None``."""
-    path = marker_path(out, name)
-    if not path.is_file() or not (out / f"{name}.tar").is_file() or not (out / META_DIR / f"{name}.parquet").is_file():
-        return None
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        ShardReport.from_dict(raw["report"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return raw if isinstance(raw, dict) else None
-
-
-def finished_report(out: Path, shard: SourceShard, fingerprint: dict[str, str]) -> ShardReport | None:
-    """The report of a shard already done with the same input and parameters, else ``None``."""
-    raw = read_marker(out, shard.name)
-    if raw is None or raw.get("fingerprint") != fingerprint["fingerprint"]:
-        return None
-    return ShardReport.from_dict(raw["report"])
-
-
-def _replacement_reason(out: Path, name: str, fingerprint: dict[str, str]) -> str:
-    """Why a finished shard of this name is about to be replaced; empty when there is none."""
-    raw = read_marker(out, name)
-    if raw is None:
-        return ""
-    return "parameters changed" if raw.get("input") == fingerprint["input"] else "input changed"
-
-
 def curate_shard(shard: SourceShard, out: Path, params: Params, progress: bool = False) -> ShardReport:
     """Curate one source shard into ``out`` (skipped when already done with the same input and params).
 
@@ -394,17 +214,19 @@ def curate_shard(shard: SourceShard, out: Path, params: Params, progress: bool =
     out = Path(out)
     stages = stages_for(params)
     fingerprint = shard_fingerprint(shard, stages.fingerprint())
-    done = finished_report(out, shard, fingerprint)
+    name = output_name(out, shard, fingerprint)
+    done = finished_report(out, name, fingerprint)
     if done is not None:
         return done
-    report = ShardReport(shard.name, replaced=_replacement_reason(out, shard.name, fingerprint))
+    report = ShardReport(name, replaced=replacement_reason(out, name, fingerprint))
+    report.source_name = "" if name == shard.name else shard.name
     manifest: list[dict[str, Any]] = []
     decisions: list[dict[str, Any]] = []
     used: set[str] = set()
     source = params.curation.source
-    records = iter_source(shard, report.problems, max_member_bytes=source.max_member_bytes)
+    records = iter_source(shard, report.problems, source.max_member_bytes, source.max_row_group_bytes)
     bar = tqdm(desc=f"curate {shard.name}", unit="img", disable=not progress, leave=False)
-    with ShardWriter(out / f"{shard.name}.tar") as tar:
+    with ShardWriter(out / f"{name}.tar") as tar:
         for batch in _batches(records, stages, report):
             crops = _detect_and_crop(batch, shard, stages, report, decisions, used)
             _caption_and_write(crops, batch, stages, tar, report, manifest)
@@ -412,10 +234,10 @@ def curate_shard(shard: SourceShard, out: Path, params: Params, progress: bool =
             del batch, crops  # free the decoded pixels before the next batch is decoded
     bar.close()
     meta = out / META_DIR
-    write_bytes_atomic(meta / f"{shard.name}.parquet", _parquet_bytes(manifest, MANIFEST_SCHEMA))
-    write_bytes_atomic(meta / f"{shard.name}.decisions.parquet", _parquet_bytes(decisions, DECISIONS_SCHEMA))
+    write_bytes_atomic(meta / f"{name}.parquet", _parquet_bytes(manifest, MANIFEST_SCHEMA))
+    write_bytes_atomic(meta / f"{name}.decisions.parquet", _parquet_bytes(decisions, DECISIONS_SCHEMA))
     assert report.seen == report.kept + report.rejected + report.failed, report
-    write_bytes_atomic(marker_path(out, shard.name), json_bytes({**fingerprint, "report": report.to_dict()}))
+    write_bytes_atomic(marker_path(out, name), json_bytes({**fingerprint, "report": report.to_dict()}))
     return report
 
 
@@ -459,7 +281,7 @@ def _announced_pixels(record: SourceRecord) -> int:
     if record.error is not None or not record.image:
         return 0
     try:
-        with Image.open(io.BytesIO(record.image), formats=DECODE_FORMATS) as image:
+        with open_image(io.BytesIO(record.image)) as image:
             return image.size[0] * image.size[1]
     except Exception:  # noqa: BLE001  (Pillow raises assorted types; decode_image reports what is wrong)
         return 0
@@ -506,13 +328,13 @@ def _detect_and_crop(
             report.boxes[decision] += 1
             if decision != KEEP:
                 continue
-            rng = sample_seed(params.seed, shard.name, record.key, index)
+            rng = sample_seed(params.seed, report.shard, record.key, index)  # the curated name: unique in OUT
             templates = choose_templates(stages.templates, params.curation.captioning.captions_per_image, rng)
             crop_start = time.perf_counter()
             box = crop_box(person.box, params.curation.crop.margin, image.shape[1], image.shape[0])
             jpeg = jpeg_bytes(np.ascontiguousarray(crop_image(image, box)), params.curation.crop.jpeg_quality)
             crop_seconds += time.perf_counter() - crop_start
-            key = curated_key(shard.name, record.key, index, used)
+            key = curated_key(report.shard, record.key, index, used)
             crops.append(_Crop(key, shard.name, record, index, person, box, jpeg, templates, int(rng.integers(2**31))))
     report.timings["crop_encode"] += crop_seconds
     report.timings["filter"] += time.perf_counter() - start - crop_seconds
@@ -682,102 +504,6 @@ def finalize_curation(out: Path, reports: Sequence[ShardReport], params: Params 
     report = CurationReport(out, ordered)
     write_bytes_atomic(out / REPORT, json_bytes(report.to_dict()))
     return report
-
-
-def check_output_location(input_dir: Path | Location, out: Path, shards: Sequence[SourceShard]) -> None:
-    """Refuse an output directory that is the input directory, or where the run would write over an input file.
-
-    Paths are compared with symbolic links resolved. An ``out`` inside the input
-    directory (or the other way round) is fine as long as no file the run writes
-    is an input file.
-
-    Raises:
-        CurationError: naming the input file that would be overwritten.
-    """
-    if is_url(input_dir):  # remote input, local output: they cannot overlap
-        return
-    source, target = Path(str(input_dir)).resolve(), Path(out).resolve()
-    if source == target:
-        raise CurationError(
-            f"--out {out} is the input directory {input_dir}: curating would overwrite the source "
-            "shards; choose another --out"
-        )
-    written = {(target / rel).resolve(): rel for rel in _written_names(shards)}
-    for path in _input_files(shards, source):
-        if path in written:
-            raise CurationError(
-                f"--out {out} would overwrite the input file {path} (as {written[path]}); choose another --out"
-            )
-
-
-def _written_names(shards: Sequence[SourceShard]) -> list[str]:
-    """Every path, relative to the output directory, that curating ``shards`` writes or replaces."""
-    names = [MANIFEST, REPORT, LOCK]
-    for shard in shards:
-        names += [
-            f"{shard.name}.tar",
-            f"{META_DIR}/{shard.name}.parquet",
-            f"{META_DIR}/{shard.name}.decisions.parquet",
-            f"{META_DIR}/{shard.name}.report.json",
-        ]
-    return names
-
-
-def _input_files(shards: Sequence[SourceShard], source: Path) -> Iterator[Path]:
-    """The resolved paths of the files the shards are read from (for folders: images and their sidecars)."""
-    for shard in shards:
-        if shard.kind != "folder":
-            yield Path(str(shard.path)).resolve()
-            continue
-        for relative in shard.members:
-            key = str(PurePosixPath(relative).with_suffix(""))
-            for name in (relative, f"{key}.txt", f"{key}.json"):
-                yield source / name
-
-
-@contextmanager
-def open_output(input_dir: Path | Location, out: Path, shards: Sequence[SourceShard]) -> Iterator[Path]:
-    """Check, create and lock ``out`` for one curation run; the lock is held until the block ends.
-
-    The lock is ``fcntl.flock`` on ``OUT/.lock``: the kernel drops it when the
-    process ends, even by ``kill -9``, so a crashed run never blocks the next.
-
-    Args:
-        input_dir: the source directory.
-        out: the curated output directory (created).
-        shards: the source shards the run will curate.
-
-    Yields:
-        ``out``.
-
-    Raises:
-        CurationError: ``out`` is unsafe for this input (see :func:`check_output_location`), or another run holds it.
-    """
-    out = Path(out)
-    check_output_location(input_dir, out, shards)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK, "a+b") as handle:  # closing the file releases the lock
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CurationError(
-                f"{out} is being curated by another run (it holds {out / LOCK}); wait for it to "
-                "finish or choose another --out"
-            ) from None
-        prepare_output(out)
-        yield out
-
-
-def prepare_output(out: Path) -> None:
-    """Create ``out`` and delete temporary files an interrupted run left behind.
-
-    Call once before shards are handed out, holding the lock of :func:`open_output`.
-    """
-    out = Path(out)
-    (out / META_DIR).mkdir(parents=True, exist_ok=True)
-    for folder in (out, out / META_DIR):
-        for leftover in folder.glob(".*.tmp-*"):
-            leftover.unlink(missing_ok=True)
 
 
 def curate(

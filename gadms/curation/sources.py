@@ -33,6 +33,7 @@ import itertools
 import json
 import os
 import tarfile
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -40,6 +41,8 @@ from typing import IO, Any, BinaryIO, Callable, Iterator, Literal, Optional
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gadms.config import SourceConfig
@@ -97,6 +100,7 @@ MAX_SIDECAR_BYTES = 1 << 20
 # GNU long names and PAX headers are read whole by tarfile; a hostile one could announce gigabytes.
 _MAX_EXTENDED_HEADER_BYTES = 1 << 20
 _PARQUET_BATCH_ROWS = 64
+_PARQUET_BATCH_BYTES = 8 * 2**20
 _HASH_CHUNK = 1 << 20
 _END_OF_ARCHIVE = 1024  # two zero blocks close every complete tar
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -259,7 +263,10 @@ def _image_extension(name: str) -> bool:
 
 
 def iter_source(
-    shard: SourceShard, problems: Optional[list[str]] = None, max_member_bytes: int = _DEFAULTS.max_member_bytes
+    shard: SourceShard,
+    problems: Optional[list[str]] = None,
+    max_member_bytes: int = _DEFAULTS.max_member_bytes,
+    max_row_group_bytes: int = _DEFAULTS.max_row_group_bytes,
 ) -> Iterator[SourceRecord]:
     """Stream the samples of one source shard, one record per sample, in shard order.
 
@@ -271,13 +278,17 @@ def iter_source(
         problems: shard-level trouble is appended here as ``"PATH: what"``.
         max_member_bytes: an image (tar member, file or Parquet cell) larger than this fails as ``too_large``
             without being read.
+        max_row_group_bytes: a Parquet row group whose image column holds more bytes than this (by the
+            file's footer) is not read: its rows fail as ``too_large`` (Parquet cannot read part of a group).
 
     Returns:
         An iterator of records: usable (``error`` is ``None``, image bytes set) or
         failed (``image`` is ``None``, ``error`` one of :data:`REASONS`).
     """
     problems = [] if problems is None else problems
-    readers = {"webdataset": _tar_records, "parquet": _parquet_records, "folder": _folder_records}
+    if shard.kind == "parquet":
+        return _parquet_records(shard, problems, max_member_bytes, max_row_group_bytes)
+    readers = {"webdataset": _tar_records, "folder": _folder_records}
     if shard.kind not in readers:
         raise DataError(f"unknown source shard kind {shard.kind!r} for {shard.path}")
     return readers[shard.kind](shard, problems, max_member_bytes)
@@ -586,8 +597,10 @@ def _parquet_layout(schema: pa.Schema) -> Optional[_ParquetLayout]:
     return _ParquetLayout(image[0], image[1], key, text, scalars)
 
 
-def _parquet_records(shard: SourceShard, problems: list[str], max_member_bytes: int) -> Iterator[SourceRecord]:
-    """Records of a Parquet shard, read row group by row group; a corrupt group fails its rows and the next follows."""
+def _parquet_records(
+    shard: SourceShard, problems: list[str], max_member_bytes: int, max_row_group_bytes: int
+) -> Iterator[SourceRecord]:
+    """Records of a Parquet shard, a few rows at a time; a corrupt or oversized row group fails its rows only."""
     row = 0
     try:
         with parquet_file(shard.path) as parquet:
@@ -598,28 +611,72 @@ def _parquet_records(shard: SourceShard, problems: list[str], max_member_bytes: 
             seen: set[str] = set()
             for group in range(parquet.num_row_groups):
                 rows = parquet.metadata.row_group(group).num_rows
-                try:
-                    table = parquet.read_row_group(group, columns=layout.columns)
-                except (pa.ArrowException, OSError) as err:
-                    span = f"rows {row} to {row + rows - 1}"
-                    problems.append(f"{shard.path}: row group {group} ({span}) is unreadable ({err})")
-                    yield from _unreadable_rows(shard.path, group, row, rows)
+                span = f"row group {group} (rows {row} to {row + rows - 1})"
+                size = _image_bytes_in_group(parquet.metadata.row_group(group), layout.image)
+                if size > max_row_group_bytes:
+                    detail = f"{size} bytes of images, more than curation.source.max_row_group_bytes"
+                    problems.append(f"{shard.path}: {span} holds {detail} ({max_row_group_bytes}); not read")
+                    yield from _unread_rows(shard.path, group, row, rows, TOO_LARGE, f"its group holds {detail}")
                     row += rows
                     continue
-                for batch in table.to_batches(max_chunksize=_PARQUET_BATCH_ROWS):
-                    for values in batch.to_pylist():
-                        yield _parquet_record(values, row, layout, seen, max_member_bytes)
-                        row += 1
-                del table
+                done, batch_rows = 0, _batch_rows(size, rows)
+                try:
+                    batches = parquet.iter_batches(batch_rows, row_groups=[group], columns=layout.columns)
+                    for batch in batches:
+                        for values in _rows_within_cap(batch, layout.image, max_member_bytes):
+                            yield _parquet_record(values, row + done, layout, seen, max_member_bytes)
+                            done += 1
+                except (pa.ArrowException, OSError) as err:
+                    problems.append(f"{shard.path}: {span} is unreadable ({_one_line(err)})")
+                    reason = "is unreadable"
+                    yield from _unread_rows(shard.path, group, row + done, rows - done, CORRUPT_ROW_GROUP, reason)
+                row += rows
     except (pa.ArrowException, OSError) as err:
-        problems.append(f"{shard.path}: unreadable parquet after {row} rows ({err})")
+        problems.append(f"{shard.path}: unreadable parquet after {row} rows ({_one_line(err)})")
 
 
-def _unreadable_rows(path: Location, group: int, first: int, rows: int) -> Iterator[SourceRecord]:
-    """One failed record per row of a corrupt row group (its row count is believed up to the file's size)."""
+def _batch_rows(group_bytes: int, rows: int) -> int:
+    """Rows per Arrow batch: up to 64, fewer when images are large (a batch holds about 8 MiB of them)."""
+    per_row = max(1, group_bytes // max(1, rows))
+    return max(1, min(_PARQUET_BATCH_ROWS, _PARQUET_BATCH_BYTES // per_row))
+
+
+def _one_line(err: BaseException) -> str:
+    """An error's text on one line (Arrow's messages span several)."""
+    return " ".join(str(err).split())
+
+
+def _image_bytes_in_group(group: pq.RowGroupMetaData, image_column: str) -> int:
+    """Bytes of the image column in one row group, as the footer states (the larger of stored and decoded)."""
+    total = 0
+    for index in range(group.num_columns):
+        column = group.column(index)
+        if column.path_in_schema.split(".")[0] == image_column:
+            total += max(column.total_compressed_size, column.total_uncompressed_size)
+    return total
+
+
+def _rows_within_cap(batch: pa.RecordBatch, image_column: str, max_member_bytes: int) -> Iterator[dict[str, Any]]:
+    """The rows of a batch as dicts; an image over the cap is replaced by its size (an int), never copied."""
+    images = batch.column(image_column)
+    cells = pc.struct_field(images, "bytes") if pa.types.is_struct(images.type) else images
+    lengths = pc.fill_null(pc.binary_length(cells), 0).to_pylist()
+    others = batch.drop_columns([image_column]).to_pylist()
+    for index, values in enumerate(others):
+        large = lengths[index] > max_member_bytes
+        values[image_column] = lengths[index] if large else _cell(images, index)
+        yield values
+
+
+def _cell(column: pa.Array, index: int) -> Any:
+    """One cell of an Arrow column as a Python value (the only place image bytes are copied out of Arrow)."""
+    return column[index].as_py()
+
+
+def _unread_rows(path: Location, group: int, first: int, rows: int, reason: str, why: str) -> Iterator[SourceRecord]:
+    """One failed record per row of a row group that is not read (its row count is believed up to the file's size)."""
     for row in range(first, first + min(rows, path.stat().st_size)):
-        detail = f"row {row} is in row group {group} of {path.name}, which is unreadable"
-        yield _failed(f"{row:09d}", CORRUPT_ROW_GROUP, detail)
+        yield _failed(f"{row:09d}", reason, f"row {row} is in row group {group} of {path.name}, which {why}")
 
 
 def _parquet_record(
@@ -632,13 +689,13 @@ def _parquet_record(
         return _failed(key, DUPLICATE_KEY, f"key {key!r} appears again in row {row}")
     seen.add(key)
     image = values[layout.image]
+    if isinstance(image, int):  # the size of an image over the cap, which was not read
+        detail = f"row {row} holds an image of {image} bytes, more than the limit of {max_member_bytes}"
+        return _failed(key, TOO_LARGE, detail)
     if layout.image_is_struct and image is not None:
         image = image.get("bytes")
     if not image:
         return _failed(key, EMPTY_FILE, f"row {row} has no image bytes in column {layout.image!r}")
-    if len(image) > max_member_bytes:
-        detail = f"row {row} holds an image of {len(image)} bytes, more than the limit of {max_member_bytes}"
-        return _failed(key, TOO_LARGE, detail)
     text = values.get(layout.text) if layout.text else None
     meta = {c: values[c] for c in layout.meta}
     return SourceRecord(key=key, image=bytes(image), text=text, meta=meta)
@@ -709,6 +766,16 @@ class _WatchedBytes(io.BytesIO):
         return chunk
 
 
+def open_image(stream: BinaryIO) -> Image.Image:
+    """``Image.open`` for the decode formats, without Pillow's decompression-bomb warning (our pixel cap applies).
+
+    Pillow still raises ``DecompressionBombError`` past twice its own limit.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(stream, formats=DECODE_FORMATS)
+
+
 def decode_image(data: bytes, max_pixels: int = _DEFAULTS.max_image_pixels) -> np.ndarray:
     """Decode image bytes to RGB pixels, refusing anything empty, broken, cut off or too large.
 
@@ -731,7 +798,7 @@ def decode_image(data: bytes, max_pixels: int = _DEFAULTS.max_image_pixels) -> n
         raise ImageDecodeError(EMPTY_FILE, "image data is empty")
     stream = _WatchedBytes(data)
     try:
-        with Image.open(stream, formats=DECODE_FORMATS) as image:
+        with open_image(stream) as image:
             _check_pixels(image.size, max_pixels)
             image.load()
             if image.format in ("JPEG", "MPO") and stream.read_past_end:

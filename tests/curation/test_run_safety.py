@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from gadms.cli import app
 from gadms.config import Params, load_params
-from gadms.curation.run import CurationError, curate
+from gadms.curation.output import CurationError
+from gadms.curation.run import curate
 from gadms.data.curated import iter_curated
 
 from .bad_inputs import image_bytes, write_tar
@@ -97,6 +98,18 @@ def test_an_out_inside_the_input_is_fine_when_no_input_file_is_written(tmp_path:
     assert report.totals()["crops"] == 1 and (web / "curated" / "00000.tar").is_file()
 
 
+def test_a_folder_input_whose_file_links_into_out_is_refused(tmp_path: Path, params: Params) -> None:
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    (photos / "p.jpg").write_bytes(image_bytes(0, size=(200, 400)))
+    (out / "meta").mkdir(parents=True)
+    (out / "meta" / "00000.report.json").write_text("{}")
+    (photos / "p.json").symlink_to(out / "meta" / "00000.report.json")  # the sidecar is a file the run writes
+    with pytest.raises(CurationError, match=r"would overwrite the input file .*00000\.report\.json"):
+        curate(photos, out, params, progress=False)
+    assert (out / "meta" / "00000.report.json").read_text() == "{}"
+
+
 def test_the_cli_refuses_out_equal_to_input_in_one_line(tmp_path: Path) -> None:
     web = tmp_path / "web"
     write_tar(web / "00000.tar", person_sample("a"))
@@ -127,6 +140,50 @@ def test_new_input_curated_into_an_existing_out_adds_and_never_deletes(tmp_path:
     assert "kept 2 shard(s) of earlier runs that are not in this input: 00000, 00001" in report.summary()
     assert len(_keys(out)) == pq.read_table(out / "manifest.parquet").num_rows == 3
     assert json.loads((out / "report.json").read_text())["totals"]["seen"] == 3
+
+
+def test_another_input_with_the_same_shard_names_is_added_under_new_names(tmp_path: Path, params: Params) -> None:
+    out = tmp_path / "corpus"
+    write_tar(tmp_path / "week1" / "00000.tar", person_sample("a", seed=1))
+    curate(tmp_path / "week1", out, params, progress=False)
+    week1 = _tree(out)
+    write_tar(tmp_path / "week2" / "00000.tar", person_sample("a", seed=2))  # img2dataset numbers from 00000 again
+    report = curate(tmp_path / "week2", out, params, progress=False)
+    after = _tree(out)
+    assert all(after[name] == digest for name, digest in week1.items() if name.startswith(("0", "meta/0")))
+    added = [s for s in report.shards if not s.earlier]
+    assert len(added) == 1 and added[0].shard.startswith("00000-") and added[0].source_name == "00000"
+    assert f"added 1 shard(s) under a new name, {out} already holding" in report.summary()
+    assert f"00000 as {added[0].shard}" in report.summary()
+    assert json.loads((out / "report.json").read_text())["totals"]["seen"] == 2
+    keys = _keys(out)
+    assert len(keys) == len(set(keys)) == pq.read_table(out / "manifest.parquet").num_rows == 2
+    again = curate(tmp_path / "week2", out, params, progress=False)  # each input is done: nothing is redone
+    assert [s.shard for s in again.shards if s.skipped and not s.earlier] == [added[0].shard]
+    assert _tree(out) == after
+    assert "1 shard(s) were already done and were skipped" in again.summary()
+    first = curate(tmp_path / "week1", out, params, progress=False)
+    assert [(s.shard, s.skipped) for s in first.shards if not s.earlier] == [("00000", True)]
+
+
+def test_a_renamed_shard_rewritten_in_place_replaces_itself_only(tmp_path: Path, params: Params) -> None:
+    out = tmp_path / "corpus"
+    write_tar(tmp_path / "week1" / "00000.tar", person_sample("a", seed=1))
+    curate(tmp_path / "week1", out, params, progress=False)
+    write_tar(tmp_path / "week2" / "00000.tar", person_sample("b", seed=2))
+    (renamed,) = [s.shard for s in curate(tmp_path / "week2", out, params, progress=False).shards if not s.earlier]
+    write_tar(tmp_path / "week2" / "00000.tar", person_sample("c", seed=3))
+    report = curate(tmp_path / "week2", out, params, progress=False)
+    (redone,) = [s for s in report.shards if not s.earlier]
+    assert redone.shard == renamed and redone.replaced == "input changed"
+    assert sorted(pq.read_table(out / "manifest.parquet").column("source_key").to_pylist()) == ["a", "c"]
+
+
+def test_the_marker_names_the_origin_without_the_machines_paths(tmp_path: Path, params: Params) -> None:
+    write_tar(tmp_path / "deep" / "er" / "web" / "00000.tar", person_sample("a"))
+    curate(tmp_path / "deep" / "er" / "web", tmp_path / "out", params, progress=False)
+    marker = json.loads((tmp_path / "out" / "meta" / "00000.report.json").read_text())
+    assert marker["origin"] == "web/00000.tar"
 
 
 # ---------------------------------------------------------------- 3: an input rewritten in place
@@ -261,7 +318,8 @@ def test_max_member_bytes_refuses_larger_images_without_reading_them(tmp_path: P
 
 
 def test_a_batch_never_holds_more_decoded_pixels_than_the_cap(tmp_path: Path, params: Params) -> None:
-    from gadms.curation.run import ShardReport, _batches, stages_for
+    from gadms.curation.report import ShardReport
+    from gadms.curation.run import _batches, stages_for
     from gadms.curation.sources import iter_source, list_source_shards
 
     entries = [m for i in range(6) for m in person_sample(f"s{i}", seed=i)]  # six images of 80000 pixels

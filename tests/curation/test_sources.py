@@ -629,3 +629,67 @@ def test_a_tar_and_a_tar_gz_of_one_name_are_refused(tmp_path: Path) -> None:
     _gzip(plain, tmp_path / "in" / "00000.tar.gz")
     with pytest.raises(DataError, match=r"00000\.tar and .*00000\.tar\.gz would both be curated as shard '00000'"):
         list_source_shards(tmp_path / "in")
+
+
+# ---------------------------------------------------------------- Parquet memory: oversized groups and cells
+
+
+def test_a_parquet_row_group_over_its_byte_budget_fails_unread_and_the_others_are_read(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / "a.parquet"
+    small = [image_bytes(i, size=(8, 8)) for i in range(8)]
+    big = [image_bytes(10 + i, size=(200, 200), fmt="PNG") for i in range(4)]
+    images = small[:4] + big + small[4:]
+    pq.write_table(pa.table({"jpg": images}), path, row_group_size=4, compression="none")
+    (shard,) = list_source_shards(tmp_path / "in")
+    problems: list[str] = []
+    budget = sum(len(b) for b in big) - 1
+    records = list(iter_source(shard, problems, max_row_group_bytes=budget))
+    assert [r.error for r in records] == [None] * 4 + ["too_large"] * 4 + [None] * 4
+    assert [r.key for r in records] == [f"{i:09d}" for i in range(12)]
+    assert "row group 1 of a.parquet" in records[4].detail and "max_row_group_bytes" in records[4].detail
+    assert len(problems) == 1 and "row group 1 (rows 4 to 7)" in problems[0] and "not read" in problems[0]
+    assert [r.error for r in iter_source(shard, max_row_group_bytes=2 * budget)] == [None] * 12
+
+
+def test_parquet_cells_over_the_byte_cap_are_never_copied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "in").mkdir()
+    small, big = image_bytes(1, size=(8, 8)), image_bytes(2, size=(96, 64))
+    table = pa.table({"key": ["s", "b"], "image": [{"bytes": small, "path": "s"}, {"bytes": big, "path": "b"}]})
+    pq.write_table(table, tmp_path / "in" / "a.parquet")
+    copied: list[int] = []
+    real_cell = sources._cell
+
+    def spy(column, index):
+        value = real_cell(column, index)
+        copied.append(len(value["bytes"]))
+        return value
+
+    monkeypatch.setattr(sources, "_cell", spy)
+    (shard,) = list_source_shards(tmp_path / "in")
+    outcome = {r.key: (r.error, r.detail) for r in iter_source(shard, max_member_bytes=len(small))}
+    assert outcome["s"] == (None, "")
+    assert outcome["b"][0] == "too_large" and f"{len(big)} bytes" in outcome["b"][1]
+    assert copied == [len(small)]  # the big cell's bytes never reached Python
+
+
+def test_parquet_problems_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / "a.parquet"
+    pq.write_table(pa.table({"jpg": [image_bytes(i, size=(8, 8)) for i in range(20)]}), path, row_group_size=10)
+    corrupt_row_group(path, 0)
+    (shard,) = list_source_shards(tmp_path / "in")
+    _, problems = read_all(shard)
+    assert problems and all("\n" not in p for p in problems)
+
+
+def test_decoding_a_huge_image_header_warns_nothing_and_fails_on_the_cap() -> None:
+    import warnings
+
+    buffer = io.BytesIO()
+    Image.new("L", (12000, 12000)).save(buffer, "PNG")  # 144 M pixels: past Pillow's own warning threshold
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        with pytest.raises(ImageDecodeError) as err:
+            decode_image(buffer.getvalue())
+    assert err.value.reason == "too_large"
