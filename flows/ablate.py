@@ -12,11 +12,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from prefect import flow, task
+from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import load, run_logger
+from flows.common import gadms_flow, load, run_logger
 from gadms.ablate.run import Ablation
 
 
@@ -69,7 +69,7 @@ def ablate_run_name() -> str:
     return f"ablate {datetime.now(timezone.utc):%Y-%m-%d %H:%M}"
 
 
-@flow(name="ablate", log_prints=True, flow_run_name=ablate_run_name)
+@gadms_flow(name="ablate", log_prints=True, flow_run_name=ablate_run_name)
 def ablate_flow(
     params_file: str = "params.ablate.yaml",
     overrides: Sequence[str] = (),

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ParamSpec, Sequence, TypeVar
 
+from prefect import Flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from gadms.config import Params, load_params
-from gadms.tracking.redact import hide_override_secrets, reveal_override_secrets
+from gadms.tracking.redact import hide_override_secrets, redact_credentials, reveal_override_secrets
 
 
 def run_logger() -> Any:
@@ -54,6 +55,45 @@ def log_run_link(params: Params, what: str, run_id: str) -> str:
     link = run_link(params, run_id)
     run_logger().info(f"{what}: {link.text()}")
     return link.url
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class CredentialSafeFlow(Flow[P, R]):
+    """A Prefect flow whose recorded parameters never hold a credential.
+
+    Prefect stores a flow run's parameters in its database and shows them in
+    the UI. Here every credential in them (a URL's password, a secret query
+    parameter) that is not already a ``[REDACTED:GADMS_SET_SECRET_<n>]`` stand-in
+    is stored as ``[REDACTED]``, however the flow is called (the CLI's wrappers
+    hide them already; a direct call from Python may not). The function itself
+    still receives the parameters as given.
+    """
+
+    def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        return {key: _without_credentials(value) for key, value in super().serialize_parameters(parameters).items()}
+
+
+def _without_credentials(value: Any) -> Any:
+    """A serialized parameter with each credential redacted (strings, and inside lists and mappings)."""
+    if isinstance(value, str):
+        return redact_credentials(value)
+    if isinstance(value, list):
+        return [_without_credentials(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _without_credentials(item) for key, item in value.items()}
+    return value
+
+
+def gadms_flow(**options: Any) -> Callable[[Callable[P, R]], CredentialSafeFlow[P, R]]:
+    """``@prefect.flow(**options)`` for the project's flows, recording parameters without credentials."""
+
+    def decorate(function: Callable[P, R]) -> CredentialSafeFlow[P, R]:
+        return CredentialSafeFlow(function, **options)
+
+    return decorate
 
 
 def load(params_file: str | Path, overrides: Sequence[str] = ()) -> Params:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import as_completed
 from tqdm import tqdm
 
-from flows.common import load, markdown_table, safe_overrides, task_runner
+from flows.common import gadms_flow, load, markdown_table, safe_overrides, task_runner
 from gadms.config import Params
 from gadms.curation.output import open_output
 from gadms.curation.report import CurationReport, ShardReport
@@ -37,7 +37,7 @@ def finalize(out: Path, reports: list[ShardReport], params: Params) -> CurationR
     return finalize_curation(out, reports, params)
 
 
-@flow(name="curate", log_prints=True, flow_run_name="curate")
+@gadms_flow(name="curate", log_prints=True, flow_run_name="curate")
 def curate_flow(
     params_file: str = "params.yaml",
     overrides: Sequence[str] = (),

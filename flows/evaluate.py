@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-from prefect import flow, task
+from prefect import task
 
-from flows.common import cache_on_inputs, load, log_run_link, run_logger
+from flows.common import cache_on_inputs, gadms_flow, load, log_run_link, run_logger
 from gadms.config import Params
 
 
@@ -48,7 +48,7 @@ def file_digest(path: Path) -> str:
     return f"{stat.st_size}-{stat.st_mtime_ns}"
 
 
-@flow(name="evaluate", log_prints=True, flow_run_name="evaluate {setting}")
+@gadms_flow(name="evaluate", log_prints=True, flow_run_name="evaluate {setting}")
 def evaluate_flow(
     model: str,
     benchmarks: Optional[Sequence[str]] = None,

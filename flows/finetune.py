@@ -5,9 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from prefect import flow, task
+from prefect import task
 
-from flows.common import cache_on_inputs, epoch_logger, load, log_run_link, run_logger, stage_dir, unless_missing
+from flows.common import (
+    cache_on_inputs,
+    epoch_logger,
+    gadms_flow,
+    load,
+    log_run_link,
+    run_logger,
+    stage_dir,
+    unless_missing,
+)
 from flows.pretrain import launch_torchrun
 from gadms.config import Params
 from gadms.train.loop import CHECKPOINT, FINAL_MODEL
@@ -90,7 +99,7 @@ def finetune_dir(params: Params, benchmark: str, pretrained: Path) -> Path:
     )
 
 
-@flow(name="finetune", log_prints=True, flow_run_name="finetune {benchmark}")
+@gadms_flow(name="finetune", log_prints=True, flow_run_name="finetune {benchmark}")
 def finetune_flow(
     benchmark: str,
     pretrained: str,

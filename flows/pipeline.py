@@ -15,11 +15,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 
 from flows import report
 from flows.common import (
     cache_on_inputs,
+    gadms_flow,
     load,
     log_run_link,
     markdown_table,
@@ -130,7 +131,7 @@ def flow_run_title() -> str:
     return str(flow_run.name or pipeline_run_name())
 
 
-@flow(name="gadms-pipeline", log_prints=True, flow_run_name=pipeline_run_name)
+@gadms_flow(name="gadms-pipeline", log_prints=True, flow_run_name=pipeline_run_name)
 def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Curate, gate, version, pre-train, fine-tune, evaluate, register; returns the results and run ids."""
     from gadms.tracking.links import run_link
@@ -197,7 +198,7 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
             if promotion["promoted"]:
                 out = params.paths.work_dir / "search" / primary
                 for figure in unless_missing(showcase, out / "query_0.png")(
-                    params, tuned[primary]["model"], primary, out
+                    params, f"models:/{params.tracking.registered_model}/{promotion['version']}", primary, out
                 ):
                     parent.log_artifact(Path(figure), "figures/search")
         rows = results_table(direct, tuned)

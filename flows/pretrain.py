@@ -8,9 +8,18 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from prefect import flow, task
+from prefect import task
 
-from flows.common import cache_on_inputs, epoch_logger, load, log_run_link, run_logger, stage_dir, unless_missing
+from flows.common import (
+    cache_on_inputs,
+    epoch_logger,
+    gadms_flow,
+    load,
+    log_run_link,
+    run_logger,
+    stage_dir,
+    unless_missing,
+)
 from gadms.config import Params
 from gadms.train.loop import CHECKPOINT, FINAL_MODEL
 
@@ -87,7 +96,7 @@ def pretrain_dir(params: Params, data_hash: str) -> Path:
     )
 
 
-@flow(name="pretrain", log_prints=True, flow_run_name="pretrain")
+@gadms_flow(name="pretrain", log_prints=True, flow_run_name="pretrain")
 def pretrain_flow(
     params_file: str = "params.yaml",
     overrides: Sequence[str] = (),

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import load
+from flows.common import gadms_flow, load
 from gadms.config import ValidationConfig
 from gadms.validation import GateResult, run_quality_gate
 from gadms.validation.report import HISTORY_DIR, history_name
@@ -26,7 +26,7 @@ def run_gate(data_dir: Path, cfg: ValidationConfig, report_dir: Path) -> GateRes
     return run_quality_gate(data_dir, cfg, report_dir)
 
 
-@flow(name="validate", log_prints=True, flow_run_name="quality gate")
+@gadms_flow(name="validate", log_prints=True, flow_run_name="quality gate")
 def validate_flow(
     params_file: str = "params.yaml", overrides: Sequence[str] = (), data_dir: Optional[str] = None
 ) -> dict[str, Any]:

@@ -6,9 +6,9 @@ import subprocess
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 
-from flows.common import load
+from flows.common import gadms_flow, load
 from gadms.validation import require_passed_gate
 from gadms.versioning.dvc import DataVersion, describe, ensure_repo, push, track
 
@@ -32,7 +32,7 @@ def push_corpus(root: Path, remote_name: str) -> None:
     push(root, remote_name)
 
 
-@flow(name="version", log_prints=True, flow_run_name="version corpus")
+@gadms_flow(name="version", log_prints=True, flow_run_name="version corpus")
 def version_flow(
     params_file: str = "params.yaml", overrides: Sequence[str] = (), data_dir: Optional[str] = None
 ) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from typing import Any, Awaitable, Callable, Coroutine, Optional, Sequence, Type
 
 import httpx
 
+from gadms.tracking.credentials import replace_credentials
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -98,11 +100,14 @@ class ChatClient:
             ValueError: the URL is not http(s) or a number is out of range.
         """
         if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"ChatClient base_url {base_url!r}: must start with http:// or https://")
+            shown = replace_credentials(base_url, lambda _: "[REDACTED]")
+            raise ValueError(f"ChatClient base_url {shown!r}: must start with http:// or https://")
         if timeout_s <= 0 or max_retries < 0 or backoff_s < 0 or max_backoff_s < 0:
-            raise ValueError(f"ChatClient {base_url}: timeout_s must be > 0 and retries/backoffs >= 0")
+            shown = replace_credentials(base_url, lambda _: "[REDACTED]")
+            raise ValueError(f"ChatClient {shown}: timeout_s must be > 0 and retries/backoffs >= 0")
         self.base_url = base_url.rstrip("/")
         self.url = f"{self.base_url}/chat/completions"
+        self.shown_url = replace_credentials(self.url, lambda _: "[REDACTED]")  # for messages and logs
         self.model = model
         self.api_key_env = api_key_env
         self.timeout_s = timeout_s
@@ -118,7 +123,7 @@ class ChatClient:
     def __repr__(self) -> str:
         key_state = "set" if self._api_key else "unset"
         return (
-            f"ChatClient(url={self.url!r}, model={self.model!r}, "
+            f"ChatClient(url={self.shown_url!r}, model={self.model!r}, "
             f"api_key_env={self.api_key_env!r} ({key_state}), max_retries={self.max_retries})"
         )
 
@@ -230,7 +235,7 @@ class ChatClient:
             One entry per call, in order: the answer text, or the :class:`ChatError` it ended with.
         """
         if concurrency < 1:
-            raise ValueError(f"ChatClient {self.url}: concurrency must be >= 1 (got {concurrency})")
+            raise ValueError(f"ChatClient {self.shown_url}: concurrency must be >= 1 (got {concurrency})")
         gate = asyncio.Semaphore(concurrency)
         async with self.async_http(concurrency) as http:
 
@@ -302,7 +307,7 @@ class ChatClient:
         detail = self._redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
         if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
             return _Retryable(detail)
-        return ChatError(f"{self.url}: {detail}")
+        return ChatError(f"{self.shown_url}: {detail}")
 
     def _content(self, response: httpx.Response) -> str:
         """Return the answer text of a response, or raise what its status calls for."""
@@ -310,7 +315,7 @@ class ChatClient:
         if status in RETRYABLE_STATUS or status >= 500:
             raise _Retryable(f"HTTP {status}: {self._excerpt(response)}", _retry_after(response))
         if status >= 400:
-            raise ChatError(f"{self.url}: HTTP {status}: {self._excerpt(response)}")
+            raise ChatError(f"{self.shown_url}: HTTP {status}: {self._excerpt(response)}")
         try:
             content = response.json()["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
@@ -325,7 +330,7 @@ class ChatClient:
         delay = min(delay, self.max_backoff_s)
         log.warning(
             "chat %s: attempt %d/%d failed (%s); retrying in %.2f s",
-            self.url,
+            self.shown_url,
             attempt + 1,
             self.max_retries + 1,
             failure.reason,
@@ -335,7 +340,7 @@ class ChatClient:
 
     def _gave_up(self, reason: str) -> ChatError:
         attempts = self.max_retries + 1
-        return ChatError(f"{self.url}: gave up after {attempts} attempts; last error: {reason}")
+        return ChatError(f"{self.shown_url}: gave up after {attempts} attempts; last error: {reason}")
 
     def _excerpt(self, response: httpx.Response) -> str:
         text = " ".join(response.text.split())

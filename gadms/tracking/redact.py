@@ -103,7 +103,7 @@ class Redactor:
                 logger.warning("%s held the value of $%s; logged it redacted", where, name)
                 text = text.replace(value, REDACTED)
         kind = find_credential(text)
-        safe = replace_credentials(text, lambda secret: secret if _is_hidden(secret) else REDACTED) if kind else text
+        safe = redact_credentials(text) if kind else text
         if safe != text:
             logger.warning("%s held %s; logged it redacted", where, kind)
         return safe
@@ -136,6 +136,11 @@ class Redactor:
             A new mapping with safe values.
         """
         return {key: self.redact(value, f"{kind} {key}") for key, value in values.items()}
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with each credential that is not already a stand-in replaced by ``[REDACTED]``."""
+    return replace_credentials(text, lambda secret: secret if _is_hidden(secret) else REDACTED)
 
 
 def _is_hidden(secret: str) -> bool:

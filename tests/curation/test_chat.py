@@ -218,3 +218,17 @@ def test_complete_many_works_inside_a_running_event_loop():
 
     with ChatServer(_echo_seed) as server:
         assert asyncio.run(from_async_code(client_for(server))) == ["seed 1", "seed 2"]
+
+
+def test_a_password_in_the_endpoint_url_never_reaches_errors_logs_or_repr(caplog):
+    with ChatServer(sequence(error(500), error(400, "bad request"))) as server:
+        url = server.url.replace("http://", f"http://user:{SECRET}@")
+        client = ChatClient(url, "test-model", backoff_s=0.001, max_backoff_s=0.01, timeout_s=5.0)
+        with client, caplog.at_level(logging.WARNING), pytest.raises(ChatError) as caught:
+            client.complete(MESSAGES)
+    shown = [str(caught.value), repr(client), *(r.getMessage() for r in caplog.records)]
+    assert len(shown) == 3 and "attempt 1/" in shown[2]  # the retry warning is there, without the password
+    assert all(SECRET not in text and "user:[REDACTED]@" in text for text in shown)
+    with pytest.raises(ValueError) as bad:
+        ChatClient(url, "test-model", timeout_s=0)
+    assert SECRET not in str(bad.value)

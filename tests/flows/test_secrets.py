@@ -37,3 +37,24 @@ def test_pipeline_flow_runs_store_the_overrides_with_the_credential_redacted(tmp
         assert run.parameters["overrides"][-1] == URL_SET.replace(KEY, "[REDACTED:GADMS_SET_SECRET_1]")
     stored = " ".join([str(r.parameters) for r in runs] + [entry.message for entry in logs])
     assert "pipeline: params.yaml with" in stored and KEY not in stored
+
+
+@pytest.mark.slow
+def test_a_flow_called_directly_records_no_credential(tmp_path, monkeypatch, prefect_api):
+    """Without the CLI's wrappers (a flow called from Python), Prefect still stores the parameters redacted."""
+    from prefect import get_client
+
+    from flows.curate import curate_flow
+    from gadms.config import load_params
+    from gadms.synth.web import write_web_shards
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    params = load_params(tmp_path / "params.yaml")
+    write_web_shards(tmp_path / "web", 6, 0, params.synth, params.curation.filter, progress=False)
+    result = curate_flow("params.yaml", [URL_SET], input_dir="web", out_dir="direct-out")
+    assert result["totals"]["seen"] == 6  # the flow ran with the override as given
+    with get_client(sync_client=True) as client:
+        (run,) = [r for r in client.read_flow_runs() if r.parameters.get("out_dir") == "direct-out"]
+    assert run.parameters["overrides"] == [URL_SET.replace(KEY, "[REDACTED]")]
+    assert KEY not in str(run.parameters)
