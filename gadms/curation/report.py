@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+EXAMPLES_PER_REASON = 3
+EXAMPLE_CHARS = 300
+
 
 @dataclass
 class ShardReport:
@@ -22,6 +25,7 @@ class ShardReport:
         captions: captions written.
         boxes: every detected person by decision (``keep``, ``too_small``, ..., ``caption_failed``).
         failures: failed samples by reason.
+        failure_examples: per reason, the first few failed samples as ``"KEY: what is wrong"``.
         problems: shard-level trouble (e.g. a truncated tar).
         timings: seconds per stage (not written to disk: it is not reproducible).
         skipped: True when the shard was already done and was not processed again.
@@ -42,6 +46,7 @@ class ShardReport:
     captions: int = 0
     boxes: Counter = field(default_factory=Counter)
     failures: Counter = field(default_factory=Counter)
+    failure_examples: dict[str, list[str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     timings: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     skipped: bool = False
@@ -49,6 +54,14 @@ class ShardReport:
     earlier: bool = False
     other_params: bool = False
     source_name: str = ""
+
+    def fail(self, reason: str, key: str, detail: str) -> None:
+        """Count one failed sample; the first few of each reason are kept with what was wrong."""
+        self.failed += 1
+        self.failures[reason] += 1
+        examples = self.failure_examples.setdefault(reason, [])
+        if len(examples) < EXAMPLES_PER_REASON:
+            examples.append(f"{key}: {detail}"[:EXAMPLE_CHARS] if detail else key[:EXAMPLE_CHARS])
 
     def to_dict(self) -> dict[str, Any]:
         """The reproducible part of the report, for JSON."""
@@ -62,6 +75,7 @@ class ShardReport:
             "captions": self.captions,
             "boxes": dict(sorted(self.boxes.items())),
             "failures": dict(sorted(self.failures.items())),
+            "failure_examples": dict(sorted(self.failure_examples.items())),
             "problems": list(self.problems),
         }
 
@@ -78,6 +92,7 @@ class ShardReport:
             captions=raw["captions"],
             boxes=Counter(raw["boxes"]),
             failures=Counter(raw["failures"]),
+            failure_examples={k: list(v) for k, v in raw.get("failure_examples", {}).items()},
             problems=list(raw["problems"]),
             skipped=True,
         )
@@ -114,6 +129,10 @@ class CurationReport:
         ]
         if t["failures"]:
             lines.append("  failed images: " + ", ".join(f"{k} {v}" for k, v in t["failures"].items()))
+            first = [(s.shard, r, e[0]) for s in self.shards for r, e in sorted(s.failure_examples.items()) if e]
+            if first:  # reports written before examples were kept have none
+                shard, reason, example = first[0]
+                lines.append(f"  first failure ({reason}, shard {shard}): {example}")
         problems = [p for s in self.shards for p in s.problems]
         if problems:
             lines.append(f"  {len(problems)} shard problems, first: {problems[0]}")

@@ -374,13 +374,11 @@ def _caption_and_write(
         report.captions += len(result.captions)
     for record, image in batch:
         if record.error is not None or image is None:
-            report.failed += 1
-            report.failures[record.error or "unreadable"] += 1
+            report.fail(record.error or "unreadable", record.key, record.detail)
         elif written[record.key]:
             report.kept += 1
         elif record.key in caption_failures:
-            report.failed += 1
-            report.failures[CAPTION_FAILED] += 1
+            report.fail(CAPTION_FAILED, record.key, caption_failures[record.key])
         else:
             report.rejected += 1
     report.boxes = +report.boxes  # drop zero counts

@@ -273,7 +273,11 @@ def test_a_malformed_detection_record_fails_one_sample_and_the_run_goes_on(
     (shard,) = report.shards
     assert (shard.seen, shard.kept, shard.failed) == (3, 2, 1)
     assert dict(shard.failures) == {"bad_detections": 1}
-    assert json.loads((tmp_path / "out" / "report.json").read_text())["totals"]["failed"] == 1
+    written = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert written["totals"]["failed"] == 1
+    (example,) = written["shards"][0]["failure_examples"]["bad_detections"]  # what was wrong, not just a count
+    assert example.startswith("bad: ") and ("detections" in example or "synthetic" in example)
+    assert f"first failure (bad_detections, shard 00000): {example}" in report.summary()
 
 
 # ---------------------------------------------------------------- 7: long names
