@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
         ("GA-DMS (SDM + MTP, GASS)", "gadms", LossConfig()),
         ("IRRA-style (SDM + MLM)", "irra", LossConfig()),
     ):
-        rates[label] = _step_rate(model, TrainingStep(cfg, loss, mode=mode), images, tokens, args.steps)  # type: ignore[arg-type]
+        step = TrainingStep(cfg, loss, mode=mode)  # type: ignore[arg-type]
+        rates[label] = _step_rate(model, step, images, tokens, args.steps)
     print(f"{args.backbone} at {h}x{w}, batch {args.batch}, {torch.get_num_threads()} threads")
     for label, rate in rates.items():
         print(f"  train step {label:<28} {rate:8.1f} samples/s")

@@ -361,7 +361,11 @@ def _article(word: str) -> str:
 
 def _fill_tokens(tokens: Sequence[str], fills: Mapping[str, Fill | None]) -> list[tuple[str, str | None]]:
     """Replace placeholders by their words: ``(text, number)`` pairs, number None for template words."""
-    return [(fills[t].text, fills[t].number) if _is_placeholder(t) else (t, None) for t in tokens]  # type: ignore[union-attr]
+    pairs: list[tuple[str, str | None]] = []
+    for token in tokens:
+        fill = fills[token] if _is_placeholder(token) else None
+        pairs.append((fill.text, fill.number) if fill is not None else (token, None))
+    return pairs
 
 
 def _needs_article(pieces: Sequence[tuple[str, str | None]], i: int) -> bool:

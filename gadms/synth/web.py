@@ -63,7 +63,8 @@ class WebSummary:
 
 def _occluder(rng: np.random.Generator, box: tuple[float, float, float, float]) -> Occluder:
     kind = "pole" if box[2] - box[0] < 0.5 * (box[3] - box[1]) else "box"
-    return Occluder(kind, tuple(round(v, 2) for v in box), _OCCLUDER_COLORS[int(rng.integers(len(_OCCLUDER_COLORS)))])  # type: ignore[arg-type]
+    x0, y0, x1, y1 = (round(v, 2) for v in box)
+    return Occluder(kind, (x0, y0, x1, y1), _OCCLUDER_COLORS[int(rng.integers(len(_OCCLUDER_COLORS)))])
 
 
 def sample_person(
