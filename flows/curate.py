@@ -13,9 +13,10 @@ from tqdm import tqdm
 from flows.common import gadms_flow, load, markdown_table, safe_overrides, task_runner
 from gadms.config import Params
 from gadms.curation.output import open_output
+from gadms.curation.records import SourceShard
 from gadms.curation.report import CurationReport, ShardReport
 from gadms.curation.run import curate_shard, finalize_curation
-from gadms.curation.sources import SourceShard, list_source_shards
+from gadms.curation.sources import list_source_shards
 from gadms.storage import Location, location
 
 

@@ -25,8 +25,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
 
+from gadms.curation.records import SourceShard
 from gadms.curation.report import ShardReport
-from gadms.curation.sources import SourceShard, shard_digest
+from gadms.curation.sources import shard_digest
 from gadms.shards import json_bytes
 from gadms.storage import Location, is_url
 

@@ -3,9 +3,59 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from gadms.storage import Location
+
+
+# Why a source sample cannot be used (SourceRecord.error).
+MISSING_IMAGE = "missing_image"
+EMPTY_FILE = "empty_file"
+UNSAFE_MEMBER = "unsafe_member"
+BAD_TEXT = "bad_text"
+BAD_JSON = "bad_json"
+DUPLICATE_KEY = "duplicate_key"
+TRUNCATED_SHARD = "truncated_shard"
+CORRUPT_IMAGE = "corrupt_image"
+TRUNCATED_IMAGE = "truncated_image"
+TOO_LARGE = "too_large"
+CORRUPT_ROW_GROUP = "corrupt_row_group"
+REASONS = (
+    MISSING_IMAGE,
+    EMPTY_FILE,
+    UNSAFE_MEMBER,
+    BAD_TEXT,
+    BAD_JSON,
+    DUPLICATE_KEY,
+    TRUNCATED_SHARD,
+    CORRUPT_IMAGE,
+    TRUNCATED_IMAGE,
+    TOO_LARGE,
+    CORRUPT_ROW_GROUP,
+)
+
+SourceKind = Literal["webdataset", "folder", "parquet"]
+
+
+@dataclass(frozen=True)
+class SourceShard:
+    """One unit of source input, read and curated as a whole.
+
+    Attributes:
+        name: stable output name of the curated shard (``"00000"``: the tar or
+            parquet stem, or the chunk number for folders).
+        path: the tar or parquet file; for folders, the input directory.
+        kind: the input layout.
+        members: for folders, the image paths (relative, POSIX) of this chunk.
+    """
+
+    name: str
+    path: "Location"
+    kind: SourceKind
+    members: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,3 +129,8 @@ class CaptionResult:
 
     captions: Optional[list[str]]
     error: Optional[str] = None
+
+
+def failed_record(key: str, reason: str, detail: str) -> SourceRecord:
+    """A record for a sample that cannot be used."""
+    return SourceRecord(key=key, image=None, error=reason, detail=detail)

@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from gadms.config import Params
+from gadms.curation.decoding import ImageDecodeError, decode_image, open_image
 from gadms.curation.detect import BadDetectionRecord, Detector, build_detector, precomputed_detections
 from gadms.curation.filter import KEEP, crop_box, crop_image, filter_decision, visible_keypoints
 from gadms.curation.output import (
@@ -55,16 +56,9 @@ from gadms.curation.output import (
     replacement_reason,
     shard_fingerprint,
 )
-from gadms.curation.records import CaptionRequest, CaptionResult, PersonDetection, SourceRecord, Template
+from gadms.curation.records import CaptionRequest, CaptionResult, PersonDetection, SourceRecord, SourceShard, Template
 from gadms.curation.report import CurationReport, ShardReport
-from gadms.curation.sources import (
-    ImageDecodeError,
-    SourceShard,
-    decode_image,
-    iter_source,
-    list_source_shards,
-    open_image,
-)
+from gadms.curation.sources import iter_source, list_source_shards
 from gadms.shards import ShardWriter, jpeg_bytes, json_bytes, write_bytes_atomic
 from gadms.storage import Location, location
 

@@ -16,7 +16,7 @@ with one of :data:`REASONS`, so a run can account for seen = ok + failed.
 Trouble with a whole shard (not a tar, cut off, unreadable) goes to the
 caller's ``problems`` list as ``"PATH: what"``. Readers stream one sample at a
 time, never extract, follow or write anything, and leave image content to
-:func:`decode_image`. Memory is bounded whatever the input: an image larger than
+:func:`gadms.curation.decoding.decode_image`. Memory is bounded whatever the input: an image larger than
 ``max_member_bytes`` (a text or JSON larger than :data:`MAX_SIDECAR_BYTES`)
 fails its sample as ``too_large`` without being read, an image announcing more
 than ``max_image_pixels`` is refused before it is decoded, and a Parquet shard
@@ -28,25 +28,32 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import itertools
 import json
 import os
 import tarfile
-import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, BinaryIO, Callable, Iterator, Literal, Optional
+from typing import IO, Any, BinaryIO, Callable, Iterator, Optional
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gadms.config import SourceConfig
-from gadms.curation.records import SourceRecord
+from gadms.curation.parquet_source import parquet_layout, parquet_records
+from gadms.curation.records import (
+    BAD_JSON,
+    BAD_TEXT,
+    DUPLICATE_KEY,
+    EMPTY_FILE,
+    MISSING_IMAGE,
+    TOO_LARGE,
+    TRUNCATED_SHARD,
+    UNSAFE_MEMBER,
+    SourceRecord,
+    SourceShard,
+    failed_record,
+)
 from gadms.data.curated import split_member_name
 from gadms.data.problems import DataError
 from gadms.storage import (
@@ -56,51 +63,17 @@ from gadms.storage import (
     local_path,
     location,
     open_binary,
-    parquet_file,
     parquet_schema,
 )
 
-MISSING_IMAGE = "missing_image"
-EMPTY_FILE = "empty_file"
-UNSAFE_MEMBER = "unsafe_member"
-BAD_TEXT = "bad_text"
-BAD_JSON = "bad_json"
-DUPLICATE_KEY = "duplicate_key"
-TRUNCATED_SHARD = "truncated_shard"
-CORRUPT_IMAGE = "corrupt_image"
-TRUNCATED_IMAGE = "truncated_image"
-TOO_LARGE = "too_large"
-CORRUPT_ROW_GROUP = "corrupt_row_group"
-REASONS = (
-    MISSING_IMAGE,
-    EMPTY_FILE,
-    UNSAFE_MEMBER,
-    BAD_TEXT,
-    BAD_JSON,
-    DUPLICATE_KEY,
-    TRUNCATED_SHARD,
-    CORRUPT_IMAGE,
-    TRUNCATED_IMAGE,
-    TOO_LARGE,
-    CORRUPT_ROW_GROUP,
-)
-
-SourceKind = Literal["webdataset", "folder", "parquet"]
 FORMATS = ("auto", "webdataset", "parquet", "folder")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-TEXT_COLUMNS = ("caption", "text", "caption1")
-KEY_COLUMNS = ("key", "image_path")
-BINARY_IMAGE_COLUMNS = ("jpg", "image")
-# Formats a web crawl legitimately holds; others (EPS, PSD, ...) widen the attack surface for nothing.
-DECODE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _DEFAULTS = SourceConfig()
 # Text and JSON sidecars are small; a JSON of many MB can expand tenfold as Python objects, so they get a fixed cap.
 MAX_SIDECAR_BYTES = 1 << 20
 # GNU long names and PAX headers are read whole by tarfile; a hostile one could announce gigabytes.
 _MAX_EXTENDED_HEADER_BYTES = 1 << 20
-_PARQUET_BATCH_ROWS = 64
-_PARQUET_BATCH_BYTES = 8 * 2**20
 _HASH_CHUNK = 1 << 20
 _END_OF_ARCHIVE = 1024  # two zero blocks close every complete tar
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -110,42 +83,6 @@ _WHAT_IS_LOOKED_FOR = {
     "parquet": "parquet files with an image column",
     "folder": "image files (" + ", ".join(IMAGE_EXTENSIONS) + ")",
 }
-
-
-@dataclass(frozen=True)
-class SourceShard:
-    """One unit of source input, read and curated as a whole.
-
-    Attributes:
-        name: stable output name of the curated shard (``"00000"``: the tar or
-            parquet stem, or the chunk number for folders).
-        path: the tar or parquet file; for folders, the input directory.
-        kind: the input layout.
-        members: for folders, the image paths (relative, POSIX) of this chunk.
-    """
-
-    name: str
-    path: Location
-    kind: SourceKind
-    members: tuple[str, ...] = ()
-
-
-class ImageDecodeError(ValueError):
-    """Image bytes that cannot be turned into pixels.
-
-    Attributes:
-        reason: one of ``empty_file``, ``corrupt_image``, ``truncated_image``, ``too_large``.
-        detail: what exactly is wrong, for a person reading the report.
-    """
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        # Keeps the exception picklable across Dask / Ray workers despite the two-argument constructor.
-        return (type(self), (self.reason, self.detail))
 
 
 # ---------------------------------------------------------------- listing
@@ -224,7 +161,7 @@ def _parquet_shards(input_dir: Location) -> list[SourceShard]:
     with_images, unreadable = [], []
     for path in _visible_files(input_dir, "*.parquet"):
         try:
-            layout = _parquet_layout(parquet_schema(path))
+            layout = parquet_layout(parquet_schema(path))
         except (pa.ArrowException, OSError):
             unreadable.append(path)
             continue
@@ -287,7 +224,7 @@ def iter_source(
     """
     problems = [] if problems is None else problems
     if shard.kind == "parquet":
-        return _parquet_records(shard, problems, max_member_bytes, max_row_group_bytes)
+        return parquet_records(shard, problems, max_member_bytes, max_row_group_bytes)
     readers = {"webdataset": _tar_records, "folder": _folder_records}
     if shard.kind not in readers:
         raise DataError(f"unknown source shard kind {shard.kind!r} for {shard.path}")
@@ -329,26 +266,21 @@ def _hash_file(digest: Any, path: Location) -> None:
             digest.update(chunk)
 
 
-def _failed(key: str, reason: str, detail: str) -> SourceRecord:
-    """A record for a sample that cannot be used."""
-    return SourceRecord(key=key, image=None, error=reason, detail=detail)
-
-
 def _sample_record(
     key: str, image: Optional[bytes], image_name: str, text: Optional[bytes], meta: Optional[bytes]
 ) -> SourceRecord:
     """The record of one sample from its raw image, text and JSON bytes (``None`` when absent)."""
     if image is None:
-        return _failed(key, MISSING_IMAGE, f"sample {key!r} has no image ({', '.join(IMAGE_EXTENSIONS)})")
+        return failed_record(key, MISSING_IMAGE, f"sample {key!r} has no image ({', '.join(IMAGE_EXTENSIONS)})")
     if not image:
-        return _failed(key, EMPTY_FILE, f"{image_name} is empty")
+        return failed_record(key, EMPTY_FILE, f"{image_name} is empty")
     try:
         decoded_text = None if text is None else text.decode("utf-8")
     except UnicodeDecodeError as err:
-        return _failed(key, BAD_TEXT, f"text of {key!r} is not UTF-8 (byte {err.start})")
+        return failed_record(key, BAD_TEXT, f"text of {key!r} is not UTF-8 (byte {err.start})")
     parsed = {} if meta is None else _json_object(meta)
     if parsed is None:
-        return _failed(key, BAD_JSON, f"json of {key!r} is not a JSON object")
+        return failed_record(key, BAD_JSON, f"json of {key!r} is not a JSON object")
     return SourceRecord(key=key, image=image, text=decoded_text, meta=parsed)
 
 
@@ -381,7 +313,7 @@ class _TarSample:
     def record(self) -> SourceRecord:
         """The record for this sample."""
         if self.error is not None:
-            return _failed(self.key, *self.error)
+            return failed_record(self.key, *self.error)
         image_ext = next((e for e in IMAGE_EXTENSIONS if e in self.members), None)
         image = None if image_ext is None else self.members[image_ext]
         image_name = self.names.get(image_ext or "", self.key)
@@ -539,168 +471,6 @@ def _has_end_marker(stream: _RecentBytes, offset: int) -> bool:
     return len(tail) == _END_OF_ARCHIVE and not any(tail)
 
 
-# ---------------------------------------------------------------- parquet
-
-
-@dataclass(frozen=True)
-class _ParquetLayout:
-    """Which columns of a Parquet file hold the image, key, text and meta."""
-
-    image: str
-    image_is_struct: bool
-    key: Optional[str]
-    text: Optional[str]
-    meta: tuple[str, ...]
-
-    @property
-    def columns(self) -> list[str]:
-        """The columns to read."""
-        return list(dict.fromkeys([self.image, *self.meta]))
-
-
-def _is_binary(kind: pa.DataType) -> bool:
-    """Whether an Arrow type holds raw bytes."""
-    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind)
-
-
-def _is_string(kind: pa.DataType) -> bool:
-    """Whether an Arrow type holds text."""
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
-
-
-def _is_scalar(kind: pa.DataType) -> bool:
-    """Whether an Arrow type converts to a JSON scalar (bool, number, string)."""
-    return pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind) or _is_string(kind)
-
-
-def _image_column(schema: pa.Schema) -> Optional[tuple[str, bool]]:
-    """``(name, is_struct)`` of the image column: a struct with ``bytes``, else a binary ``jpg`` / ``image``."""
-    for column in schema:
-        if pa.types.is_struct(column.type):
-            index = column.type.get_field_index("bytes")
-            if index >= 0 and _is_binary(column.type.field(index).type):
-                return column.name, True
-    for name in BINARY_IMAGE_COLUMNS:
-        if name in schema.names and _is_binary(schema.field(name).type):
-            return name, False
-    return None
-
-
-def _parquet_layout(schema: pa.Schema) -> Optional[_ParquetLayout]:
-    """How to read samples from a Parquet schema; ``None`` when it has no image column."""
-    image = _image_column(schema)
-    if image is None:
-        return None
-    scalars = tuple(c.name for c in schema if c.name != image[0] and _is_scalar(c.type))
-    key = next((c for c in KEY_COLUMNS if c in scalars), None)
-    text = next((c for c in TEXT_COLUMNS if c in scalars and _is_string(schema.field(c).type)), None)
-    return _ParquetLayout(image[0], image[1], key, text, scalars)
-
-
-def _parquet_records(
-    shard: SourceShard, problems: list[str], max_member_bytes: int, max_row_group_bytes: int
-) -> Iterator[SourceRecord]:
-    """Records of a Parquet shard, a few rows at a time; a corrupt or oversized row group fails its rows only."""
-    row = 0
-    try:
-        with parquet_file(shard.path) as parquet:
-            layout = _parquet_layout(parquet.schema_arrow)
-            if layout is None:
-                problems.append(f"{shard.path}: no image column (a struct with 'bytes', or binary 'jpg' / 'image')")
-                return
-            seen: set[str] = set()
-            for group in range(parquet.num_row_groups):
-                rows = parquet.metadata.row_group(group).num_rows
-                span = f"row group {group} (rows {row} to {row + rows - 1})"
-                size = _image_bytes_in_group(parquet.metadata.row_group(group), layout.image)
-                if size > max_row_group_bytes:
-                    detail = f"{size} bytes of images, more than curation.source.max_row_group_bytes"
-                    problems.append(f"{shard.path}: {span} holds {detail} ({max_row_group_bytes}); not read")
-                    yield from _unread_rows(shard.path, group, row, rows, TOO_LARGE, f"its group holds {detail}")
-                    row += rows
-                    continue
-                done, batch_rows = 0, _batch_rows(size, rows)
-                try:
-                    batches = parquet.iter_batches(batch_rows, row_groups=[group], columns=layout.columns)
-                    for batch in batches:
-                        for values in _rows_within_cap(batch, layout.image, max_member_bytes):
-                            yield _parquet_record(values, row + done, layout, seen, max_member_bytes)
-                            done += 1
-                except (pa.ArrowException, OSError) as err:
-                    problems.append(f"{shard.path}: {span} is unreadable ({_one_line(err)})")
-                    reason = "is unreadable"
-                    yield from _unread_rows(shard.path, group, row + done, rows - done, CORRUPT_ROW_GROUP, reason)
-                row += rows
-    except (pa.ArrowException, OSError) as err:
-        problems.append(f"{shard.path}: unreadable parquet after {row} rows ({_one_line(err)})")
-
-
-def _batch_rows(group_bytes: int, rows: int) -> int:
-    """Rows per Arrow batch: up to 64, fewer when images are large (a batch holds about 8 MiB of them)."""
-    per_row = max(1, group_bytes // max(1, rows))
-    return max(1, min(_PARQUET_BATCH_ROWS, _PARQUET_BATCH_BYTES // per_row))
-
-
-def _one_line(err: BaseException) -> str:
-    """An error's text on one line (Arrow's messages span several)."""
-    return " ".join(str(err).split())
-
-
-def _image_bytes_in_group(group: pq.RowGroupMetaData, image_column: str) -> int:
-    """Bytes of the image column in one row group, as the footer states (the larger of stored and decoded)."""
-    total = 0
-    for index in range(group.num_columns):
-        column = group.column(index)
-        if column.path_in_schema.split(".")[0] == image_column:
-            total += max(column.total_compressed_size, column.total_uncompressed_size)
-    return total
-
-
-def _rows_within_cap(batch: pa.RecordBatch, image_column: str, max_member_bytes: int) -> Iterator[dict[str, Any]]:
-    """The rows of a batch as dicts; an image over the cap is replaced by its size (an int), never copied."""
-    images = batch.column(image_column)
-    cells = pc.struct_field(images, "bytes") if pa.types.is_struct(images.type) else images
-    lengths = pc.fill_null(pc.binary_length(cells), 0).to_pylist()
-    others = batch.drop_columns([image_column]).to_pylist()
-    for index, values in enumerate(others):
-        large = lengths[index] > max_member_bytes
-        values[image_column] = lengths[index] if large else _cell(images, index)
-        yield values
-
-
-def _cell(column: pa.Array, index: int) -> Any:
-    """One cell of an Arrow column as a Python value (the only place image bytes are copied out of Arrow)."""
-    return column[index].as_py()
-
-
-def _unread_rows(path: Location, group: int, first: int, rows: int, reason: str, why: str) -> Iterator[SourceRecord]:
-    """One failed record per row of a row group that is not read (its row count is believed up to the file's size)."""
-    for row in range(first, first + min(rows, path.stat().st_size)):
-        yield _failed(f"{row:09d}", reason, f"row {row} is in row group {group} of {path.name}, which {why}")
-
-
-def _parquet_record(
-    values: dict[str, Any], row: int, layout: _ParquetLayout, seen: set[str], max_member_bytes: int
-) -> SourceRecord:
-    """The record of one Parquet row."""
-    key_value = values.get(layout.key) if layout.key else None
-    key = f"{row:09d}" if key_value is None else str(key_value)
-    if key in seen:
-        return _failed(key, DUPLICATE_KEY, f"key {key!r} appears again in row {row}")
-    seen.add(key)
-    image = values[layout.image]
-    if isinstance(image, int):  # the size of an image over the cap, which was not read
-        detail = f"row {row} holds an image of {image} bytes, more than the limit of {max_member_bytes}"
-        return _failed(key, TOO_LARGE, detail)
-    if layout.image_is_struct and image is not None:
-        image = image.get("bytes")
-    if not image:
-        return _failed(key, EMPTY_FILE, f"row {row} has no image bytes in column {layout.image!r}")
-    text = values.get(layout.text) if layout.text else None
-    meta = {c: values[c] for c in layout.meta}
-    return SourceRecord(key=key, image=bytes(image), text=text, meta=meta)
-
-
 # ---------------------------------------------------------------- folders
 
 
@@ -710,7 +480,7 @@ def _folder_records(shard: SourceShard, problems: list[str], max_member_bytes: i
     for relative in shard.members:
         key = str(PurePosixPath(relative).with_suffix(""))
         if key in seen:
-            yield _failed(key, DUPLICATE_KEY, f"{relative} has the same name as another image of {shard.path}")
+            yield failed_record(key, DUPLICATE_KEY, f"{relative} has the same name as another image of {shard.path}")
             continue
         seen.add(key)
         yield _folder_record(local_path(shard.path, "a folder of images"), relative, key, problems, max_member_bytes)
@@ -724,10 +494,10 @@ def _folder_record(root: Path, relative: str, key: str, problems: list[str], max
         text = _read_if_present(root / f"{key}.txt", min(max_member_bytes, MAX_SIDECAR_BYTES))
         meta = _read_if_present(root / f"{key}.json", min(max_member_bytes, MAX_SIDECAR_BYTES))
     except _TooLarge as err:
-        return _failed(key, TOO_LARGE, str(err))
+        return failed_record(key, TOO_LARGE, str(err))
     except OSError as err:
         problems.append(f"{path}: cannot read ({err.strerror or err})")
-        return _failed(key, MISSING_IMAGE, f"{path} cannot be read ({err.strerror or err})")
+        return failed_record(key, MISSING_IMAGE, f"{path} cannot be read ({err.strerror or err})")
     return _sample_record(key, image, relative, text, meta)
 
 
@@ -748,104 +518,3 @@ def _read_capped(path: Path, limit: int) -> bytes:
 def _read_if_present(path: Path, limit: int) -> Optional[bytes]:
     """The bytes of a sidecar file, or ``None`` when there is none."""
     return _read_capped(path, limit) if path.is_file() else None
-
-
-# ---------------------------------------------------------------- decoding
-
-
-class _WatchedBytes(io.BytesIO):
-    """In-memory image data that remembers whether a reader asked for bytes past its end."""
-
-    read_past_end = False
-
-    def read(self, size: Optional[int] = -1) -> bytes:
-        """Read like ``BytesIO.read``, noting an empty answer to a non-empty request."""
-        chunk = super().read(size)
-        if not chunk and size != 0:
-            self.read_past_end = True
-        return chunk
-
-
-def open_image(stream: BinaryIO) -> Image.Image:
-    """``Image.open`` for the decode formats, without Pillow's decompression-bomb warning (our pixel cap applies).
-
-    Pillow still raises ``DecompressionBombError`` past twice its own limit.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return Image.open(stream, formats=DECODE_FORMATS)
-
-
-def decode_image(data: bytes, max_pixels: int = _DEFAULTS.max_image_pixels) -> np.ndarray:
-    """Decode image bytes to RGB pixels, refusing anything empty, broken, cut off or too large.
-
-    Decoding is deterministic. Palette, grey, 16-bit, CMYK and images with
-    transparency (composited over white) all become RGB; the EXIF orientation
-    is applied. A cut-off JPEG is refused even if some other code switched on
-    ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``; no global state is changed.
-
-    Args:
-        data: encoded image bytes (JPEG, PNG, WebP, GIF, BMP or TIFF).
-        max_pixels: largest width * height accepted, checked before pixels are allocated.
-
-    Returns:
-        A ``uint8`` array of shape ``(height, width, 3)``.
-
-    Raises:
-        ImageDecodeError: with reason ``empty_file``, ``corrupt_image``, ``truncated_image`` or ``too_large``.
-    """
-    if not data:
-        raise ImageDecodeError(EMPTY_FILE, "image data is empty")
-    stream = _WatchedBytes(data)
-    try:
-        with open_image(stream) as image:
-            _check_pixels(image.size, max_pixels)
-            image.load()
-            if image.format in ("JPEG", "MPO") and stream.read_past_end:
-                raise ImageDecodeError(TRUNCATED_IMAGE, "JPEG data ends before the image does")
-            return np.array(_to_rgb(_upright(image)), dtype=np.uint8)
-    except ImageDecodeError:
-        raise
-    except Image.DecompressionBombError as err:
-        raise ImageDecodeError(TOO_LARGE, str(err)) from None
-    except UnidentifiedImageError:
-        raise ImageDecodeError(CORRUPT_IMAGE, f"not a {', '.join(DECODE_FORMATS)} image") from None
-    except (
-        Exception
-    ) as err:  # Pillow's plugins raise assorted types (OSError, SyntaxError, struct.error, ...) on bad data
-        reason = TRUNCATED_IMAGE if "truncated" in str(err).lower() else CORRUPT_IMAGE
-        raise ImageDecodeError(reason, f"{type(err).__name__}: {err}") from None
-
-
-def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
-    """Refuse an image whose header announces more than ``max_pixels`` pixels."""
-    width, height = size
-    if width * height > max_pixels:
-        raise ImageDecodeError(
-            TOO_LARGE, f"{width}x{height} is {width * height} pixels, more than the limit of {max_pixels}"
-        )
-
-
-def _upright(image: Image.Image) -> Image.Image:
-    """The image turned as its EXIF orientation says; unchanged without one or with unreadable EXIF."""
-    try:
-        orientation = image.getexif().get(0x0112, 1)
-    except Exception:  # malformed EXIF must not cost a usable picture
-        return image
-    return ImageOps.exif_transpose(image) if orientation in range(2, 9) else image
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB version of an image of any mode: alpha over white, 16-bit grey scaled to 8 bits."""
-    if image.mode == "RGB":
-        return image
-    if image.mode.startswith("I;16"):
-        grey = np.round(np.asarray(image, dtype=np.float64) / 257.0).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image if image.mode == "RGBA" else image.convert("RGBA")  # convert() would copy an RGBA image
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        white.alpha_composite(rgba)  # in place: one full-size copy fewer than Image.alpha_composite
-        del rgba
-        return white.convert("RGB")
-    return image.convert("RGB")

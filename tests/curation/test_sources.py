@@ -16,8 +16,10 @@ import pytest
 from PIL import Image, ImageFile
 
 from gadms.config import FilterConfig, SynthConfig
-from gadms.curation import sources
-from gadms.curation.sources import ImageDecodeError, SourceShard, decode_image, iter_source, list_source_shards
+from gadms.curation import parquet_source, records, sources
+from gadms.curation.decoding import ImageDecodeError, decode_image
+from gadms.curation.records import SourceShard
+from gadms.curation.sources import iter_source, list_source_shards
 from gadms.data.problems import DataError
 from gadms.synth.web import write_web_shards
 
@@ -481,8 +483,8 @@ def test_reasons_list_every_failure_once() -> None:
         "too_large",
         "corrupt_row_group",
     }
-    assert len(sources.REASONS) == len(expected) and set(sources.REASONS) == expected
-    assert (sources.UNSAFE_MEMBER, sources.TRUNCATED_SHARD, sources.TOO_LARGE) == (
+    assert len(records.REASONS) == len(expected) and set(records.REASONS) == expected
+    assert (records.UNSAFE_MEMBER, records.TRUNCATED_SHARD, records.TOO_LARGE) == (
         "unsafe_member",
         "truncated_shard",
         "too_large",
@@ -658,14 +660,14 @@ def test_parquet_cells_over_the_byte_cap_are_never_copied(tmp_path: Path, monkey
     table = pa.table({"key": ["s", "b"], "image": [{"bytes": small, "path": "s"}, {"bytes": big, "path": "b"}]})
     pq.write_table(table, tmp_path / "in" / "a.parquet")
     copied: list[int] = []
-    real_cell = sources._cell
+    real_cell = parquet_source._cell
 
     def spy(column, index):
         value = real_cell(column, index)
         copied.append(len(value["bytes"]))
         return value
 
-    monkeypatch.setattr(sources, "_cell", spy)
+    monkeypatch.setattr(parquet_source, "_cell", spy)
     (shard,) = list_source_shards(tmp_path / "in")
     outcome = {r.key: (r.error, r.detail) for r in iter_source(shard, max_member_bytes=len(small))}
     assert outcome["s"] == (None, "")
