@@ -46,6 +46,9 @@ def index_command(
     approx_threshold: int = typer.Option(
         100_000, "--approx-threshold", min=0, help="Rows from which a FAISS approximate index is built."
     ),
+    prune: bool = typer.Option(
+        False, "--prune", help="Remove indexed images that are gone from the --images folder or --curated directory."
+    ),
     device: str = DeviceOpt,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     params: Optional[Path] = ParamsOpt,
@@ -54,40 +57,55 @@ def index_command(
     """Encode a gallery into a search index (embeddings, each image's source, the model's identity).
 
     Give exactly one of --images, --benchmark (with --root) and --curated. Indexing again into the same --out
-    encodes only images not indexed yet; an index is extended only with the model that built it. Images that
-    cannot be decoded are skipped and counted.
+    encodes only images not indexed yet and images whose file changed (size or modification time); an index is
+    extended only with the model that built it. Images that cannot be decoded are skipped and counted; indexed
+    images gone from the folder are reported, and removed with --prune.
     """
     from gadms.search.build import build_index
-    from gadms.search.model import load_search_model
+    from gadms.search.model import SearchError, load_search_model
 
     cli = _cli()
     with cli._user_errors():
         p = cli._params(params, set_)
         gallery = _gallery(images, benchmark, root, split, curated)
+        if prune and gallery.root is None:
+            raise SearchError("--prune works with --images or --curated (a benchmark split is not checked)")
         searcher = load_search_model(
             model or f"models:/{p.tracking.registered_model}@{p.tracking.champion_alias}", p, device
         )
-        report = build_index(out, gallery, searcher, batch, workers, approx_threshold, p.seed, progress=not quiet)
-        rate = report.added / report.seconds if report.seconds > 0 else 0.0
+        report = build_index(
+            out, gallery, searcher, batch, workers, approx_threshold, p.seed, progress=not quiet, prune=prune
+        )
         typer.echo(
             f"index {out}: {report.count} images, model {searcher.identity.label} (weights "
             f"{searcher.identity.digest[:12]})"
         )
-        typer.echo(
-            f"this run: {report.found} found = {report.already} already indexed + {report.added} added "
-            f"+ {sum(report.skipped.values())} skipped; {report.seconds:.1f}s ({rate:.1f} images/s on "
-            f"{searcher.device})"
+        typer.echo("\n".join(build_summary(report, searcher.device)))
+
+
+def build_summary(report, device: str) -> list[str]:
+    """The lines describing a :class:`~gadms.search.build.BuildReport` (after the index line)."""
+    encoded = report.added + report.changed
+    rate = encoded / report.seconds if report.seconds > 0 else 0.0
+    lines = [
+        f"this run: {report.found} found = {report.already} already indexed + {report.added} added "
+        f"+ {report.changed} changed + {sum(report.skipped.values())} skipped; {report.seconds:.1f}s "
+        f"({rate:.1f} images/s on {device})"
+    ]
+    lines += [f"  skipped {n} ({reason})" for reason, n in sorted(report.skipped.items())]
+    lines += [f"    e.g. {example}" for example in report.examples]
+    examples = ", ".join(report.gone_examples) + (", ..." if report.gone > len(report.gone_examples) else "")
+    if report.pruned:
+        lines.append(f"pruned {report.pruned} indexed images gone from the gallery: {examples}")
+    elif report.gone:
+        lines.append(f"{report.gone} indexed images are gone from the gallery: {examples}; --prune removes them")
+    if report.approximate:
+        a = report.approximate
+        lines.append(
+            f"approximate index: FAISS IVF-Flat, {a['nlist']} cells, nprobe {a['nprobe']}, "
+            f"recall@10 vs exact {a['recall_at_10']:.3f} on {a['probe_queries']} probe queries"
         )
-        for reason, n in sorted(report.skipped.items()):
-            typer.echo(f"  skipped {n} ({reason})")
-        for example in report.examples:
-            typer.echo(f"    e.g. {example}")
-        if report.approximate:
-            a = report.approximate
-            typer.echo(
-                f"approximate index: FAISS IVF-Flat, {a['nlist']} cells, nprobe {a['nprobe']}, "
-                f"recall@10 vs exact {a['recall_at_10']:.3f} on {a['probe_queries']} probe queries"
-            )
+    return lines
 
 
 def _gallery(
@@ -177,7 +195,7 @@ def search_command(
         run = run_queries(index, searcher, texts, top_k, mode, check_recall)
         label = index.meta.model.label
         if as_json:
-            objects = [r.to_json(label) for r in run.results]
+            objects = run.to_json(label)
             typer.echo(json.dumps(objects[0] if len(objects) == 1 else objects, indent=2, ensure_ascii=False))
         else:
             typer.echo(format_results(run, label, len(index)))

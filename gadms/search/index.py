@@ -4,21 +4,25 @@ An index is a directory::
 
     INDEX/index.json       format, model identity, embedding width, row count, approximate-index settings
     INDEX/embeddings.f32   count x embed_dim little-endian float32, row-major, L2-normalised rows
-    INDEX/sources.jsonl    one JSON line per row: {"source": path or SHARD/KEY[, "shard", "key"]}
+    INDEX/sources.jsonl    one JSON line per row: {"source": path or SHARD/KEY[, "shard", "key"][, "size", "mtime_ns"]}
     INDEX/approximate.faiss  (only above the size threshold) the FAISS IVF index over the rows
 
 ``count`` in ``index.json`` is the commit point: rows are appended to the two
 data files first and ``index.json`` is replaced (atomically) after each
 batch, so a build stopped at any moment leaves a valid index of the rows
 committed so far; bytes past the commit point are cut off when the index is
-opened for writing. No timestamps are stored: same images and model, same
-bytes.
+opened for writing. ``size`` and ``mtime_ns`` identify the content a row was
+encoded from (see :mod:`gadms.search.sources`); an image whose file changed
+is encoded again and its row replaced in place (indexes written before these
+fields existed are taken as unchanged). Apart from those file stamps no
+timestamps are stored: same images, files and model, same bytes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,17 +83,30 @@ def read_meta(directory: Path) -> IndexMeta:
                 f"{path}: format {raw.get('format')!r} v{raw.get('format_version')}, expected {FORMAT} "
                 f"v{FORMAT_VERSION}"
             )
-        return IndexMeta(
+        meta = IndexMeta(
             ModelIdentity.from_json(raw["model"]),
             int(raw["embed_dim"]),
             int(raw["count"]),
             raw.get("approximate"),
             dict(raw.get("last_build") or {}),
         )
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, SearchError):
             raise
         raise SearchError(f"{path}: unreadable index metadata ({type(exc).__name__}: {exc})") from None
+    _check_meta(meta, path)
+    return meta
+
+
+def _check_meta(meta: IndexMeta, path: Path) -> None:
+    """Refuse values no build writes: a negative row count, a non-positive width, a malformed FAISS entry."""
+    if meta.count < 0 or meta.embed_dim <= 0:
+        raise SearchError(
+            f"{path}: count {meta.count}, embed_dim {meta.embed_dim} (need count >= 0 and embed_dim > 0); the index "
+            "metadata is damaged, rebuild the index"
+        )
+    if meta.approximate is not None and not isinstance(meta.approximate, dict):
+        raise SearchError(f"{path}: 'approximate' is not an object; the index metadata is damaged, rebuild the index")
 
 
 def write_meta(directory: Path, meta: IndexMeta) -> None:
@@ -110,6 +127,11 @@ def check_model(meta: IndexMeta, identity: ModelIdentity, directory: Path) -> No
         raise SearchError(
             f"{directory} was built with model {meta.model.label} (weights {meta.model.digest[:12]}), not with "
             f"{identity.label} (weights {identity.digest[:12]}); search it with its own model or build a new index"
+        )
+    if meta.embed_dim != identity.embed_dim:
+        raise SearchError(
+            f"{Path(directory) / META_FILE}: embed_dim {meta.embed_dim}, but model {identity.label} embeds in "
+            f"{identity.embed_dim} dimensions; the index metadata is damaged, rebuild the index"
         )
 
 
@@ -151,12 +173,21 @@ def open_index(directory: Path) -> SearchIndex:
     meta = read_meta(directory)
     embeddings = map_embeddings(directory, meta)
     records = read_records(directory, meta.count)
-    approx = None
-    if meta.approximate and (directory / APPROX_FILE).is_file():
+    return SearchIndex(directory, meta, embeddings, records, _open_approximate(directory, meta))
+
+
+def _open_approximate(directory: Path, meta: IndexMeta) -> ApproximateIndex | None:
+    """The FAISS index when it is there and matches the rows; a damaged one is left out with a warning on stderr."""
+    if not meta.approximate or not (directory / APPROX_FILE).is_file():
+        return None
+    try:
         approx = ApproximateIndex.load(directory, meta.approximate)
-        if approx.count != meta.count:
-            approx = None  # stale: built before the last rows were committed; exact search is still right
-    return SearchIndex(directory, meta, embeddings, records, approx)
+    except SearchError as exc:
+        print(f"warning: {exc}; searching exactly (`gadms index` builds it again)", file=sys.stderr)
+        return None
+    if approx.count != meta.count or approx.dim != meta.embed_dim:
+        return None  # stale: built before the last rows were committed; exact search is still right
+    return approx
 
 
 def map_embeddings(directory: Path, meta: IndexMeta) -> np.ndarray:
@@ -175,17 +206,72 @@ def map_embeddings(directory: Path, meta: IndexMeta) -> np.ndarray:
 
 
 def read_records(directory: Path, count: int) -> list[dict]:
-    """The first ``count`` lines of ``sources.jsonl`` (lines past the commit point are ignored)."""
+    """The first ``count`` lines of ``sources.jsonl`` (lines past the commit point are ignored).
+
+    Raises:
+        SearchError: one line naming the file when it is missing, unreadable or holds too few valid lines.
+    """
     path = Path(directory) / SOURCES_FILE
     records: list[dict] = []
     if count:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if len(records) == count:
-                    break
-                records.append(json.loads(line))
+        try:
+            with open(path, encoding="utf-8") as handle:
+                for line in handle:
+                    if len(records) == count:
+                        break
+                    records.append(_record(line, len(records) + 1, path))
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = "missing" if isinstance(exc, FileNotFoundError) else f"unreadable ({type(exc).__name__})"
+            raise SearchError(f"{path}: {reason}; the index is damaged, rebuild it") from None
     if len(records) != count:
         raise SearchError(
             f"{path}: {len(records)} lines, index.json commits {count} rows; the index is damaged, rebuild it"
         )
     return records
+
+
+def _record(line: str, number: int, path: Path) -> dict:
+    """One ``sources.jsonl`` line, checked to be an object with a string ``source``."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("source"), str):
+        raise SearchError(f"{path}: line {number} is not a source record; the index is damaged, rebuild it")
+    return record
+
+
+def write_records(directory: Path, records: list[dict]) -> None:
+    """Replace ``sources.jsonl`` atomically with ``records`` (write a temporary file, then rename)."""
+    path = Path(directory) / SOURCES_FILE
+    tmp = path.with_name(f".{SOURCES_FILE}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    os.replace(tmp, path)
+
+
+def drop_rows(directory: Path, meta: IndexMeta, records: list[dict], drop: list[int]) -> list[dict]:
+    """Rewrite the index without the rows ``drop``: new data files are written, renamed into place, then committed.
+
+    The FAISS index is removed first (its row ids no longer apply; the caller trains it again). A crash between
+    the renames and the commit leaves files that :func:`open_index` reports as damaged, never silently wrong rows.
+
+    Returns:
+        The records kept, in their order.
+    """
+    directory, gone = Path(directory), set(drop)
+    keep = [row for row in range(meta.count) if row not in gone]
+    (directory / APPROX_FILE).unlink(missing_ok=True)
+    meta.approximate = None
+    rows = map_embeddings(directory, meta)
+    emb_tmp = directory / f".{EMBEDDINGS_FILE}.tmp"
+    with open(emb_tmp, "wb") as handle:
+        for start in range(0, len(keep), 65536):
+            handle.write(np.ascontiguousarray(rows[keep[start : start + 65536]], dtype="<f4").tobytes())
+    del rows
+    kept = [records[row] for row in keep]
+    os.replace(emb_tmp, directory / EMBEDDINGS_FILE)
+    write_records(directory, kept)
+    meta.count = len(keep)
+    write_meta(directory, meta)
+    return kept

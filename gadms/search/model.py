@@ -54,6 +54,13 @@ class ModelIdentity:
         """The identity as a JSON-ready dict."""
         return asdict(self)
 
+    @property
+    def embed_dim(self) -> int:
+        """The width of the model's embeddings (its backbone's)."""
+        from gadms.model.backbone import BACKBONES
+
+        return BACKBONES[self.architecture["backbone"]].embed_dim
+
     @classmethod
     def from_json(cls, raw: dict) -> ModelIdentity:
         """Read back :meth:`to_json`'s dict."""

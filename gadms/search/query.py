@@ -41,10 +41,19 @@ class QueryResult:
     query: str
     hits: list[Hit]
 
-    def to_json(self, model_label: str) -> dict:
-        """``{"query", "model", "results": [{"rank", "score", "source"}, ...]}``."""
+    def to_json(self, model_label: str, method: str = "exact", recall: float | None = None) -> dict:
+        """``{"query", "model", "method"[, "recall"], "results": [{"rank", "score", "source"}, ...]}``.
+
+        Args:
+            model_label: the index's model.
+            method: ``exact`` or ``approximate``.
+            recall: for approximate search, the recall@10 against exact search measured when the index was built.
+        """
         results = [{"rank": h.rank, "score": round(h.score, 6), "source": h.source} for h in self.hits]
-        return {"query": self.query, "model": model_label, "results": results}
+        out: dict = {"query": self.query, "model": model_label, "method": method}
+        if recall is not None:
+            out["recall"] = round(recall, 4)
+        return out | {"results": results}
 
 
 @dataclass(frozen=True)
@@ -56,12 +65,23 @@ class SearchRun:
         method: ``exact`` or ``approximate (faiss-ivf-flat, nprobe P of L cells)``.
         recall: recall@k against exact on these queries (only with ``check_recall``).
         seconds: time to rank (text encoding excluded).
+        build_recall: for approximate ranking, the index's recall@10 measured when it was built.
     """
 
     results: list[QueryResult]
     method: str
     recall: float | None
     seconds: float
+    build_recall: float | None = None
+
+    @property
+    def kind(self) -> str:
+        """``exact`` or ``approximate``."""
+        return "exact" if self.method == "exact" else "approximate"
+
+    def to_json(self, model_label: str) -> list[dict]:
+        """One :meth:`QueryResult.to_json` object per query, with this run's method."""
+        return [r.to_json(model_label, self.kind, self.build_recall) for r in self.results]
 
 
 @lru_cache(maxsize=4)
@@ -121,12 +141,17 @@ def rank_vectors(
         raise SearchError(
             f"{index.directory}: no approximate index (it has {len(index)} rows; build with a lower --approx-threshold)"
         )
+    if vectors.shape[1] != index.embeddings.shape[1]:
+        raise SearchError(
+            f"{index.directory}: the index holds {index.embeddings.shape[1]}-dimensional embeddings, the queries are "
+            f"{vectors.shape[1]}-dimensional; search it with its own model or build a new index"
+        )
     started = time.perf_counter()
-    if approximate:
-        scores, ids = index.approximate.search(vectors, k)  # type: ignore[union-attr]
-        a = index.approximate
-        assert a is not None
+    a, build_recall = index.approximate if approximate else None, None
+    if a is not None:
+        scores, ids = a.search(vectors, k)
         method = f"approximate (faiss IVF-Flat, {a.nprobe} of {a.nlist} cells, build-time recall@{a.k} {a.recall:.3f})"
+        build_recall = a.recall
     else:
         scores, ids = exact_top_k(index.embeddings, vectors, k)
         method = "exact"
@@ -134,7 +159,8 @@ def rank_vectors(
     recall = None
     if approximate and check_recall:
         recall = recall_at_k(ids, exact_top_k(index.embeddings, vectors, k)[1])
-    return SearchRun([_result(index, q, s, i) for q, s, i in zip(queries, scores, ids)], method, recall, seconds)
+    results = [_result(index, q, s, i) for q, s, i in zip(queries, scores, ids)]
+    return SearchRun(results, method, recall, seconds, build_recall)
 
 
 def _result(index: SearchIndex, query: str, scores: np.ndarray, ids: np.ndarray) -> QueryResult:

@@ -13,6 +13,8 @@ queries, and that recall is kept with the index.
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,11 @@ class ApproximateIndex:
         return int(self.index.ntotal)
 
     @property
+    def dim(self) -> int:
+        """Width of the indexed vectors."""
+        return int(self.index.d)
+
+    @property
     def nlist(self) -> int:
         """Number of k-means cells."""
         return int(self.index.nlist)
@@ -121,21 +128,38 @@ class ApproximateIndex:
         }
 
     def save(self, directory: Path) -> Path:
-        """Write the FAISS index to ``directory/approximate.faiss``."""
+        """Write the FAISS index to ``directory/approximate.faiss`` (a temporary file, then renamed)."""
         import faiss
 
         path = Path(directory) / APPROX_FILE
-        faiss.write_index(self.index, str(path))
+        tmp = path.with_name(f".{APPROX_FILE}.tmp")
+        faiss.write_index(self.index, str(tmp))
+        os.replace(tmp, path)
         return path
 
     @classmethod
     def load(cls, directory: Path, meta: dict) -> ApproximateIndex:
-        """Read an index written by :meth:`save` with the settings recorded in ``meta``."""
+        """Read an index written by :meth:`save` with the settings recorded in ``meta``.
+
+        Raises:
+            SearchError: the file is not a FAISS IVF index, or ``meta`` lacks its settings (one line naming the file).
+        """
         import faiss
 
-        k = next(int(key.rsplit("_", 1)[1]) for key in meta if key.startswith("recall_at_"))
-        index = faiss.read_index(str(Path(directory) / APPROX_FILE))
-        return cls(index, int(meta["nprobe"]), float(meta[f"recall_at_{k}"]), k, int(meta["probe_queries"]))
+        from gadms.search.model import SearchError
+
+        path = Path(directory) / APPROX_FILE
+        try:
+            k = next(int(key.rsplit("_", 1)[1]) for key in meta if key.startswith("recall_at_"))
+            settings = (int(meta["nprobe"]), float(meta[f"recall_at_{k}"]), k, int(meta["probe_queries"]))
+            index = faiss.read_index(str(path))
+            if not isinstance(index, faiss.IndexIVF):
+                raise TypeError(f"a {type(index).__name__}, not an IVF index")
+        except (RuntimeError, StopIteration, KeyError, TypeError, ValueError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = re.sub(r"^Error in .* at \S+:\d+: ", "", reason)  # FAISS's C++ location prefix
+            raise SearchError(f"{path}: damaged approximate index ({reason[:200]})") from None
+        return cls(index, *settings)
 
 
 def default_nlist(count: int) -> int:

@@ -5,6 +5,12 @@ the index: the absolute path of an image file, or ``SHARD/KEY`` (the absolute
 shard path, a slash, the sample key) for a sample of a curated shard. Items
 come as a stream in a fixed order (folders walked in name order), so memory
 stays bounded and the same input gives the same index.
+
+Each item also carries a cheap content identity, its ``stamp``: the size and
+modification time (ns) of the file it is read from (the image file, or the
+whole shard for a shard sample). An indexed item whose stamp changed is
+encoded again. A folder or curated gallery also names its ``root``: indexed
+sources under it that the stream no longer yields are gone from the gallery.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import os
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,28 +38,58 @@ class GalleryItem:
         data: the encoded image bytes when already read (shard samples).
         shard: the shard path of a shard sample.
         key: the sample key in the shard.
+        stamp: ``(size, mtime_ns)`` of the file read (the shard for a shard sample); None when it cannot be read.
     """
 
     source: str
     path: Path | None = None
-    data: bytes | None = None
+    data: bytes | None = field(default=None, repr=False)
     shard: str | None = None
     key: str | None = None
+    stamp: tuple[int, int] | None = None
 
     def record(self) -> dict:
-        """The line stored in the index's ``sources.jsonl``."""
-        if self.shard is None:
-            return {"source": self.source}
-        return {"source": self.source, "shard": self.shard, "key": self.key}
+        """The line stored in the index's ``sources.jsonl`` (``size`` and ``mtime_ns`` when the stamp is known)."""
+        out: dict = {"source": self.source}
+        if self.shard is not None:
+            out |= {"shard": self.shard, "key": self.key}
+        if self.stamp is not None:
+            out |= {"size": self.stamp[0], "mtime_ns": self.stamp[1]}
+        return out
+
+
+def record_stamp(record: dict) -> tuple[int, int] | None:
+    """The stamp stored in a ``sources.jsonl`` line; None for lines written before stamps were recorded."""
+    if "size" not in record or "mtime_ns" not in record:
+        return None
+    return int(record["size"]), int(record["mtime_ns"])
+
+
+def file_stamp(path: Path | str) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a file, or None when it cannot be read (left to the decoder to report)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 @dataclass
 class Gallery:
-    """A stream of items and, when known up front, how many there are (for the progress bar)."""
+    """A stream of items and, when known up front, how many there are (for the progress bar).
+
+    Attributes:
+        items: the stream.
+        total: the number of items (None when not known up front).
+        description: for the progress bar.
+        root: an absolute directory ending in a separator: indexed sources under it that the stream does not
+            yield are gone from the gallery (None: not tracked, e.g. a benchmark split).
+    """
 
     items: Iterator[GalleryItem]
     total: int | None
     description: str
+    root: str | None = None
 
 
 def folder_gallery(directory: Path) -> Gallery:
@@ -68,8 +104,15 @@ def folder_gallery(directory: Path) -> Gallery:
     directory = Path(directory)
     if not directory.is_dir():
         raise SearchError(f"--images {directory}: not a directory")
-    paths = list(_image_files(directory.resolve()))
-    return Gallery((GalleryItem(str(p), path=p) for p in paths), len(paths), f"folder {directory}")
+    resolved = directory.resolve()
+    paths = list(_image_files(resolved))
+    return Gallery(_file_items(paths), len(paths), f"folder {directory}", os.path.join(resolved, ""))
+
+
+def _file_items(paths: list[Path]) -> Iterator[GalleryItem]:
+    """Items for image files, stamped as they are streamed."""
+    for path in paths:
+        yield GalleryItem(str(path), path=path, stamp=file_stamp(path))
 
 
 def _image_files(directory: Path) -> Iterator[Path]:
@@ -96,7 +139,7 @@ def benchmark_gallery(name: str, root: Path, split: str) -> Gallery:
 
     data = load_benchmark(name, root, split, check_images=False)
     paths = [Path(p).resolve() for p in data.images]
-    return Gallery((GalleryItem(str(p), path=p) for p in paths), len(paths), f"{data.name} {split}")
+    return Gallery(_file_items(paths), len(paths), f"{data.name} {split}")
 
 
 def curated_gallery(directory: Path) -> Gallery:
@@ -111,7 +154,8 @@ def curated_gallery(directory: Path) -> Gallery:
     from gadms.data.curated import curated_shards
 
     shards = [local_path(s, "a gallery's curated corpus").resolve() for s in curated_shards(directory)]
-    return Gallery(_shard_items(shards), None, f"curated {directory}")
+    root = os.path.join(local_path(directory, "a gallery's curated corpus").resolve(), "")
+    return Gallery(_shard_items(shards), None, f"curated {directory}", root)
 
 
 def _shard_items(shards: list[Path]) -> Iterator[GalleryItem]:
@@ -119,8 +163,9 @@ def _shard_items(shards: list[Path]) -> Iterator[GalleryItem]:
     from gadms.data.curated import iter_shard
 
     for shard in shards:
+        stamp = file_stamp(shard)
         for sample in iter_shard(shard):
-            yield GalleryItem(f"{shard}/{sample.key}", data=sample.image, shard=str(shard), key=sample.key)
+            yield GalleryItem(f"{shard}/{sample.key}", data=sample.image, shard=str(shard), key=sample.key, stamp=stamp)
 
 
 def read_source(record: dict) -> bytes:

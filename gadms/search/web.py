@@ -1,10 +1,12 @@
 """The search page: a FastAPI app serving one plain HTML page, a JSON search endpoint and the gallery images.
 
 ``GET /`` is the page (a text box; results appear as images with rank and
-score; the model version is in the header), ``GET /api/search?q=TEXT&k=K``
-answers like ``gadms search --json`` (plus each result's ``row``), ``GET
-/image/ROW`` is an indexed image, ``GET /api/info`` says which index and
-model are served. Started by ``gadms serve`` on 127.0.0.1 only.
+score; the model version and the search method are in the header), ``GET
+/api/search?q=TEXT&k=K`` answers like ``gadms search --json`` (plus each
+result's ``row``), ``GET /image/ROW`` is an indexed image, ``GET /api/info``
+says which index, model and method are served. Errors answer
+``{"detail": "one line"}`` (invalid parameters too, status 422). Started by
+``gadms serve`` on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import html
 import mimetypes
 import threading
 
-from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import HTMLResponse, Response
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from gadms.search.index import SearchIndex
 from gadms.search.model import SearchError, SearchModel
@@ -36,7 +39,8 @@ PAGE = """<!doctype html>
 </style></head>
 <body>
 <header><h2>Person search</h2>
- <span id="model">model <b>{model}</b></span> &middot; <span id="count">{count} images</span> &middot; {method}</header>
+ <span id="model">model <b>{model}</b></span> &middot; <span id="count">{count} images</span> &middot;
+ <span id="method">{method}</span></header>
 <form id="form"><input id="q" name="q" placeholder="a woman in a beige puffer coat" autofocus>
  <input id="k" name="k" type="number" value="{k}" min="1" max="{max_k}" style="width:4em">
  <button type="submit">Search</button></form>
@@ -49,7 +53,7 @@ document.getElementById("form").addEventListener("submit", async (event) => {{
   const status = document.getElementById("status"), results = document.getElementById("results");
   status.textContent = "searching...";
   const response = await fetch("/api/search?" + new URLSearchParams({{q: q, k: k}}));
-  const body = await response.json();
+  const body = await response.json().catch(() => ({{detail: response.status + " " + response.statusText}}));
   if (!response.ok) {{ status.textContent = "error: " + body.detail; results.replaceChildren(); return; }}
   status.textContent = body.results.length + " results for \\u201c" + body.query + "\\u201d";
   results.replaceChildren(...body.results.map((r) => {{
@@ -79,27 +83,30 @@ def create_app(index: SearchIndex, searcher: SearchModel, top_k: int = 10) -> Fa
         The FastAPI application.
     """
     app = FastAPI(title="gadms person search", docs_url=None, redoc_url=None)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     lock = threading.Lock()  # one query at a time through the model
     label = index.meta.model.label
-    method = "approximate search" if index.approximate is not None else "exact search"
+    method, recall = _method(index)
+    described = f"{method} search" + (f" (recall@10 {recall:.3f})" if recall is not None else "")
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
-        return PAGE.format(model=html.escape(label), count=len(index), method=method, k=top_k, max_k=MAX_K)
+        return PAGE.format(model=html.escape(label), count=len(index), method=described, k=top_k, max_k=MAX_K)
 
     @app.get("/api/info")
     def info() -> dict:
-        return {"index": str(index.directory), "model": label, "weights": index.meta.model.digest, "count": len(index)}
+        about = {"index": str(index.directory), "model": label, "weights": index.meta.model.digest}
+        return about | {"count": len(index), "method": method} | ({"recall": recall} if recall is not None else {})
 
     @app.get("/api/search")
     def search(q: str = Query(..., description="the text query"), k: int = Query(top_k, ge=1, le=MAX_K)) -> dict:
         try:
             with lock:
-                result = run_queries(index, searcher, [q], k).results[0]
+                run = run_queries(index, searcher, [q], k)
         except SearchError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
-        body = result.to_json(label)
-        for item, hit in zip(body["results"], result.hits):
+        body = run.to_json(label)[0]
+        for item, hit in zip(body["results"], run.results[0].hits):
             item["row"] = hit.row
         return body
 
@@ -117,3 +124,17 @@ def create_app(index: SearchIndex, searcher: SearchModel, top_k: int = 10) -> Fa
         return Response(data, media_type=kind)
 
     return app
+
+
+def _method(index: SearchIndex) -> tuple[str, float | None]:
+    """``("exact", None)``, or ``("approximate", build-time recall@10)`` when the index has a FAISS index."""
+    if index.approximate is None:
+        return "exact", None
+    return "approximate", round(index.approximate.recall, 4)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """A 422 whose ``detail`` is one readable line (FastAPI's default is a list of objects)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    parts = [f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}" for e in errors]
+    return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)

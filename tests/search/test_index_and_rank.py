@@ -1,6 +1,9 @@
 """Index builds and exact/approximate ranking, checked against an independent brute-force cosine ranking."""
 
+import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +15,7 @@ from gadms.data.benchmarks import load_benchmark
 from gadms.data.pipeline import ImageDataset, image_transform
 from gadms.model.backbone import tokenizer
 from gadms.search.build import build_index
-from gadms.search.index import EMBEDDINGS_FILE, SOURCES_FILE, check_model, open_index
+from gadms.search.index import EMBEDDINGS_FILE, SOURCES_FILE, check_model, open_index, read_meta
 from gadms.search.model import SearchError, load_search_model
 from gadms.search.query import run_queries
 from gadms.search.ranking import exact_top_k
@@ -33,6 +36,18 @@ def searcher(model_file):
 
 def _build(tmp_path, gallery, searcher, **kwargs):
     return build_index(tmp_path / "index", gallery, searcher, progress=False, **kwargs)
+
+
+def _copy_images(image_dir, folder, start, stop):
+    """Copy the benchmark's images ``start:stop`` (name order) into ``folder``; returns the copies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy(f, folder / f.name)) for f in sorted(image_dir.rglob("*.jpg"))[start:stop]]
+
+
+def _rows(index_dir):
+    """Each indexed source with its embedding row."""
+    index = open_index(index_dir)
+    return {r["source"]: np.array(index.embeddings[i]) for i, r in enumerate(index.records)}
 
 
 def test_ranking_equals_brute_force_cosine_ranking(tmp_path, searcher, bench_root):
@@ -161,3 +176,89 @@ def test_same_inputs_give_the_same_index_bytes(tmp_path, searcher, image_dir):
     assert a.count == b.count
     for name in (EMBEDDINGS_FILE, SOURCES_FILE, "index.json", "approximate.faiss"):
         assert (tmp_path / "a" / "index" / name).read_bytes() == (tmp_path / "b" / "index" / name).read_bytes(), name
+
+
+def test_a_changed_image_is_encoded_again_in_its_row(tmp_path, searcher, image_dir):
+    files = _copy_images(image_dir, tmp_path / "gallery", 0, 6)
+    _build(tmp_path, folder_gallery(tmp_path / "gallery"), searcher, approx_threshold=4)
+    before = _rows(tmp_path / "index")
+    shutil.copy(sorted(image_dir.rglob("*.jpg"))[40], files[2])  # same path, other content
+    os.utime(files[2], ns=(1, 1))
+    report = _build(tmp_path, folder_gallery(tmp_path / "gallery"), searcher, approx_threshold=4)
+    assert (report.found, report.already, report.added, report.changed, report.count) == (6, 5, 0, 1, 6)
+    _build(tmp_path / "fresh", folder_gallery(tmp_path / "gallery"), searcher)
+    after, fresh = _rows(tmp_path / "index"), _rows(tmp_path / "fresh" / "index")
+    assert list(after) == list(before) == [str(f.resolve()) for f in files]  # row order kept
+    changed = str(files[2].resolve())
+    np.testing.assert_allclose(after[changed], fresh[changed], atol=1e-6)
+    assert not np.allclose(after[changed], before[changed])
+    assert all(np.array_equal(after[s], before[s]) for s in before if s != changed)
+    record = open_index(tmp_path / "index").records[2]
+    assert (record["size"], record["mtime_ns"]) == (files[2].stat().st_size, 1)
+    approx = open_index(tmp_path / "index").approximate  # trained again on the new row, not stale
+    assert approx is not None and approx.count == 6
+    scores, ids = approx.search(after[changed][None], 1, nprobe=approx.nlist)
+    assert ids[0, 0] == 2 and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    again = _build(tmp_path, folder_gallery(tmp_path / "gallery"), searcher, approx_threshold=4)
+    assert (again.already, again.changed) == (6, 0)
+
+
+def test_rows_of_an_index_without_stamps_count_as_unchanged(tmp_path, searcher, image_dir):
+    files = _copy_images(image_dir, tmp_path / "gallery", 0, 4)
+    _build(tmp_path, folder_gallery(tmp_path / "gallery"), searcher)
+    sources = tmp_path / "index" / SOURCES_FILE
+    lines = [json.loads(line) for line in sources.read_text().splitlines()]
+    sources.write_text("".join(json.dumps({"source": r["source"]}) + "\n" for r in lines))  # as older builds wrote
+    shutil.copy(sorted(image_dir.rglob("*.jpg"))[40], files[0])
+    report = _build(tmp_path, folder_gallery(tmp_path / "gallery"), searcher)
+    assert (report.already, report.changed, report.added) == (4, 0, 0)
+
+
+def test_gone_images_are_counted_and_pruned(tmp_path, searcher, image_dir):
+    files = _copy_images(image_dir, tmp_path / "a", 0, 8)
+    _copy_images(image_dir, tmp_path / "b", 8, 11)
+    _build(tmp_path, folder_gallery(tmp_path / "a"), searcher, approx_threshold=4)
+    _build(tmp_path, folder_gallery(tmp_path / "b"), searcher, approx_threshold=4)
+    before = _rows(tmp_path / "index")
+    files[1].unlink()
+    files[5].unlink()
+    gone = [str(files[1].resolve()), str(files[5].resolve())]
+    seen = _build(tmp_path, folder_gallery(tmp_path / "a"), searcher, approx_threshold=4)
+    assert (seen.found, seen.already, seen.gone, seen.gone_examples, seen.pruned, seen.count) == (6, 6, 2, gone, 0, 11)
+    assert _build(tmp_path, folder_gallery(tmp_path / "b"), searcher).gone == 0  # the other folder's rows are not gone
+    pruned = _build(tmp_path, folder_gallery(tmp_path / "a"), searcher, approx_threshold=4, prune=True)
+    assert (pruned.gone, pruned.pruned, pruned.count) == (2, 2, 9)
+    after = _rows(tmp_path / "index")
+    assert list(after) == [s for s in before if s not in gone]  # order kept, the gone rows removed
+    assert all(np.array_equal(after[s], before[s]) for s in after)
+    index = open_index(tmp_path / "index")
+    assert read_meta(tmp_path / "index").count == 9 and index.approximate is not None and index.approximate.count == 9
+    assert not list((tmp_path / "index").glob(".*.tmp"))
+    assert _build(tmp_path, folder_gallery(tmp_path / "a"), searcher, approx_threshold=4).gone == 0
+
+
+def test_an_empty_gallery_gets_no_approximate_index(tmp_path, searcher):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "bad.jpg").write_text("not an image")
+    report = _build(tmp_path, folder_gallery(tmp_path / "empty"), searcher, approx_threshold=0)
+    assert (report.count, report.approximate, sum(report.skipped.values())) == (0, None, 1)
+    assert run_queries(open_index(tmp_path / "index"), searcher, QUERIES[:1]).results[0].hits == []
+
+
+def test_a_damaged_faiss_file_falls_back_to_exact_search_with_a_warning(tmp_path, searcher, image_dir, capsys):
+    _build(tmp_path, folder_gallery(image_dir), searcher, approx_threshold=10)
+    (tmp_path / "index" / "approximate.faiss").write_bytes(b"garbage" * 100)
+    index = open_index(tmp_path / "index")
+    warning = capsys.readouterr().err
+    assert index.approximate is None and run_queries(index, searcher, QUERIES[:1]).method == "exact"
+    assert warning.startswith("warning: ") and "approximate.faiss: damaged" in warning and warning.count("\n") == 1
+    report = _build(tmp_path, folder_gallery(image_dir), searcher, approx_threshold=10)  # trained again
+    assert report.approximate is not None and open_index(tmp_path / "index").approximate is not None
+
+
+def test_queries_of_another_width_are_refused(tmp_path, searcher, image_dir):
+    from gadms.search.query import rank_vectors
+
+    _build(tmp_path, folder_gallery(image_dir), searcher)
+    with pytest.raises(SearchError, match="64-dimensional embeddings, the queries are 32-dimensional"):
+        rank_vectors(open_index(tmp_path / "index"), np.ones((1, 32), np.float32), ["q"], 3)

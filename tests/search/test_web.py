@@ -69,6 +69,27 @@ def test_the_api_ranks_like_the_cli_and_serves_the_images(server, model_file):
     assert image.content == Path(body["results"][0]["source"]).read_bytes()
     assert httpx.get(server + "/image/100000").status_code == 404
     assert httpx.get(server + "/api/search", params={"q": " "}).status_code == 400
+    assert info["method"] == "exact" and "recall" not in info and body["method"] == "exact"
+    invalid = httpx.get(server + "/api/search", params={"q": "a man", "k": 0})
+    assert invalid.status_code == 422
+    assert invalid.json() == {"detail": "k: Input should be greater than or equal to 1"}
+
+
+def test_the_page_names_an_approximate_search_and_its_recall(tmp_path, model_file, image_dir):
+    from fastapi.testclient import TestClient
+
+    from gadms.search.index import open_index
+    from gadms.search.web import create_app
+
+    searcher = load_search_model(str(model_file), params_from_dict({}), "cpu")
+    build_index(tmp_path / "index", folder_gallery(image_dir), searcher, approx_threshold=10, progress=False)
+    index = open_index(tmp_path / "index")
+    client = TestClient(create_app(index, searcher))
+    recall = round(index.approximate.recall, 4)
+    assert f'<span id="method">approximate search (recall@10 {recall:.3f})</span>' in client.get("/").text
+    assert client.get("/api/info").json()["recall"] == recall
+    body = client.get("/api/search", params={"q": "a man", "k": 3}).json()
+    assert (body["method"], body["recall"], len(body["results"])) == ("approximate", recall, 3)
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
@@ -80,7 +101,15 @@ def test_typing_a_query_in_a_browser_shows_the_ranked_images(server, tmp_path):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
         page = browser.new_page(viewport={"width": 1100, "height": 700})
         page.goto(server + "/")
-        assert "model" in page.inner_text("#model") and page.inner_text("#count") == "90 images"
+        info = httpx.get(server + "/api/info").json()
+        assert page.inner_text("#model") == f"model {info['model']}" and page.inner_text("#count") == "90 images"
+        assert page.inner_text("#method") == "exact search"
+        page.fill("#q", "a man")
+        page.fill("#k", "")  # the page's own check lets an empty count through to the server: a 422
+        page.press("#q", "Enter")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('error')")
+        assert page.inner_text("#status").startswith("error: k: Input should be a valid integer")
+        page.fill("#k", "6")
         page.fill("#q", "a woman in a red coat")
         page.press("#q", "Enter")
         page.wait_for_function(
