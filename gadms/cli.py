@@ -18,7 +18,7 @@ import typer
 import yaml
 
 from gadms.cli_help import install as install_help_layout
-from gadms.config import ConfigError, Params, load_params
+from gadms.config import MAX_SEED, ConfigError, Params, load_params
 from gadms.search.commands import add_search_commands
 
 install_help_layout()  # flags without <bool>, brackets kept, paragraphs reflowed (see gadms.cli_help)
@@ -90,6 +90,9 @@ def _user_errors() -> Iterator[None]:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(2) from None
+    except RecursionError:  # a last resort: every input limit should stop deep structures before this
+        typer.echo("error: input nested too deeply to process (maximum recursion depth exceeded)", err=True)
+        raise typer.Exit(2) from None
 
 
 def _params(path: Optional[Path], overrides: Optional[list[str]], extra: dict[str, object] | None = None) -> Params:
@@ -101,6 +104,13 @@ def _params(path: Optional[Path], overrides: Optional[list[str]], extra: dict[st
         if value is not None:
             sets.append(f"{key}={value}")
     return load_params(path, sets)
+
+
+def _checked_seed(seed: int) -> int:
+    """A ``--seed`` value, refused unless it lies in 0..MAX_SEED (what the parameter file's ``seed`` allows)."""
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"--seed {seed}: must be between 0 and {MAX_SEED} (2**64 - 1)")
+    return seed
 
 
 @params_app.command("show")
@@ -139,9 +149,7 @@ def synth_web(
 
     with _user_errors():
         p = _params(params, set_, {"synth.shard_size": shard_size})
-        seed = p.seed if seed is None else seed
-        if seed < 0:
-            raise UserError(f"--seed {seed}: must be >= 0")
+        seed = p.seed if seed is None else _checked_seed(seed)
         started = time.perf_counter()
         summary = write_web_shards(out, scenes, seed, p.synth, p.curation.filter, progress=not quiet)
         typer.echo(
@@ -184,9 +192,7 @@ def synth_benchmark(
 
     with _user_errors():
         p = _params(params, set_, {"synth.caption_noise": caption_noise})
-        seed = p.seed if seed is None else seed
-        if seed < 0:
-            raise UserError(f"--seed {seed}: must be >= 0")
+        seed = p.seed if seed is None else _checked_seed(seed)
         started = time.perf_counter()
         s = write_benchmark(out, identities, seed, p.synth, progress=not quiet)
         typer.echo(f"wrote {s.root} in {time.perf_counter() - started:.1f}s")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional
+from typing import Annotated, Any, Iterable, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,6 +22,8 @@ from gadms.safe_yaml import YamlLimitError, load_bounded, shorten
 DEFAULT_PARAMS = Path("params.yaml")
 MAX_PARAMS_BYTES = 1 << 20  # a params file is a few kB; refuse anything past 1 MiB unread
 MAX_SEED = 2**64 - 1  # what torch.manual_seed accepts
+# every seed: a whole number 0..MAX_SEED, strictly an integer (``true`` or ``1.0`` is refused, not read as 1)
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED, strict=True)]
 
 
 class ConfigError(ValueError):
@@ -369,7 +371,7 @@ class AblateCorpusConfig(_Section):
     """A synthetic benchmark of the ablation testbed (``gadms synth benchmark`` with these values)."""
 
     identities: int = Field(200, ge=3)
-    seed: int = Field(1, ge=0, le=MAX_SEED)
+    seed: Seed = 1
     caption_noise: float = Field(0.3, ge=0, le=1)  # share of train captions with wrong attribute words
     caption_noise_words: int = Field(1, ge=1, le=8)  # wrong words per noisy caption
     split_fractions: SplitFractions = SplitFractions()
@@ -393,7 +395,7 @@ class AblateConfig(_Section):
     rows: tuple[AblationRow, ...] = Field(
         ("none", "random", "cosine", "gass", "gass-official", "gass-no-mtp"), min_length=1
     )
-    seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1)
+    seeds: tuple[Seed, ...] = Field((0, 1, 2), min_length=1)
     corpus: AblateCorpusConfig = AblateCorpusConfig()  # the noisy GA-DMS corpus (its train split is used)
     held_out: AblateCorpusConfig = AblateCorpusConfig(
         identities=200, seed=2, caption_noise=0.0, split_fractions=SplitFractions(train=0.05, val=0.05, test=0.9)
@@ -413,7 +415,7 @@ class AblateConfig(_Section):
 class Params(_Section):
     """The whole of params.yaml."""
 
-    seed: int = Field(0, ge=0, le=MAX_SEED)
+    seed: Seed = 0
     paths: PathsConfig = PathsConfig()
     synth: SynthConfig = SynthConfig()
     curation: CurationConfig = CurationConfig()

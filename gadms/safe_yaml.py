@@ -4,9 +4,10 @@ Plain ``yaml.safe_load`` runs no code, but a few hundred bytes of anchors and
 aliases ("billion laughs") expand to gigabytes, deep nesting ends in a
 ``RecursionError``, and a repeated key silently replaces the first. This
 reader refuses all three with a one-line :class:`YamlLimitError`: at most
-:data:`MAX_DEPTH` levels of nesting, at most :data:`MAX_ALIASES` aliases, at
-most :data:`MAX_NODES` nodes once every alias is expanded, and no key twice in
-one mapping (keys brought in by a ``<<`` merge may still be overridden).
+:data:`MAX_DEPTH` levels of nesting (counted in the text and again once every
+alias is expanded), at most :data:`MAX_ALIASES` aliases, at most
+:data:`MAX_NODES` nodes once every alias is expanded, and no key twice in one
+mapping (keys brought in by a ``<<`` merge may still be overridden).
 This module imports nothing from ``gadms``.
 """
 
@@ -86,18 +87,26 @@ class _BoundedLoader(yaml.SafeLoader):
 
 
 def _check_expansion(root: Any) -> None:
-    """Count nodes as if every alias were copied out; refuse past :data:`MAX_NODES` (stops early)."""
-    stack, count = [root], 0
+    """Walk the document as if every alias were copied out; refuse past :data:`MAX_NODES` or :data:`MAX_DEPTH`.
+
+    The composer's own depth limit sees only the text: a chain of aliases, each under the limit, still builds a
+    structure thousands of levels deep once expanded. Here each node carries its expanded depth. Stops early.
+    """
+    stack, count = [(root, 1)], 0
     while stack:
-        node = stack.pop()
+        node, depth = stack.pop()
         count += 1
         if count > MAX_NODES:
             raise YamlLimitError(f"more than {MAX_NODES} values once aliases are expanded (an alias bomb?); refused")
+        if depth > MAX_DEPTH:
+            raise YamlLimitError(
+                f"nested more than {MAX_DEPTH} levels deep once aliases are expanded (an alias bomb?); refused"
+            )
         if isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
+            stack.extend((child, depth + 1) for child in node.value)
         elif isinstance(node, yaml.MappingNode):
             for key, value in node.value:
-                stack += [key, value]
+                stack += [(key, depth + 1), (value, depth + 1)]
 
 
 def load_bounded(text: str) -> Any:

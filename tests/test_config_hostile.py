@@ -14,6 +14,7 @@ from gadms.cli import app
 from gadms.config import MAX_PARAMS_BYTES, MAX_SEED, AugmentConfig, ConfigError, Params, flatten, load_params
 from gadms.data.pipeline import EpochSampler, IdentitySampler, Pair, PairDataset, image_transform
 from gadms.model.backbone import tokenizer
+from gadms.safe_yaml import MAX_DEPTH, YamlLimitError, load_bounded
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -191,3 +192,94 @@ def test_cli_prints_one_line_exit_2(tmp_path, args, match):
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], result.output
+
+
+def _alias_chain(links: int, nest: str = "list") -> str:
+    """Each anchor wraps the previous one 60 levels deep: every line is under the nesting limit, the expansion is
+    ``60 * links`` levels deep (a few kB of text)."""
+    lines = ["x0: &a0 0"]
+    for i in range(1, links + 1):
+        inner = "[" * 60 + f"*a{i - 1}" + "]" * 60 if nest == "list" else "{k: " * 60 + f"*a{i - 1}" + "}" * 60
+        lines.append(f"x{i}: &a{i} {inner}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("nest", ["list", "mapping"])
+def test_alias_chain_nested_deeper_than_the_limit_once_expanded_is_refused(tmp_path, nest):
+    text = _alias_chain(100, nest).replace("x100:", "seed:")  # the deepest value in a field that quotes its input
+    assert len(text) < 40_000
+    _refused(tmp_path, text, r"p\.yaml: nested more than 64 levels deep once aliases are expanded")
+
+
+def test_alias_chain_in_a_set_value_is_refused():
+    value = "[" + ", ".join(line.split(": ", 1)[1] for line in _alias_chain(100).splitlines()) + "]"
+    with pytest.raises(ConfigError, match=r"^--set seed: nested more than 64 levels deep once aliases are expanded"):
+        load_params(None, [f"seed={value}"])
+
+
+def test_expanded_depth_limit_is_exact():
+    """Each anchor wraps the previous one in one list: the last value lies 1 + links + 1 levels deep."""
+
+    def chain(links: int) -> str:
+        return "a0: &a0 0\n" + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, links + 1))
+
+    deepest = load_bounded(chain(MAX_DEPTH - 2))[f"a{MAX_DEPTH - 2}"]  # 64 levels: allowed
+    for _ in range(MAX_DEPTH - 2):
+        deepest = deepest[0]
+    assert deepest == 0
+    with pytest.raises(YamlLimitError, match=rf"^nested more than {MAX_DEPTH} levels deep once aliases are expanded"):
+        load_bounded(chain(MAX_DEPTH - 1))
+
+
+def test_cli_alias_chain_is_one_line_exit_2(tmp_path):
+    (tmp_path / "chain.yaml").write_text(_alias_chain(100).replace("x100:", "seed:"))
+    result = CliRunner().invoke(app, ["params", "show", "--params", str(tmp_path / "chain.yaml")])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "nested more than 64 levels deep once aliases are expanded" in lines[0], lines
+
+
+def test_cli_recursion_error_is_a_last_resort_one_line_error(monkeypatch):
+    def too_deep(*args, **kwargs):
+        raise RecursionError("maximum recursion depth exceeded while getting the repr of an object")
+
+    monkeypatch.setattr("gadms.cli.load_params", too_deep)
+    result = CliRunner().invoke(app, ["params", "show"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        "error: input nested too deeply to process (maximum recursion depth exceeded)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        (f"ablate.seeds=[{MAX_SEED + 1}]", rf"ablate\.seeds\.0: must be <= {MAX_SEED} \(got {MAX_SEED + 1}\)"),
+        ("ablate.seeds=[3, -1]", r"ablate\.seeds\.1: must be >= 0 \(got -1\)"),
+        ("ablate.seeds=[true]", r"ablate\.seeds\.0: input should be a valid integer \(got True\)"),
+        ("seed=true", r"seed: input should be a valid integer \(got True\)"),
+        ("seed=1.0", r"seed: input should be a valid integer \(got 1\.0\)"),
+        ("seed='7'", r"seed: input should be a valid integer \(got '7'\)"),
+        ("ablate.corpus.seed=false", r"ablate\.corpus\.seed: input should be a valid integer \(got False\)"),
+        (f"ablate.held_out.seed={MAX_SEED + 1}", r"ablate\.held_out\.seed: must be <="),
+        ("ablate.base.corpus.seed=-5", r"ablate\.base\.corpus\.seed: must be >= 0"),
+    ],
+)
+def test_every_seed_is_a_strict_integer_within_64_bits(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_params(None, [override])
+
+
+def test_the_largest_seeds_are_still_accepted():
+    p = load_params(None, [f"ablate.seeds=[0, {MAX_SEED}]", f"ablate.corpus.seed={MAX_SEED}", f"seed={MAX_SEED}"])
+    assert (p.ablate.seeds, p.ablate.corpus.seed, p.seed) == ((0, MAX_SEED), MAX_SEED, MAX_SEED)
+
+
+@pytest.mark.parametrize("command", ["web", "benchmark"])
+@pytest.mark.parametrize("seed", [-1, MAX_SEED + 1, 2**70])
+def test_synth_seed_outside_64_bits_is_one_line_and_writes_nothing(tmp_path, command, seed):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["synth", command, "--out", str(out), "--seed", str(seed), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [f"error: --seed {seed}: must be between 0 and {MAX_SEED} (2**64 - 1)"]
+    assert not out.exists()

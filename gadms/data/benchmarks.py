@@ -5,8 +5,9 @@ split) next to an ``imgs/`` folder. A split is read into a ``SplitData``:
 images with identities (the gallery) and captions with identities (the
 queries), identities renumbered 0..K-1 within the split. Bad records are
 skipped and reported, or raise ``DataError`` in strict mode: malformed
-fields, an image path that leaves the dataset root (absolute or with ``..``),
-and (with ``check_images``) an image that is missing, empty or does not decode.
+fields, an image path that leaves the dataset root (absolute, with ``..``, or
+through a symbolic link that points outside ``imgs/``), and (with
+``check_images``) an image that is missing, empty or does not decode.
 """
 
 from __future__ import annotations
@@ -202,8 +203,9 @@ def read_benchmark(
 
     entries: list[_Entry] = []
     problems: dict[str | None, list[Problem]] = {None: []}
+    images = _ImagesDir(directory / "imgs")
     for index, record in enumerate(records):
-        outcome = _check_record(index, record, fmt, wanted, directory / "imgs", check_images)
+        outcome = _check_record(index, record, fmt, wanted, images, check_images)
         if isinstance(outcome, tuple):
             record_split, problem = outcome
             if strict:
@@ -267,8 +269,23 @@ def _read_record_list(path: Path) -> list[Any]:
     return records
 
 
+class _ImagesDir:
+    """A benchmark's ``imgs/`` folder, as given (``path``) and with every symbolic link resolved (``real``)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.real = path.resolve()  # imgs/ itself may be a link (to another disk); what is inside must stay in it
+
+    def escapes(self, image: Path) -> bool:
+        """Whether ``image`` (inside :attr:`path` by name) really lies outside it: a symbolic link points out."""
+        try:
+            return not image.resolve().is_relative_to(self.real)
+        except (OSError, RuntimeError):  # a link loop: no usable image either way
+            return True
+
+
 def _check_record(
-    index: int, record: Any, fmt: BenchmarkFormat, wanted: tuple[str, ...], images_dir: Path, check_images: bool
+    index: int, record: Any, fmt: BenchmarkFormat, wanted: tuple[str, ...], images: _ImagesDir, check_images: bool
 ) -> _Entry | tuple[str | None, Problem] | None:
     """A valid record as an entry, a bad one as ``(its split or None, problem)``, one of another split as None."""
     if not isinstance(record, dict):
@@ -283,7 +300,10 @@ def _check_record(
     problem = _record_problem(index, record, fmt.image_key)
     if problem is not None:
         return split, problem
-    image = images_dir / record[fmt.image_key]
+    image = images.path / record[fmt.image_key]
+    if images.escapes(image):
+        detail = f"{fmt.image_key!r} leaves the dataset root through a symbolic link: {record[fmt.image_key]!r:.80}"
+        return split, Problem(index, "bad image path", detail)
     if check_images:
         problem = _image_problem(index, image)
         if problem is not None:

@@ -8,7 +8,8 @@ written atomically, and exact resumption, also mid-epoch. Under torchrun it
 wraps the step in DDP and computes SDM over the global batch. The input is an
 in-memory dataset or a stream of shards (:mod:`gadms.train.feed`). A non-finite loss term or gradient stops the run
 at once with :class:`TrainingDiverged` (the checkpoint of the last good epoch
-stays as it was); no checkpoint or model with non-finite weights is written.
+stays as it was); no checkpoint or model is written whose weights (or optimiser state) are not finite, nor
+one whose weights are so large (past :data:`LARGEST_WEIGHT`) that using them overflows.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from gadms.data.pipeline import PairDataset
 from gadms.data.shardplan import steps_per_epoch as stream_steps
 from gadms.data.streaming import StreamingPairs
 from gadms.model.files import ModelFileError, read_torch_file, require_entries
-from gadms.model.retrieval import Architecture, PersonRetrievalModel, non_finite_weights, save_model
+from gadms.model.retrieval import Architecture, PersonRetrievalModel, save_model
 from gadms.model.step import Mode, TrainingStep
 from gadms.shards import atomic_path
 from gadms.train import distributed
@@ -38,7 +39,97 @@ from gadms.train.feed import MemoryFeed, StreamFeed
 
 CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.safetensors"
+LARGEST_WEIGHT = 1e19  # about sqrt of float32's largest value: a weight past it overflows when squared
 _CHECKPOINT_ENTRIES = ("epoch", "model", "optimizer", "scheduler", "scaler", "architecture")
+_STATE_DICT_ENTRIES = {  # entry -> the type it must have
+    "model": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "scaler": dict,
+    "score_memory": dict,
+}
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message (at most 160 characters), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
+
+
+def _is_count(value: object) -> bool:
+    """A whole number >= 0 (a boolean is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_partial(partial: object, path: Path) -> None:
+    """A mid-epoch checkpoint's running sums: ``{"sums": {name: number}, "count", "seen", "seconds"}``."""
+    ok = (
+        isinstance(partial, dict)
+        and isinstance(partial.get("sums"), dict)
+        and all(isinstance(v, (int, float)) for v in partial["sums"].values())
+        and _is_count(partial.get("count"))
+        and _is_count(partial.get("seen"))
+        and isinstance(partial.get("seconds"), (int, float))
+    )
+    if not ok:
+        raise ModelFileError(f"{path}: checkpoint entry 'partial' is not the running sums of a mid-epoch checkpoint")
+
+
+def _check_ranks(ranks: object, path: Path) -> None:
+    """Every rank's RNG states (tensors) and input position (a dict)."""
+    if not isinstance(ranks, list) or not ranks:
+        raise ModelFileError(f"{path}: checkpoint entry 'ranks' must be a non-empty list, got {_kind(ranks)}")
+    for rank in ranks:
+        good = (
+            isinstance(rank, dict)
+            and all(isinstance(rank.get(key), torch.Tensor) for key in ("step_generator", "torch_rng"))
+            and isinstance(rank.get("feed", {}), dict)
+        )
+        if not good:
+            raise ModelFileError(
+                f"{path}: checkpoint entry 'ranks' must hold per process step_generator and torch_rng tensors "
+                "and a feed position"
+            )
+
+
+def _kind(value: object) -> str:
+    """What a value is, for a message: an empty list reads 'an empty list'."""
+    if isinstance(value, (list, dict, str)) and not value:
+        return f"an empty {type(value).__name__}"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def checked_checkpoint(state: object, path: Path) -> dict:
+    """Check that a loaded ``checkpoint.pt`` holds every entry, each of the right type.
+
+    Args:
+        state: what :func:`read_torch_file` returned.
+        path: the file (for the message).
+
+    Returns:
+        ``state``.
+
+    Raises:
+        ModelFileError: one line naming the file and the first entry that is missing or of the wrong type.
+    """
+    state = require_entries(state, path, _CHECKPOINT_ENTRIES, "gadms training checkpoint")
+    for entry, kind in _STATE_DICT_ENTRIES.items():
+        if entry in state and not isinstance(state[entry], kind):
+            raise ModelFileError(
+                f"{path}: checkpoint entry {entry!r} must be a {kind.__name__}, got {_kind(state[entry])}"
+            )
+    for entry in ("epoch", "batch", "world_size"):
+        value = state.get(entry)
+        if (entry == "epoch" or value is not None) and not _is_count(value):
+            raise ModelFileError(
+                f"{path}: checkpoint entry {entry!r} must be a whole number >= 0, got {str(value)[:40]!r}"
+            )
+    if state.get("batch") is not None:
+        _check_partial(state.get("partial"), path)
+    if "ranks" in state:
+        _check_ranks(state["ranks"], path)
+    return state
 
 
 class TrainingDiverged(ValueError):
@@ -238,7 +329,11 @@ class Trainer:
         Returns:
             The checkpoint path.
         """
-        where = f"after epoch {epoch + 1}" if batch is None else f"at epoch {epoch + 1}, batch {batch}"
+        done = self.feed.batches if batch is None else batch
+        step = f"step {epoch * self.feed.batches + done}"  # counted in batches, as the loss checks count them
+        where = (
+            f"after epoch {epoch + 1} ({step})" if batch is None else f"at epoch {epoch + 1}, batch {batch} ({step})"
+        )
         self._require_finite_weights(where)
         path = self.out_dir / CHECKPOINT
         state = self._state(epoch, batch, partial)
@@ -254,32 +349,45 @@ class Trainer:
 
         Returns:
             ``(epoch, batch, position, partial)``: where to go on (``(0, 0, {}, None)`` without a checkpoint).
+
+        Raises:
+            ModelFileError: one line naming the file and the entry that is missing, of the wrong type, or does not
+                fit this run.
         """
         path = self.out_dir / CHECKPOINT
         if not path.is_file():
             return 0, 0, {}, None
-        state = require_entries(read_torch_file(path), path, _CHECKPOINT_ENTRIES, "gadms training checkpoint")
+        state = checked_checkpoint(read_torch_file(path), path)
         if Architecture.from_json(state["architecture"], path) != self.model.arch:  # older files: defaults fill in
             raise ValueError(
                 f"{path}: checkpoint was made for another architecture; use a new --out or matching params"
             )
         mine = self._my_rank_state(state, path)
-        try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
-            self.step.generator.set_state(mine["step_generator"])
-            if "score_memory" in state:
-                self.step.memory.load_state_dict(state["score_memory"])
-            torch.set_rng_state(mine["torch_rng"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            advice = "use a new --out or matching params"
-            raise ModelFileError(f"{path}: checkpoint does not fit this run ({reason}); {advice}") from None
+        self._restore(state, mine, path)
         if state.get("batch") is None:
-            return int(state["epoch"]) + 1, 0, {}, None
-        return int(state["epoch"]), int(state["batch"]), mine["feed"], state["partial"]
+            return state["epoch"] + 1, 0, {}, None
+        return state["epoch"], state["batch"], mine.get("feed") or {}, state["partial"]
+
+    def _restore(self, state: dict, mine: dict, path: Path) -> None:
+        """Load each entry into the run; whatever fails is one :class:`ModelFileError` naming the entry."""
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("model", lambda: self.model.load_state_dict(state["model"])),
+            ("optimizer", lambda: self.optimizer.load_state_dict(state["optimizer"])),
+            ("scheduler", lambda: self.scheduler.load_state_dict(state["scheduler"])),
+            ("scaler", lambda: self.scaler.load_state_dict(state["scaler"])),
+            ("step_generator", lambda: self.step.generator.set_state(mine["step_generator"])),
+            ("torch_rng", lambda: torch.set_rng_state(mine["torch_rng"])),
+        ]
+        if "score_memory" in state:
+            steps.append(("score_memory", lambda: self.step.memory.load_state_dict(state["score_memory"])))
+        for entry, restore in steps:
+            try:
+                restore()
+            except Exception as exc:  # anything a malformed entry raises inside torch: one line, no traceback
+                raise ModelFileError(
+                    f"{path}: checkpoint entry {entry!r} does not fit this run ({_reason(exc)}); "
+                    "use a new --out or matching params"
+                ) from None
 
     def _my_rank_state(self, state: dict, path: Path) -> dict:
         """This rank's RNG states and input position (checkpoints before mid-epoch ones kept a single set)."""
@@ -351,10 +459,32 @@ class Trainer:
         if not bool(torch.isfinite(norm)):
             raise self._diverged(where, f"gradient norm of the total loss is {float(norm)}")
 
+    def _unusable_tensors(self) -> list[str]:
+        """Weights holding inf, NaN or a value past :data:`LARGEST_WEIGHT`, then optimiser state that is not finite.
+
+        One device sync. A step at a huge learning rate can leave weights of 1e30: finite, yet every product
+        with them overflows, so they count as not finite here.
+        """
+        named = [(n, t.detach()) for n, t in self.model.state_dict().items() if t.is_floating_point() and t.numel()]
+        checks = [t.abs().amax() <= LARGEST_WEIGHT for _, t in named]  # amax keeps a NaN, which compares False
+        for index, slots in enumerate(self.optimizer.state.values()):
+            for key, value in slots.items():
+                if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel():
+                    named.append((f"optimizer state {key} of parameter {index}", value))
+                    checks.append(torch.isfinite(value).all())
+        if not checks:
+            return []
+        flags = torch.stack([c.to(self.dist.device) for c in checks]).tolist()  # Adam's step counts live on the CPU
+        return [n for (n, _), ok in zip(named, flags, strict=True) if not ok]
+
     def _require_finite_weights(self, where: str) -> None:
-        names = non_finite_weights(self.model)
+        """Raise :class:`TrainingDiverged` when a weight or the optimiser state is unusable (nothing is written)."""
+        names = self._unusable_tensors()
         if names:
-            raise self._diverged(where, f"{len(names)} weight tensor(s) are not finite, e.g. {names[0]}")
+            raise self._diverged(
+                where,
+                f"weights are not finite ({len(names)} tensor(s) hold inf, NaN or values past 1e19, e.g. {names[0]})",
+            )
 
     def _epoch(self, epoch: int, start: int = 0, position: dict | None = None, partial: dict | None = None) -> EpochLog:
         s = self.settings

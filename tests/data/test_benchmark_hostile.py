@@ -76,6 +76,48 @@ def test_any_dotdot_component_is_refused(tmp_path):
     assert data.images == [] and data.problems[0].reason == "bad image path"
 
 
+@pytest.mark.parametrize("check_images", [True, False])
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_symbolic_links_out_of_the_image_folder_are_bad_records(tmp_path, name, check_images):
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(_image())  # a valid image: only where the link points makes it bad
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "key.jpg").write_bytes(_image())
+    bench = _write(tmp_path, name, ["p/0.jpg", "p/evil.jpg", "etc/key.jpg", "p/inside.jpg", "loop/x.jpg"])
+    (bench / "imgs" / "p").mkdir()
+    (bench / "imgs" / "p" / "0.jpg").write_bytes(_image())
+    (bench / "imgs" / "p" / "evil.jpg").symlink_to(outside)  # a file link pointing out
+    (bench / "imgs" / "etc").symlink_to(secrets, target_is_directory=True)  # a folder link pointing out
+    (bench / "imgs" / "p" / "inside.jpg").symlink_to(bench / "imgs" / "p" / "0.jpg")  # a link that stays in: fine
+    (bench / "imgs" / "loop").symlink_to(bench / "imgs" / "loop")
+
+    data = load_benchmark(name, tmp_path, "test", check_images=check_images)
+
+    assert [p.name for p in data.images] == ["0.jpg", "inside.jpg"]
+    assert [(p.index, p.reason) for p in data.problems] == [
+        (1, "bad image path"),
+        (2, "bad image path"),
+        (4, "bad image path"),
+    ]
+    assert "leaves the dataset root through a symbolic link: 'p/evil.jpg'" in data.problems[0].detail
+    assert "3 bad records skipped (3 bad image path)" in data.report()
+    with pytest.raises(DataError, match=r"record 1: '\w+' leaves the dataset root through a symbolic link"):
+        load_benchmark(name, tmp_path, "test", strict=True, check_images=check_images)
+
+
+def test_an_image_folder_that_is_itself_a_link_still_reads(tmp_path):
+    """imgs/ linked to another disk is a common layout: its own files stay inside it."""
+    elsewhere = tmp_path / "disk" / "imgs"
+    (elsewhere / "p").mkdir(parents=True)
+    (elsewhere / "p" / "0.jpg").write_bytes(_image())
+    bench = _write(tmp_path / "data", "cuhk-pedes", ["p/0.jpg"])
+    (bench / "imgs").rmdir()
+    (bench / "imgs").symlink_to(elsewhere, target_is_directory=True)
+    data = load_benchmark("cuhk-pedes", tmp_path / "data", "test")
+    assert [p.name for p in data.images] == ["0.jpg"] and data.problems == []
+
+
 @pytest.mark.parametrize("name", BENCHMARKS)
 def test_empty_corrupt_and_truncated_images_are_skipped_with_a_count(tmp_path, name):
     jpeg, png = _image("JPEG"), _image("PNG")

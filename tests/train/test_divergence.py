@@ -18,11 +18,15 @@ from gadms.synth.benchmark import write_benchmark
 from gadms.train.loop import CHECKPOINT, FINAL_MODEL, RunSettings, Trainer, TrainingDiverged
 
 
-def _trainer(tmp_path, grad_clip: float = 5.0, epochs: int = 2, on_epoch=None) -> Trainer:
+def _trainer(
+    tmp_path, grad_clip: float = 5.0, epochs: int = 2, on_epoch=None, lr: float = 1e-4, every: int = 0
+) -> Trainer:
     torch.manual_seed(0)
     model = PersonRetrievalModel(Architecture.from_config(MODEL))
     dataset = PairDataset(pairs(tmp_path)[:24], image_transform(128, 64, AugmentConfig()), tokenizer(32), seed=0)
-    settings = RunSettings("sdm", epochs, 8, OptimizerConfig(lr=1e-4), 0, grad_clip=grad_clip)
+    settings = RunSettings(
+        "sdm", epochs, 8, OptimizerConfig(lr=lr), 0, grad_clip=grad_clip, checkpoint_every_steps=every
+    )
     return Trainer(
         model,
         dataset,
@@ -109,3 +113,38 @@ def test_cli_huge_learning_rate_is_one_line_and_writes_no_model(tmp_path):
     assert not (out / FINAL_MODEL).exists()
     result = CliRunner().invoke(app, ["params", "show", "--set", "train.optimizer.lr=inf"])
     assert result.exit_code == 2 and "finite number" in result.output
+
+
+def test_a_step_that_leaves_overflowing_weights_writes_no_checkpoint(tmp_path):
+    """At lr 1e30 the first step's loss is finite but its update leaves weights of 1e30: the checkpoint of that
+    step is refused (nothing written), not kept as the 'last good' one."""
+    trainer = _trainer(tmp_path, epochs=1, lr=1e30, every=1)
+    expected = r"^training diverged at epoch 1, batch 1 \(step 1\): weights are not finite \(\d+ tensor\(s\) hold inf"
+    with pytest.raises(TrainingDiverged, match=expected + r".*; stopped, no checkpoint was written") as info:
+        trainer.fit()
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "run" / CHECKPOINT).exists() and not (tmp_path / "run" / FINAL_MODEL).exists()
+
+
+def test_mid_epoch_checkpoints_keep_the_last_good_one_when_weights_overflow(tmp_path):
+    saved = {}
+
+    def blow_up_after_first_epoch(log):
+        saved["checkpoint"] = (tmp_path / "run" / CHECKPOINT).read_bytes()
+        trainer.scheduler.base_lrs = [1e30]  # from now on every update overflows the weights
+        trainer.optimizer.param_groups[0]["lr"] = 1e30
+
+    trainer = _trainer(tmp_path, on_epoch=blow_up_after_first_epoch, every=1)
+    batches = trainer.feed.batches
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.fit()
+    message = str(info.value)
+    assert message.startswith(f"training diverged at epoch 2, batch 1 (step {batches + 1}): weights are not finite")
+    assert f"last good checkpoint kept: {tmp_path / 'run' / CHECKPOINT}" in message
+    assert (tmp_path / "run" / CHECKPOINT).read_bytes() == saved["checkpoint"]
+    kept = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=True)
+    assert (kept["epoch"], kept["batch"]) == (0, None)
+    assert max(float(t.abs().max()) for t in kept["model"].values() if t.is_floating_point()) < 1e3
+    resumed = _trainer(tmp_path, every=1)  # the kept checkpoint trains on at a sane learning rate
+    resumed.fit(resume=True)
+    assert (tmp_path / "run" / FINAL_MODEL).is_file()
