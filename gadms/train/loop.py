@@ -35,101 +35,12 @@ from gadms.model.retrieval import Architecture, PersonRetrievalModel, save_model
 from gadms.model.step import Mode, TrainingStep
 from gadms.shards import atomic_path
 from gadms.train import distributed
+from gadms.train.checkpoint_checks import checked_checkpoint, failure_reason
 from gadms.train.feed import MemoryFeed, StreamFeed
 
 CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.safetensors"
 LARGEST_WEIGHT = 1e19  # about sqrt of float32's largest value: a weight past it overflows when squared
-_CHECKPOINT_ENTRIES = ("epoch", "model", "optimizer", "scheduler", "scaler", "architecture")
-_STATE_DICT_ENTRIES = {  # entry -> the type it must have
-    "model": dict,
-    "optimizer": dict,
-    "scheduler": dict,
-    "scaler": dict,
-    "score_memory": dict,
-}
-
-
-def _reason(exc: BaseException) -> str:
-    """The first line of an exception's message (at most 160 characters), or its type's name."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
-
-
-def _is_count(value: object) -> bool:
-    """A whole number >= 0 (a boolean is not one)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _check_partial(partial: object, path: Path) -> None:
-    """A mid-epoch checkpoint's running sums: ``{"sums": {name: number}, "count", "seen", "seconds"}``."""
-    ok = (
-        isinstance(partial, dict)
-        and isinstance(partial.get("sums"), dict)
-        and all(isinstance(v, (int, float)) for v in partial["sums"].values())
-        and _is_count(partial.get("count"))
-        and _is_count(partial.get("seen"))
-        and isinstance(partial.get("seconds"), (int, float))
-    )
-    if not ok:
-        raise ModelFileError(f"{path}: checkpoint entry 'partial' is not the running sums of a mid-epoch checkpoint")
-
-
-def _check_ranks(ranks: object, path: Path) -> None:
-    """Every rank's RNG states (tensors) and input position (a dict)."""
-    if not isinstance(ranks, list) or not ranks:
-        raise ModelFileError(f"{path}: checkpoint entry 'ranks' must be a non-empty list, got {_kind(ranks)}")
-    for rank in ranks:
-        good = (
-            isinstance(rank, dict)
-            and all(isinstance(rank.get(key), torch.Tensor) for key in ("step_generator", "torch_rng"))
-            and isinstance(rank.get("feed", {}), dict)
-        )
-        if not good:
-            raise ModelFileError(
-                f"{path}: checkpoint entry 'ranks' must hold per process step_generator and torch_rng tensors "
-                "and a feed position"
-            )
-
-
-def _kind(value: object) -> str:
-    """What a value is, for a message: an empty list reads 'an empty list'."""
-    if isinstance(value, (list, dict, str)) and not value:
-        return f"an empty {type(value).__name__}"
-    name = type(value).__name__
-    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
-
-
-def checked_checkpoint(state: object, path: Path) -> dict:
-    """Check that a loaded ``checkpoint.pt`` holds every entry, each of the right type.
-
-    Args:
-        state: what :func:`read_torch_file` returned.
-        path: the file (for the message).
-
-    Returns:
-        ``state``.
-
-    Raises:
-        ModelFileError: one line naming the file and the first entry that is missing or of the wrong type.
-    """
-    state = require_entries(state, path, _CHECKPOINT_ENTRIES, "gadms training checkpoint")
-    for entry, kind in _STATE_DICT_ENTRIES.items():
-        if entry in state and not isinstance(state[entry], kind):
-            raise ModelFileError(
-                f"{path}: checkpoint entry {entry!r} must be a {kind.__name__}, got {_kind(state[entry])}"
-            )
-    for entry in ("epoch", "batch", "world_size"):
-        value = state.get(entry)
-        if (entry == "epoch" or value is not None) and not _is_count(value):
-            raise ModelFileError(
-                f"{path}: checkpoint entry {entry!r} must be a whole number >= 0, got {str(value)[:40]!r}"
-            )
-    if state.get("batch") is not None:
-        _check_partial(state.get("partial"), path)
-    if "ranks" in state:
-        _check_ranks(state["ranks"], path)
-    return state
 
 
 class TrainingDiverged(ValueError):
@@ -385,7 +296,7 @@ class Trainer:
                 restore()
             except Exception as exc:  # anything a malformed entry raises inside torch: one line, no traceback
                 raise ModelFileError(
-                    f"{path}: checkpoint entry {entry!r} does not fit this run ({_reason(exc)}); "
+                    f"{path}: checkpoint entry {entry!r} does not fit this run ({failure_reason(exc)}); "
                     "use a new --out or matching params"
                 ) from None
 
