@@ -10,19 +10,14 @@ from typing import Optional
 
 import typer
 
+from gadms.cli_common import cli_params, user_errors
+
 ParamsOpt = typer.Option(None, "--params", help="Parameter file (default: ./params.yaml, else built-in defaults).")
 SetOpt = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override one parameter (repeatable).")
 DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N.")
 SearchModelOpt = typer.Option(
     None, "--model", help="Model for the queries (default: the one the index was built with); another model is refused."
 )
-
-
-def _cli():
-    """The main CLI module, for its shared error handling and parameter loading (imported late: it imports us)."""
-    from gadms import cli
-
-    return cli
 
 
 def index_command(
@@ -64,9 +59,8 @@ def index_command(
     from gadms.search.build import build_index
     from gadms.search.model import SearchError, load_search_model
 
-    cli = _cli()
-    with cli._user_errors():
-        p = cli._params(params, set_)
+    with user_errors():
+        p = cli_params(params, set_)
         gallery = _gallery(images, benchmark, root, split, curated)
         if prune and gallery.root is None:
             raise SearchError("--prune works with --images or --curated (a benchmark split is not checked)")
@@ -185,9 +179,8 @@ def search_command(
     from gadms.search.model import SearchError
     from gadms.search.query import format_results, run_queries
 
-    cli = _cli()
-    with cli._user_errors():
-        p = cli._params(params, set_)
+    with user_errors():
+        p = cli_params(params, set_)
         texts = ([query] if query is not None else []) + (read_query_file(queries) if queries is not None else [])
         if not texts:
             raise SearchError("give a QUERY or --queries FILE")
@@ -220,9 +213,8 @@ def serve_command(
 
     from gadms.search.web import create_app
 
-    cli = _cli()
-    with cli._user_errors():
-        p = cli._params(params, set_)
+    with user_errors():
+        p = cli_params(params, set_)
         index, searcher = open_checked(index_dir, model, p, device)
         app = create_app(index, searcher, top_k)
     typer.echo(f"serving {index_dir} ({len(index)} images, model {index.meta.model.label}) on http://127.0.0.1:{port}/")

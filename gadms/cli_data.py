@@ -1,0 +1,186 @@
+"""``gadms data stats|version|push|pull|checkout`` and ``gadms validate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from gadms.cli_common import ParamsOpt, SetOpt, UserError, cli_params, user_errors
+from gadms.config import Params
+
+data_app = typer.Typer(
+    help="Datasets: statistics of the benchmark and corpus formats, and versioning of the curated corpus with DVC "
+    "(data.dvc at the repository root tracks paths.data_dir; the default remote is the local directory "
+    "versioning.remote_url, any DVC remote URL works).",
+    no_args_is_help=True,
+)
+
+
+@data_app.command("stats")
+def data_stats(
+    benchmark: str = typer.Argument(..., help="cuhk-pedes | icfg-pedes | rstpreid | webperson | curated."),
+    root: Optional[Path] = typer.Option(
+        None,
+        "--root",
+        help="The dataset directory or a benchmark's parent (default: paths.data_dir for curated, "
+        "paths.benchmarks_dir for a benchmark; webperson needs --root).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Identities, images and captions per split (skipped records are counted and reported)."""
+    import json
+
+    from gadms.data.stats import dataset_stats, format_stats
+
+    with user_errors():
+        p = cli_params(params, set_)
+        if root is None and benchmark == "webperson":
+            raise UserError("data stats webperson: --root is required (the folder of WebPerson Parquet files)")
+        default = p.paths.data_dir if benchmark == "curated" else p.paths.benchmarks_dir
+        stats = dataset_stats(benchmark, root or default)
+        typer.echo(json.dumps(stats, indent=2, sort_keys=True) if as_json else format_stats(stats))
+
+
+def validate(
+    data: Optional[Path] = typer.Option(None, "--data", help="The curated corpus (default: paths.data_dir)."),
+    report: Optional[Path] = typer.Option(
+        None,
+        "--report",
+        help="Where report.html (kept per corpus under history/), summary.txt, gate.json and the GX Data Docs go "
+        "(default: paths.reports_dir/gate).",
+    ),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """The caption quality gate (SPEC 4): a Great Expectations suite over the curated captions and crops.
+
+    Checks: non_empty, valid_text, word_count, no_speculation, no_background, mentions_person,
+    mentions_attribute, no_placeholder, crop_size, crop_aspect (each passes when at least validation.mostly.<check>
+    of the rows pass) and duplicates (at most validation.max_duplicate_rate). Exit status 0 when the gate passes,
+    1 when it fails; nothing may be versioned or trained from data that failed.
+    """
+    from gadms.validation.gate import run_quality_gate
+
+    with user_errors():
+        p = cli_params(params, set_)
+        target = data or p.paths.data_dir
+        report_dir = report or p.paths.reports_dir / "gate"
+        result = run_quality_gate(target, p.validation, report_dir)
+        typer.echo(result.summary)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def _repo_root() -> Path:
+    """The git work tree holding the current directory (DVC keeps data.dvc at its root)."""
+    import subprocess
+
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        raise UserError(
+            f"{Path.cwd()} is not inside a git repository; DVC versioning needs one (run git init)"
+        ) from None
+    return Path(top)
+
+
+def _dvc_repo(p: Params) -> Path:
+    """The repository root, set up for DVC with the configured default remote."""
+    from gadms.versioning.dvc import ensure_repo
+
+    root = _repo_root()
+    ensure_repo(root, p.versioning.remote_name, p.versioning.remote_url)
+    return root
+
+
+def _data_dir(data: Optional[Path], p: Params) -> Path:
+    return (data or p.paths.data_dir).resolve()
+
+
+@data_app.command("version")
+def data_version(
+    data: Optional[Path] = typer.Option(None, "--data", help="The curated corpus (default: paths.data_dir)."),
+    push_: bool = typer.Option(True, "--push/--no-push", help="Also push it to the DVC remote."),
+    skip_gate: bool = typer.Option(
+        False, "--skip-gate", help="Version even without a passing quality gate on this exact data."
+    ),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Track the corpus with DVC (data.dvc) after checking that the quality gate passed on exactly this data.
+
+    Prints the DVC hash: `gadms data checkout --hash HASH` brings this corpus back byte for byte.
+    """
+    from gadms.validation.gate import require_passed_gate
+    from gadms.versioning.dvc import describe, push, track
+
+    with user_errors():
+        p = cli_params(params, set_)
+        target = _data_dir(data, p)
+        if not skip_gate:
+            require_passed_gate(target, p.paths.reports_dir / "gate")
+        root = _dvc_repo(p)
+        version = track(root, target)
+        typer.echo(f"versioned {describe(version)}")
+        if push_:
+            push(root, p.versioning.remote_name)
+            typer.echo(f"pushed to DVC remote '{p.versioning.remote_name}'")
+        typer.echo(f"commit the pointer with: git add {version.path}.dvc && git commit -m 'data {version.md5[:8]}'")
+
+
+@data_app.command("push")
+def data_push(params: Optional[Path] = ParamsOpt, set_: Optional[list[str]] = SetOpt) -> None:
+    """Upload the tracked corpus to the DVC remote (versioning.remote_name)."""
+    from gadms.versioning.dvc import push
+
+    with user_errors():
+        p = cli_params(params, set_)
+        root = _dvc_repo(p)
+        push(root, p.versioning.remote_name)
+        typer.echo(f"pushed to DVC remote '{p.versioning.remote_name}'")
+
+
+@data_app.command("pull")
+def data_pull(
+    data: Optional[Path] = typer.Option(None, "--data", help="The corpus directory (default: paths.data_dir)."),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Download the corpus data.dvc points at from the DVC remote and check it out."""
+    from gadms.versioning.dvc import describe, pull
+
+    with user_errors():
+        p = cli_params(params, set_)
+        root = _dvc_repo(p)
+        typer.echo(f"pulled {describe(pull(root, _data_dir(data, p), p.versioning.remote_name))}")
+
+
+@data_app.command("checkout")
+def data_checkout(
+    md5: str = typer.Option(
+        ...,
+        "--hash",
+        help="The DVC directory hash of the corpus (as printed by `gadms data version`, "
+        "logged in MLflow as dvc.data_hash).",
+    ),
+    data: Optional[Path] = typer.Option(None, "--data", help="The corpus directory (default: paths.data_dir)."),
+    force: bool = typer.Option(
+        False, "--force", help="Overwrite files in the corpus directory that are not in the DVC cache."
+    ),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Bring back exactly the corpus whose DVC hash is --hash (from the cache, else the remote); data.dvc follows."""
+    from gadms.versioning.dvc import checkout_hash, describe
+
+    with user_errors():
+        p = cli_params(params, set_)
+        root = _dvc_repo(p)
+        version = checkout_hash(root, _data_dir(data, p), md5, p.versioning.remote_name, force=force)
+        typer.echo(f"checked out {describe(version)}")
