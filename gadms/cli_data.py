@@ -1,4 +1,4 @@
-"""``gadms data stats|version|push|pull|checkout`` and ``gadms validate``."""
+"""``gadms data stats|index|version|push|pull|checkout`` and ``gadms validate``."""
 
 from __future__ import annotations
 
@@ -43,6 +43,31 @@ def data_stats(
         default = p.paths.data_dir if benchmark == "curated" else p.paths.benchmarks_dir
         stats = dataset_stats(benchmark, root or default)
         typer.echo(json.dumps(stats, indent=2, sort_keys=True) if as_json else format_stats(stats))
+
+
+@data_app.command("index")
+def data_index(
+    path: str = typer.Argument(
+        ..., help="The corpus: a folder or URL (s3://bucket/prefix) of curated *.tar shards or WebPerson *.parquet."
+    ),
+    kind: Optional[str] = typer.Option(
+        None, "--format", help="curated | webperson (default: curated when PATH holds *.tar shards)."
+    ),
+) -> None:
+    """Write PATH/_shards.parquet, the corpus index that training reads at start-up instead of every shard's metadata.
+
+    The index lists each shard with its size and pair count (WebPerson: rows per row group too), computed here
+    from the shards' metadata (curated: meta/NAME.parquet, WebPerson: Parquet footers). Training reads it in
+    one request and checks it against one listing of PATH; after shards are added, removed or rewritten the
+    index is stale (training warns and reads the footers) until this command is run again. `gadms curate run`
+    writes the index itself; this command is for WebPerson corpora and curated corpora made before it did.
+    """
+    from gadms.data.corpus_index import INDEX_NAME, build_corpus_index
+
+    with user_errors():
+        entries = build_corpus_index(path, kind)
+        pairs = sum(e.pairs for e in entries)
+        typer.echo(f"wrote {path.rstrip('/')}/{INDEX_NAME}: {len(entries)} {entries[0].kind} shards, {pairs} pairs")
 
 
 def validate(

@@ -1,9 +1,11 @@
 """Which pairs of a sharded corpus each rank and stream slot reads in an epoch, known before reading any image.
 
 A corpus is a list of shards, each with a nominal number of caption-image
-pairs taken from metadata only: a curated shard's ``meta/NAME.parquet``
-(the leaf count of its ``captions`` column) and a WebPerson shard's Parquet
-footer (rows x 2 captions). An epoch orders the shards by a permutation
+pairs taken from metadata only: the corpus index ``_shards.parquet`` when it
+matches a listing of the corpus (one read, :mod:`gadms.data.corpus_index`),
+else a curated shard's ``meta/NAME.parquet`` (the leaf count of its
+``captions`` column) and a WebPerson shard's Parquet footer (rows x 2
+captions), read concurrently. An epoch orders the shards by a permutation
 seeded by ``(seed, epoch)`` and numbers their pairs 0..P-1 in that order.
 The micro-batches of a rank are dealt round-robin to its ``slots`` (batch
 ``k`` belongs to slot ``k % slots``); every slot of every rank gets a
@@ -15,25 +17,25 @@ Resampling rule: an epoch has ``floor(P / global batch)`` steps (at least
 one), so the last ``P mod global batch`` positions of the epoch's order are
 not read in that epoch (the order changes every epoch); a corpus smaller than
 one global batch wraps around (position ``p`` is pair ``p mod P``).
+
+Planning costs O(shards) per epoch and rank plus O(log shards) per segment:
+the positions where the shards of the order end are summed once and each
+segment's shard is found by bisection.
 """
 
 from __future__ import annotations
 
-import logging
+from bisect import bisect_right
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from gadms.data.corpus_index import CURATED, WEBPERSON, CorpusIndexEntry, indexed_entries, list_shards, webperson_entry
 from gadms.data.problems import DataError
-from gadms.storage import Location, location, parquet_metadata
-
-logger = logging.getLogger(__name__)
-
-CURATED, WEBPERSON = "curated", "webperson"
-META_DIR = "meta"
+from gadms.storage import Location, location
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,8 @@ class Shard:
     """One shard of a streamed corpus.
 
     Attributes:
-        path: the tar (curated) or Parquet (WebPerson) file.
+        root: the corpus root (for a corpus of one file, that file).
+        name: the shard file relative to ``root``, ``/``-separated (empty when ``root`` is the shard).
         kind: ``curated`` or ``webperson``.
         pairs: nominal caption-image pairs, from metadata.
         index: position in the corpus's shard list (part of each image's identity).
@@ -49,11 +52,17 @@ class Shard:
             order), so every caption has a stable id whatever the epoch's order.
     """
 
-    path: Location
+    root: Location
+    name: str
     kind: str
     pairs: int
     index: int
     first_pair: int = 0
+
+    @property
+    def path(self) -> Location:
+        """The tar (curated) or Parquet (WebPerson) file; made when asked, as a remote path costs 0.2 ms to make."""
+        return self.root / self.name if self.name else self.root
 
 
 @dataclass(frozen=True)
@@ -67,40 +76,34 @@ class Segment:
     first: bool = True
 
 
-def curated_index(directory: Path | str) -> list[Shard]:
-    """The shards of a curated corpus with their pair counts from ``meta/NAME.parquet`` footers.
+def curated_index(directory: Path | str | Location) -> list[Shard]:
+    """The shards of a curated corpus with their pair counts: from its index, else the ``meta`` footers.
 
-    A shard without its meta file (a corpus not written by ``gadms curate``) is
-    counted by one pass of the curated reader over it instead (one sample in
-    memory at a time), with a warning.
+    The index ``_shards.parquet`` is used when it lists exactly the ``*.tar`` files of the directory with
+    their sizes; otherwise (a warning names the first difference) each shard's ``meta/NAME.parquet`` footer
+    is read, several at a time. A shard without its meta file (a corpus not written by ``gadms curate``) is
+    counted by one pass of the curated reader over it instead (one sample in memory at a time), with a warning.
 
     Args:
-        directory: the curated directory (``NAME.tar`` shards, ``meta/NAME.parquet``).
+        directory: the curated directory (``NAME.tar`` shards, ``meta/NAME.parquet``), local or a URL.
 
     Returns:
         The shards in name order.
     """
-    from gadms.data.curated import curated_shards
+    listing = list_shards(directory, CURATED)
+    if not listing:
+        from gadms.data.curated import curated_shards
 
-    shards = []
-    for index, tar in enumerate(curated_shards(directory)):
-        meta = location(directory) / META_DIR / f"{tar.stem}.parquet"
-        pairs = _leaf_count(meta, "captions") if meta.is_file() else _scanned_pairs(tar)
-        shards.append(Shard(tar, CURATED, pairs, index))
-    return numbered(shards)
-
-
-def _scanned_pairs(tar: Location) -> int:
-    """Caption-image pairs of a curated shard counted by reading it (when its meta file is missing)."""
-    from gadms.data.curated import _shard_samples
-    from gadms.data.stream import StreamTally
-
-    logger.warning("%s: no %s/%s.parquet, counting its pairs by reading the shard", tar, META_DIR, tar.stem)
-    return sum(len(sample.captions) for sample in _shard_samples(tar, StreamTally()))
+        curated_shards(directory)  # raises the reader's one-line error (no directory, no shards)
+        raise DataError(f"no .tar shards in {directory}")
+    return _shards(location(directory), CURATED, indexed_entries(directory, CURATED, listing))
 
 
-def webperson_index(root: Path | str) -> list[Shard]:
-    """The shards of a WebPerson corpus with their pair counts (rows x 2) from the Parquet footers.
+def webperson_index(root: Path | str | Location) -> list[Shard]:
+    """The shards of a WebPerson corpus with their pair counts (rows x 2): from its index, else the footers.
+
+    As :func:`curated_index`: the index is used when it matches a listing of the ``*.parquet`` files under
+    ``root`` (names and sizes), else each Parquet footer is read, several at a time.
 
     Args:
         root: a directory of shards or one shard.
@@ -108,39 +111,29 @@ def webperson_index(root: Path | str) -> list[Shard]:
     Returns:
         The shards in path order.
     """
-    from gadms.data.webperson import CAPTION_COLUMNS, parquet_files
+    from gadms.data.webperson import parquet_files
 
-    shards = [
-        Shard(path, WEBPERSON, _footer(path).num_rows * len(CAPTION_COLUMNS), i)
-        for i, path in enumerate(parquet_files(root))
-    ]
-    return numbered(shards)
+    listing = list_shards(root, WEBPERSON)
+    if listing:
+        return _shards(location(root), WEBPERSON, indexed_entries(root, WEBPERSON, listing))
+    (path,) = parquet_files(root)  # one file (or the reader's one-line error)
+    entry = webperson_entry(path, "", None)
+    return numbered([Shard(path, "", WEBPERSON, entry.pairs, 0)])
+
+
+def _shards(root: Location, kind: str, entries: Sequence[CorpusIndexEntry]) -> list[Shard]:
+    """Numbered shards of the entries, in entry order."""
+    firsts = accumulate((e.pairs for e in entries), initial=0)
+    return [Shard(root, e.name, kind, e.pairs, i, first) for (i, e), first in zip(enumerate(entries), firsts)]
 
 
 def numbered(shards: list[Shard]) -> list[Shard]:
     """The shards with ``first_pair`` set: their pairs numbered 0..P-1 shard after shard in list order."""
     out, first = [], 0
     for shard in shards:
-        out.append(Shard(shard.path, shard.kind, shard.pairs, shard.index, first))
+        out.append(Shard(shard.root, shard.name, shard.kind, shard.pairs, shard.index, first))
         first += shard.pairs
     return out
-
-
-def _footer(path: Location) -> pq.FileMetaData:
-    try:
-        return parquet_metadata(path)
-    except (pa.ArrowException, OSError) as err:
-        raise DataError(f"{path}: cannot read the Parquet footer ({err})") from err
-
-
-def _leaf_count(path: Location, column: str) -> int:
-    """Values of a list column summed over row groups, from the footer alone (no data is read)."""
-    meta = _footer(path)
-    names = [meta.schema.column(i).path for i in range(meta.num_columns)]
-    matches = [i for i, name in enumerate(names) if name.split(".")[0] == column]
-    if not matches:
-        raise DataError(f"{path}: no {column!r} column")
-    return sum(meta.row_group(g).column(matches[0]).num_values for g in range(meta.num_row_groups))
 
 
 def epoch_order(shards: list[Shard], seed: int, epoch: int) -> list[Shard]:
@@ -161,28 +154,35 @@ def steps_per_epoch(total_pairs: int, global_batch: int) -> int:
     return max(1, total_pairs // global_batch)
 
 
-def slot_segments(order: list[Shard], start: int, length: int) -> list[Segment]:
+def order_ends(order: Sequence[Shard]) -> list[int]:
+    """Where each shard of an epoch's order ends: the running sum of the pair counts."""
+    return list(accumulate(s.pairs for s in order))
+
+
+def slot_segments(order: list[Shard], start: int, length: int, ends: Sequence[int] | None = None) -> list[Segment]:
     """The shard segments covering epoch positions ``[start, start + length)``, wrapping around the corpus.
 
     Args:
         order: the epoch's shard order.
         start: first epoch position.
         length: number of positions.
+        ends: :func:`order_ends` of ``order``, when already computed (planning several slots).
 
     Returns:
         Segments in reading order; those past the end of the corpus (wrapped) have ``first=False``.
     """
-    total = sum(s.pairs for s in order)
+    ends = order_ends(order) if ends is None else ends
+    total = ends[-1] if ends else 0
+    if total <= 0 and length > 0:
+        raise DataError("the corpus has no caption-image pairs")
     segments: list[Segment] = []
     position, end = start, start + length
     while position < end:
         lap, local = divmod(position, total)
-        offset = 0
-        for shard in order:
-            if offset + shard.pairs > local:
-                break
-            offset += shard.pairs
-        take = min(shard.pairs - (local - offset), end - position)
-        segments.append(Segment(shard, local - offset, local - offset + take, position - (local - offset), lap == 0))
+        i = bisect_right(ends, local)  # the first shard ending after ``local`` (empty shards end where they start)
+        shard = order[i]
+        first = local - (ends[i] - shard.pairs)
+        take = min(ends[i] - local, end - position)
+        segments.append(Segment(shard, first, first + take, position - first, lap == 0))
         position += take
     return segments

@@ -32,7 +32,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from gadms.config import StreamConfig
 from gadms.data.problems import DataError
-from gadms.data.shardplan import Segment, Shard, epoch_order, slot_batches, slot_segments
+from gadms.data.shardplan import Segment, Shard, epoch_order, order_ends, slot_batches, slot_segments
 from gadms.data.shardread import StreamPair, read_segment
 from gadms.data.stream import StreamTally
 
@@ -220,7 +220,8 @@ class StreamingPairs(IterableDataset):
         quotas = slot_batches(batches, slots)
         starts = [sum(quotas) * micro * rank + sum(quotas[:s]) * micro for s in range(slots)]
         order = epoch_order(self.shards, self.seed, epoch)
-        segments = [slot_segments(order, starts[s], quotas[s] * micro) for s in range(slots)]
+        ends = order_ends(order)
+        segments = [slot_segments(order, starts[s], quotas[s] * micro, ends) for s in range(slots)]
         self._plan = {
             "epoch": epoch,
             "rank": rank,

@@ -14,6 +14,7 @@ from typing import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from upath import UPath
 
 from gadms.data.problems import DataError
@@ -42,7 +43,10 @@ def parquet_files(root_or_files: Path | str | Location | Iterable[Path | str]) -
     if isinstance(root_or_files, (str, Path, UPath)):
         root = location(root_or_files)
         if root.is_dir():
-            files = sorted(p for p in root.rglob("*.parquet") if not p.name.startswith("."))
+            from gadms.data.corpus_index import INDEX_NAME  # the corpus index is not a shard
+
+            index = root / INDEX_NAME
+            files = sorted(p for p in root.rglob("*.parquet") if not p.name.startswith(".") and p != index)
             if not files:
                 raise DataError(f"no .parquet files under {root}")
             return files
@@ -101,6 +105,28 @@ def count_webperson(root_or_files: Path | str | Iterable[Path | str]) -> StreamT
 
 def _row_groups(path: Location, tally: StreamTally, columns: list[str] | None) -> Iterator[tuple[pa.Table, int]]:
     """Each readable row group of one shard with the index of its first row; an unreadable group is skipped."""
+    for first_row, table in row_group_tables(path, tally, columns):
+        if table is not None:
+            yield table, first_row
+
+
+def row_group_tables(
+    path: Location, tally: StreamTally, columns: list[str] | None = None, rows: tuple[int, int] | None = None
+) -> Iterator[tuple[int, pa.Table | None]]:
+    """The row groups of one shard, each read once, with the number of its first row.
+
+    A shard that cannot be opened yields nothing and an unreadable row group yields None, both counted
+    into ``tally`` (the shard's other row groups are still read).
+
+    Args:
+        path: the shard.
+        tally: receives the shard and its problems.
+        columns: the columns to read (default: the WebPerson columns the shard has).
+        rows: only the row groups holding some of the rows ``[first, end)``; the others are not read.
+
+    Returns:
+        An iterator of ``(first row, table or None)`` in file order.
+    """
     tally.shards += 1
     try:
         shard = parquet_file(path)
@@ -115,16 +141,24 @@ def _row_groups(path: Location, tally: StreamTally, columns: list[str] | None) -
     )
     first_row = 0
     for group in range(shard.num_row_groups):
-        rows = shard.metadata.row_group(group).num_rows
-        try:
-            table = shard.read_row_group(group, columns=names)
-        except (pa.ArrowException, OSError) as err:  # the other row groups are still read
-            tally.bad_shards.append(f"{path}: row group {group} (rows {first_row} to {first_row + rows - 1}): {err}")
-            tally.skipped[UNREADABLE_ROWS] += rows
-            first_row += rows
-            continue
-        yield table, first_row
-        first_row += table.num_rows
+        count = shard.metadata.row_group(group).num_rows
+        if rows is not None and first_row >= rows[1]:
+            return
+        if rows is None or first_row + count > rows[0]:
+            yield first_row, _read_group(shard, path, group, first_row, count, names, tally)
+        first_row += count
+
+
+def _read_group(
+    shard: pq.ParquetFile, path: Location, group: int, first_row: int, rows: int, names: list[str], tally: StreamTally
+) -> pa.Table | None:
+    """One row group, or None (counted) when it cannot be read."""
+    try:
+        return shard.read_row_group(group, columns=names)
+    except (pa.ArrowException, OSError) as err:
+        tally.bad_shards.append(f"{path}: row group {group} (rows {first_row} to {first_row + rows - 1}): {err}")
+        tally.skipped[UNREADABLE_ROWS] += rows
+        return None
 
 
 def _check_schema(path: Location, schema: pa.Schema) -> None:
@@ -173,14 +207,35 @@ def _kept_captions(tally: StreamTally, has_bytes: bool, caption_ok: list[bool]) 
 
 def _samples(path: Location, table: pa.Table, first_row: int, tally: StreamTally) -> Iterator[Sample]:
     """The good rows of one row group as samples."""
+    for _, _, sample in table_rows(path, table, first_row, tally):
+        if sample is not None:
+            yield sample
+
+
+def table_rows(
+    path: Location, table: pa.Table, first_row: int, tally: StreamTally
+) -> Iterator[tuple[int, list[int], Sample | None]]:
+    """Every row of a table read from a shard, bad ones counted into ``tally``.
+
+    Args:
+        path: the shard.
+        table: rows ``first_row, first_row + 1, ...`` of it.
+        first_row: the shard's number of the table's first row.
+        tally: receives the samples and what was skipped.
+
+    Returns:
+        An iterator of ``(row number, kept caption columns, sample)``; the sample is None for a skipped row.
+    """
     has_bytes, caption_ok = _row_checks(table)
     image_bytes = pc.struct_field(table.column("image"), "bytes").to_pylist()
     captions = [table.column(name).to_pylist() for name in CAPTION_COLUMNS]
     keys = _keys(path, table, first_row)
     for row, ok in enumerate(has_bytes):
         kept = _kept_captions(tally, ok, [col[row] for col in caption_ok])
-        if kept is not None:
-            yield Sample(image_bytes[row], [captions[k][row] for k in kept], keys[row])
+        if kept is None:
+            yield first_row + row, [], None
+        else:
+            yield first_row + row, kept, Sample(image_bytes[row], [captions[k][row] for k in kept], keys[row])
 
 
 def _keys(path: Location, table: pa.Table, first_row: int) -> list[str]:
