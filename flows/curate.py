@@ -1,9 +1,12 @@
-"""Curation flow: source shards fan out over the task runner (threads, or Dask), then one finalize step."""
+"""Curation flow: source shards fan out over the task runner (threads, or Dask), then one finalize step.
+
+On Dask the shards run as plain Dask tasks, so the workers never call the Prefect API (see ``_curate_shards``).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -12,6 +15,7 @@ from tqdm import tqdm
 
 from flows.common import gadms_flow, load, markdown_table, safe_overrides, task_runner
 from gadms.config import Params
+from gadms.curation.cluster import finished_reports, submit_shards
 from gadms.curation.output import open_output
 from gadms.curation.records import SourceShard
 from gadms.curation.report import CurationReport, ShardReport
@@ -52,26 +56,53 @@ def curate_flow(
     logger = get_run_logger()
     shards = list_shards(source, params)
     with open_output(source, out, shards):  # refuses an unsafe --out, and a second run on the same one
-        # Tasks that call the captioning endpoint are retried with back-off.
-        retries = params.orchestration.retries if params.curation.captioning.backend == "vlm" else 0
-        delays = list(params.orchestration.retry_delays_s)
-        shard_task = curate_one.with_options(retries=retries, retry_delay_seconds=delays)
-        futures = [shard_task.submit(shard, out, params) for shard in shards]
-        reports = []
-        for future in tqdm(as_completed(futures), total=len(futures), desc="curate", unit="shard"):
-            report = future.result()
-            reports.append(report)
+        bar = tqdm(total=len(shards), desc="curate", unit="shard")
+
+        def finished(report: ShardReport) -> None:
+            bar.update(1)
             state = "already done" if report.skipped else f"{sum(report.timings.values()):.1f}s"
             logger.info(
                 f"shard {report.shard}: {report.seen} seen, {report.kept} kept, {report.rejected} rejected, "
                 f"{report.failed} failed, {report.crops} crops ({state})"
             )
+
+        reports = _curate_shards(shards, out, params, finished)
+        bar.close()
         result = finalize(out, reports, params)
     logger.info(result.summary())
     create_markdown_artifact(
         key="curation-report", description="Curation: counts per shard", markdown=_report_markdown(result)
     )
     return {"out": str(out), "totals": result.totals(), "summary": result.summary()}
+
+
+def _curate_shards(
+    shards: Sequence[SourceShard], out: Path, params: Params, on_shard: Callable[[ShardReport], None]
+) -> list[ShardReport]:
+    """Curate the shards over the flow's task runner; ``on_shard`` gets each report as it finishes.
+
+    On threads each shard is a Prefect task (a task run in the UI; captioning
+    over a VLM is retried with back-off). On Dask each shard is a plain Dask
+    task of the runner's cluster (retried by Dask, without the delays; the
+    captioning client backs off on its own): a Prefect task there would talk
+    to the Prefect API from the worker, which, without ``PREFECT_API_URL``,
+    starts a Prefect server in every worker process. The flow run, its log and
+    the finalize step stay in Prefect either way.
+    """
+    from prefect.context import FlowRunContext
+    from prefect_dask import DaskTaskRunner
+
+    context = FlowRunContext.get()
+    runner = context.task_runner if context is not None else None
+    if isinstance(runner, DaskTaskRunner):
+        return finished_reports(submit_shards(runner.client, shards, out, params), on_shard)
+    retries = params.orchestration.retries if params.curation.captioning.backend == "vlm" else 0
+    shard_task = curate_one.with_options(retries=retries, retry_delay_seconds=list(params.orchestration.retry_delays_s))
+    reports = []
+    for future in as_completed([shard_task.submit(shard, out, params) for shard in shards]):
+        reports.append(future.result())
+        on_shard(reports[-1])
+    return reports
 
 
 def _report_markdown(report: CurationReport) -> str:

@@ -156,6 +156,14 @@ def curate_run(
         "URL such as s3://bucket/shards (default: paths.web_dir).",
     ),
     out: Optional[Path] = typer.Option(None, "--out", help="Curated output directory (default: paths.data_dir)."),
+    dask_address: Optional[str] = typer.Option(
+        None,
+        "--dask-address",
+        metavar="ADDRESS",
+        help="Curate the shards on the Dask scheduler at ADDRESS (tcp://host:8786): the same as --set "
+        "orchestration.task_runner=dask --set orchestration.dask_address=ADDRESS. Every worker must see --input and "
+        "--out at the same paths.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
@@ -167,16 +175,32 @@ def curate_run(
     curation.captioning.backend (attributes: templates filled from known attributes; vlm: an OpenAI-compatible
     vision-language endpoint, key from the environment variable named by curation.captioning.api_key_env).
     Writes OUT/NAME.tar per source shard, OUT/meta/ (per-shard manifests, decisions, done markers),
-    OUT/manifest.parquet and OUT/report.json. Finished shards are skipped on a rerun.
+    OUT/manifest.parquet, OUT/_shards.parquet (the corpus index: each shard's bytes and caption count) and
+    OUT/report.json. Finished shards are skipped on a rerun.
+
+    Shards run one after another in this process, or as tasks of a Dask cluster with orchestration.task_runner
+    dask (the scheduler at orchestration.dask_address or --dask-address; without an address a local cluster of
+    orchestration.max_workers processes). The output is the same bytes either way.
     """
+    from gadms.curation.cluster import curate_on_dask
     from gadms.curation.run import curate
 
     with user_errors():
-        p = cli_params(params, set_)
+        dask = {"orchestration.task_runner": "dask", "orchestration.dask_address": dask_address}
+        p = cli_params(params, set_, dask if dask_address is not None else None)
         source = input_dir or p.paths.web_dir
         target = out or p.paths.data_dir
         started = time.perf_counter()
-        report = curate(source, target, p, progress=not quiet)
+        if p.orchestration.task_runner == "dask":
+            cluster = (
+                f"the Dask cluster at {p.orchestration.dask_address}"
+                if p.orchestration.dask_address
+                else (f"a local Dask cluster of {p.orchestration.max_workers} processes")
+            )
+            typer.echo(f"curating on {cluster}")
+            report = curate_on_dask(source, target, p, progress=not quiet)
+        else:
+            report = curate(source, target, p, progress=not quiet)
         typer.echo(report.summary())
         typer.echo(f"finished in {time.perf_counter() - started:.1f}s; report: {target / 'report.json'}")
 

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from gadms.curation.records import SourceShard
 from gadms.curation.report import ShardReport
 from gadms.curation.sources import shard_digest
+from gadms.data.corpus_index import INDEX_NAME
 from gadms.shards import json_bytes
 from gadms.storage import Location, is_url
 
@@ -162,7 +163,7 @@ def check_output_location(input_dir: Path | Location, out: Path, shards: Sequenc
 
 def _written_names(shards: Sequence[SourceShard]) -> list[str]:
     """Every path, relative to the output directory, that curating ``shards`` may write or replace."""
-    names = [MANIFEST, REPORT, LOCK]
+    names = [MANIFEST, REPORT, LOCK, INDEX_NAME]
     for shard in shards:
         for name in (shard.name, renamed(shard.name, shard_origin(shard))):
             names += [

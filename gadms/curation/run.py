@@ -11,7 +11,9 @@ input shard's bytes and the parameters; a killed run leaves at most temporary
 files, so the restart writes the same bytes as an uninterrupted run.
 :func:`finalize_curation` joins the per-shard files of every finished shard in
 ``OUT`` (this run's and earlier runs': curating new input shards into an existing
-corpus adds to it) into ``OUT/manifest.parquet`` and ``OUT/report.json``.
+corpus adds to it) into ``OUT/manifest.parquet`` (streamed, one shard at a time),
+``OUT/_shards.parquet`` (the corpus index: each shard's bytes and caption count)
+and ``OUT/report.json``.
 
 One run at a time writes to an ``OUT``: :func:`open_output` takes an exclusive
 lock on ``OUT/.lock`` and refuses an ``OUT`` from which the run would overwrite
@@ -59,7 +61,8 @@ from gadms.curation.output import (
 from gadms.curation.records import CaptionRequest, CaptionResult, PersonDetection, SourceRecord, SourceShard, Template
 from gadms.curation.report import CurationReport, ShardReport
 from gadms.curation.sources import iter_source, list_source_shards
-from gadms.shards import ShardWriter, jpeg_bytes, json_bytes, write_bytes_atomic
+from gadms.data.corpus_index import curated_index_entry, write_corpus_index
+from gadms.shards import ShardWriter, atomic_path, jpeg_bytes, json_bytes, write_bytes_atomic
 from gadms.storage import Location, location
 
 CAPTION_FAILED = "caption_failed"
@@ -461,11 +464,78 @@ def _parquet_bytes(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+# Rows per row group of manifest.parquet: what the streamed merge holds at once (about 0.4 GB at two long captions a
+# row). Manifests up to this size keep the bytes of the earlier in-memory write (pyarrow's default, 1M rows).
+MANIFEST_ROW_GROUP = 128 * 1024
+
+
+def merge_manifests(paths: Sequence[Path], dest: Path, row_group_rows: int = MANIFEST_ROW_GROUP) -> int:
+    """Append the per-shard manifests ``paths``, in order, into one Parquet file, written atomically.
+
+    Streams: one shard's manifest and at most one output row group are in
+    memory at a time, never the whole corpus. The bytes are those of
+    ``pq.write_table(pa.concat_tables(tables), compression="zstd")`` (how the
+    manifest was written before it streamed): each row group holds the same
+    rows, cut from the same per-shard chunks, so a corpus keeps its DVC hash.
+
+    Args:
+        paths: the per-shard manifests (``OUT/meta/NAME.parquet``), in the corpus's order.
+        dest: the merged manifest to write.
+        row_group_rows: rows per row group (the last holds the rest).
+
+    Returns:
+        The number of rows written.
+
+    Raises:
+        CurationError: a manifest's columns differ from the first one's.
+    """
+    rows, pending, held = 0, [], 0
+    with atomic_path(Path(dest)) as tmp:
+        writer: pq.ParquetWriter | None = None
+        try:
+            for path in paths:
+                table = pq.read_table(path)
+                writer = writer or pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                if not table.schema.equals(writer.schema):
+                    raise CurationError(f"{path}: its columns differ from the other shards' manifests")
+                for piece in _row_group_pieces(table, row_group_rows, held):
+                    pending.append(piece)
+                    held += piece.num_rows
+                    if held == row_group_rows:
+                        writer.write_table(pa.concat_tables(pending), row_group_size=row_group_rows)
+                        rows, pending, held = rows + held, [], 0
+            writer = writer or pq.ParquetWriter(tmp, MANIFEST_SCHEMA, compression="zstd")
+            if held or not rows:  # the rest; an empty corpus gets one empty row group, as write_table gives
+                writer.write_table(_concat_or_empty(pending, writer.schema), row_group_size=row_group_rows)
+                rows += held
+        finally:
+            if writer is not None:
+                writer.close()
+    return rows
+
+
+def _row_group_pieces(table: pa.Table, row_group_rows: int, held: int) -> Iterator[pa.Table]:
+    """``table`` cut where row groups end, the first row group already holding ``held`` rows."""
+    start = 0
+    while start < table.num_rows:
+        size = min(row_group_rows - held, table.num_rows - start)
+        yield table.slice(start, size)
+        start, held = start + size, (held + size) % row_group_rows
+
+
+def _concat_or_empty(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
 def finalize_curation(out: Path, reports: Sequence[ShardReport], params: Params | None = None) -> CurationReport:
-    """Join the manifests of every finished shard in ``out`` into ``manifest.parquet`` and write ``report.json``.
+    """Join the manifests of every finished shard in ``out`` into ``manifest.parquet``, index the shards, report.
 
     Finished shards of earlier runs that are not among ``reports`` (other input
-    curated into the same corpus) are kept and included, never deleted.
+    curated into the same corpus) are kept and included, never deleted. The
+    manifests are merged as a stream (:func:`merge_manifests`), so memory does
+    not grow with the corpus. The corpus index ``_shards.parquet`` lists every
+    finished shard with its bytes and caption count (see
+    :mod:`gadms.data.corpus_index`); ``report.json`` is written last.
 
     Args:
         out: the curated output directory.
@@ -488,11 +558,8 @@ def finalize_curation(out: Path, reports: Sequence[ShardReport], params: Params 
             kept.other_params = own_params is not None and raw.get("params") != own_params
             earlier.append(kept)
     ordered = sorted([*reports, *earlier], key=lambda r: r.shard)
-    tables = [pq.read_table(out / META_DIR / f"{r.shard}.parquet") for r in ordered]
-    table = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    write_bytes_atomic(out / MANIFEST, sink.getvalue().to_pybytes())
+    merge_manifests([out / META_DIR / f"{r.shard}.parquet" for r in ordered], out / MANIFEST)
+    write_corpus_index(out, [curated_index_entry(out / f"{r.shard}.tar", r.captions) for r in ordered])
     report = CurationReport(out, ordered)
     write_bytes_atomic(out / REPORT, json_bytes(report.to_dict()))
     return report

@@ -17,6 +17,7 @@ from PIL import Image
 
 from gadms.config import load_params
 from gadms.curation.run import curate
+from gadms.data.corpus_index import CURATED, footer_entries, list_shards, read_corpus_index
 from gadms.data.curated import iter_curated
 from gadms.synth.web import write_web_shards
 
@@ -97,6 +98,14 @@ def test_each_kept_person_becomes_a_crop_with_captions_and_provenance(web, curat
     assert meta["source_shard"] == "00000" and meta["captioner"] == "attributes" and len(meta["keypoints"]) == 17
     for sample in samples:
         assert all("[" not in c and c.strip() for c in sample.captions)
+
+
+def test_the_corpus_index_lists_every_shard_as_its_files_say(curated):
+    out, report = curated
+    index = read_corpus_index(out)
+    assert [e.name for e in index] == ["00000.tar", "00001.tar", "00002.tar"]
+    assert index == footer_entries(out, list_shards(out, CURATED), CURATED)  # sizes and captions read back
+    assert sum(e.pairs for e in index) == report.totals()["captions"] > 0
 
 
 def test_same_input_and_params_give_the_same_bytes(web, curated, params, tmp_path):
