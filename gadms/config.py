@@ -182,6 +182,8 @@ class ValidationConfig(_Section):
     min_crop_short_side: float = Field(90, ge=0)
     min_crop_aspect: float = Field(0.2, gt=0)
     max_crop_aspect: float = Field(0.7, gt=0)
+    # captions validated at once (whole samples): the gate's memory follows it, not the corpus; no threshold
+    batch_captions: int = Field(20000, ge=1)
 
     @model_validator(mode="after")
     def _bounds(self) -> "ValidationConfig":

@@ -1,8 +1,10 @@
-"""The curated corpus as the gate sees it: one table row per caption, one per crop, and a fingerprint.
+"""The curated corpus as the gate sees it: batches of caption rows and crop rows, and a fingerprint.
 
 The gate checks the bytes training will read, so it streams the shard tars
 itself (sample JSON only; images are not decoded) and hashes them in the same
-pass. A sample whose JSON is missing, malformed or has no captions becomes one
+pass. It hands the suites one batch of whole samples at a time (about
+``batch_captions`` captions), so its memory follows the batch, not the corpus.
+A sample whose JSON is missing, malformed or has no captions becomes one
 empty caption, and a sample without a usable ``crop_size`` (or without its
 image) a 0 x 0 crop, so that broken samples fail checks instead of vanishing.
 """
@@ -13,9 +15,11 @@ import hashlib
 import json
 import re
 import tarfile
+from bisect import bisect_right
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Generator, Iterable, Iterator
 
 import pandas as pd
 
@@ -38,22 +42,19 @@ class RawSample:
 
 
 @dataclass(frozen=True)
-class GateTables:
-    """The corpus in the shape the expectation suites read.
+class GateBatch:
+    """A run of whole samples in the shape the expectation suites read.
 
     Attributes:
-        captions: columns ``row, where, caption, text, word_count``; ``text`` is the
-            stripped caption (missing when empty) and ``word_count`` missing likewise.
-        crops: columns ``row, where, width, height, short_side, aspect``; ``aspect``
-            (w/h) is missing when the height is unknown.
-        shards: shard file names, in the order they were read.
-        fingerprint: sha256 over each shard's name and bytes, in name order.
+        captions: columns ``row, where, caption, text, word_count``; ``row`` numbers the
+            corpus's captions from 0, ``text`` is the stripped caption (missing when
+            empty) and ``word_count`` missing likewise.
+        crops: columns ``row, where, width, height, short_side, aspect``; ``row`` numbers
+            the corpus's samples from 0, ``aspect`` (w/h) is missing when the height is unknown.
     """
 
     captions: pd.DataFrame
     crops: pd.DataFrame
-    shards: list[str]
-    fingerprint: str
 
 
 class _HashingReader:
@@ -112,31 +113,93 @@ def _hash_name(digest: Any, shard: Path) -> None:
     digest.update(shard.name.encode("utf-8") + b"\0")
 
 
-def read_gate_tables(data_dir: Path) -> GateTables:
-    """Stream every shard once: build the caption and crop tables and the fingerprint.
+class CorpusReader:
+    """Streams a curated corpus once, in batches of whole samples, hashing its bytes on the way.
 
-    Args:
-        data_dir: the curated corpus directory.
-
-    Returns:
-        The tables; ``GateError`` when the corpus is missing, holds no samples,
-        or a shard is not a readable tar.
+    After :meth:`batches` is exhausted, ``captions``, ``samples`` and ``fingerprint``
+    describe the whole corpus and :meth:`caption_rows` reads given caption rows back.
     """
-    digest = hashlib.sha256()
-    shards = shard_paths(data_dir)
-    caption_rows: list[dict[str, Any]] = []
-    crop_rows: list[dict[str, Any]] = []
-    for shard in shards:
-        for sample in _shard_samples(shard, digest):
-            meta = sample_meta(sample)
-            caption_rows.extend(caption_rows_of(sample.where, meta))
-            crop_rows.append(crop_row_of(sample, meta))
-    if not crop_rows:
-        raise GateError(f"quality gate: no samples in the shards of {data_dir}")
-    return GateTables(_table(caption_rows), _table(crop_rows), [s.name for s in shards], digest.hexdigest())
+
+    def __init__(self, data_dir: Path, batch_captions: int):
+        """Find the shards (``GateError`` when the directory is missing or has none).
+
+        Args:
+            data_dir: the curated corpus directory.
+            batch_captions: a batch is closed once it holds at least this many captions.
+        """
+        self.data_dir = Path(data_dir)
+        self.shards = shard_paths(self.data_dir)
+        self.batch_captions = max(1, batch_captions)
+        self.captions = 0
+        self.samples = 0
+        self._shard_starts: list[int] = []
+        self._digest = hashlib.sha256()
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over each shard's name and bytes, in name order (complete once the stream is read)."""
+        return self._digest.hexdigest()
+
+    @property
+    def shard_names(self) -> list[str]:
+        """Shard file names, in the order they are read."""
+        return [s.name for s in self.shards]
+
+    def batches(self) -> Iterator[GateBatch]:
+        """Every sample of every shard, in corpus order, as batches.
+
+        Returns:
+            An iterator of batches; ``GateError`` when a shard is not a readable tar or
+            (once all are read) the corpus holds no samples.
+        """
+        captions: list[dict[str, Any]] = []
+        crops: list[dict[str, Any]] = []
+        for shard in self.shards:
+            self._shard_starts.append(self.captions + len(captions))
+            for sample in _shard_samples(shard, self._digest):
+                meta = sample_meta(sample)
+                captions.extend(caption_rows_of(sample.where, meta))
+                crops.append(crop_row_of(sample, meta))
+                if len(captions) >= self.batch_captions:
+                    yield self._batch(captions, crops)
+                    captions, crops = [], []
+        if crops:
+            yield self._batch(captions, crops)
+        if not self.samples:
+            raise GateError(f"quality gate: no samples in the shards of {self.data_dir}")
+
+    def _batch(self, captions: list[dict[str, Any]], crops: list[dict[str, Any]]) -> GateBatch:
+        """Number the rows on from the previous batch's and count them."""
+        batch = GateBatch(_table(captions, self.captions), _table(crops, self.samples))
+        self.captions += len(captions)
+        self.samples += len(crops)
+        return batch
+
+    def caption_rows(self, rows: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """Read given caption rows back (only the shards that hold them are read again).
+
+        Args:
+            rows: caption row numbers, as in the batches.
+
+        Returns:
+            Row number -> ``{where, caption, text, word_count}`` for each row found.
+        """
+        wanted = set(rows)
+        found: dict[int, dict[str, Any]] = {}
+        for index in sorted({bisect_right(self._shard_starts, row) - 1 for row in wanted}):
+            row = self._shard_starts[index]
+            with closing(_shard_samples(self.shards[index], hashlib.sha256())) as samples:
+                for sample in samples:
+                    for caption in caption_rows_of(sample.where, sample_meta(sample)):
+                        if row in wanted:
+                            found[row] = caption
+                        row += 1
+                    if wanted <= found.keys():
+                        break
+        return found
 
 
-def _shard_samples(shard: Path, digest: Any) -> Iterator[RawSample]:
+def _shard_samples(shard: Path, digest: Any) -> Generator[RawSample, None, None]:
     """The samples of one shard, in member order, hashing the shard's bytes on the way."""
     try:
         with open(shard, "rb") as handle:
@@ -242,8 +305,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")
 
 
-def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """A DataFrame of ``rows`` with a leading ``row`` column numbering them from 0."""
+def _table(rows: list[dict[str, Any]], first: int) -> pd.DataFrame:
+    """A DataFrame of ``rows`` with a leading ``row`` column numbering them from ``first``."""
     frame = pd.DataFrame(rows)
-    frame.insert(0, "row", range(len(frame)))
+    frame.insert(0, "row", range(first, first + len(frame)))
     return frame

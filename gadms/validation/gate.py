@@ -1,7 +1,10 @@
 """The caption quality gate (SPEC 4): run it on a curated corpus, or require that it passed.
 
-``run_quality_gate`` streams the shards, runs the Great Expectations suites
-and writes into the report folder:
+``run_quality_gate`` streams the shards in batches of whole samples
+(``validation.batch_captions`` captions each), runs the Great Expectations
+suites on each batch, counts duplicate captions over the whole corpus with a
+disk spill, combines the results exactly (:mod:`gadms.validation.combine`) and
+writes into the report folder:
 
 - ``data_docs/index.html``: the GX Data Docs site (rebuilt on every run);
 - ``summary.txt``: pass/fail per check, failing share vs allowed share, and up
@@ -12,7 +15,9 @@ and writes into the report folder:
   own self-contained report (works offline, checks by name; see
   :mod:`gadms.validation.report`), one kept per corpus version and thresholds.
 
-None of these files holds a timestamp: the same data and thresholds give the same bytes.
+None of these files holds a timestamp: the same data and thresholds give the same bytes,
+whatever the batch size (it is not a threshold, so neither ``gate.json`` nor the kept
+report's name records it). Memory follows the batch size, not the corpus.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from pathlib import Path
 
 from gadms.config import ValidationConfig
 from gadms.shards import json_bytes, write_bytes_atomic
-from gadms.validation.corpus import corpus_fingerprint, read_gate_tables
-from gadms.validation.report import HISTORY_DIR, REPORT_FILE, history_name, write_report
+from gadms.validation.combine import CheckTally, quote
+from gadms.validation.corpus import CorpusReader, corpus_fingerprint
+from gadms.validation.duplicates import DuplicateCount, DuplicateCounter, first_copies
+from gadms.validation.report import HISTORY_DIR, REPORT_FILE, gate_thresholds, history_name, write_report
 from gadms.validation.results import CheckResult, GateFailed, GateResult
 
 logger = logging.getLogger(__name__)
@@ -41,24 +48,31 @@ def run_quality_gate(data_dir: Path, cfg: ValidationConfig, report_dir: Path) ->
 
     Args:
         data_dir: the curated corpus (``00000.tar``, ``00001.tar``, ...).
-        cfg: thresholds and per-check ``mostly`` shares.
+        cfg: thresholds, per-check ``mostly`` shares and the batch size.
         report_dir: where ``data_docs/``, ``summary.txt`` and ``gate.json`` are written.
 
     Returns:
         The verdict. A failed gate is a result (``passed=False``), not an
         exception; ``GateError`` only when the corpus is missing, empty or unreadable.
     """
-    from gadms.validation.suite import run_suites  # imports Great Expectations, which is slow
+    from gadms.validation.suite import BatchSuites  # imports Great Expectations, which is slow
 
     data_dir, report_dir = Path(data_dir), Path(report_dir).resolve()
-    tables = read_gate_tables(data_dir)
-    docs_dir = _fresh_dir(report_dir / DOCS_DIR)
-    checks, docs_index = run_suites(tables, cfg, docs_dir)
+    reader = CorpusReader(data_dir, cfg.batch_captions)
+    suites = BatchSuites(cfg, report_dir / DOCS_DIR)
+    with DuplicateCounter() as duplicates:
+        for batch in reader.batches():
+            suites.add(batch)
+            duplicates.add(batch.captions)
+        counted = duplicates.count()
+    duplicate_tally = _duplicate_tally(counted, reader, cfg)
+    _fresh_dir(report_dir / DOCS_DIR)
+    checks, docs_index = suites.finish(duplicate_tally)
     passed = all(c.passed for c in checks)
-    counts = {"samples": len(tables.crops), "captions": len(tables.captions), "shards": len(tables.shards)}
-    kept = Path(HISTORY_DIR) / history_name(tables.fingerprint, cfg)
+    counts = {"samples": reader.samples, "captions": reader.captions, "shards": len(reader.shards)}
+    kept = Path(HISTORY_DIR) / history_name(reader.fingerprint, cfg)
     summary = format_summary(
-        data_dir, checks, passed, counts, tables.fingerprint, docs_index.relative_to(report_dir), kept
+        data_dir, checks, passed, counts, reader.fingerprint, docs_index.relative_to(report_dir), kept
     )
     result = GateResult(
         passed,
@@ -67,12 +81,22 @@ def run_quality_gate(data_dir: Path, cfg: ValidationConfig, report_dir: Path) ->
         counts["samples"],
         summary,
         docs_index if docs_index.is_file() else None,
-        tables.fingerprint,
+        reader.fingerprint,
     )
     write_report(result, cfg, data_dir, counts["shards"], report_dir)
-    _write_reports(result, cfg, tables.shards, report_dir)
+    _write_reports(result, cfg, reader.shard_names, report_dir)
     logger.info(summary.splitlines()[0])
     return result
+
+
+def _duplicate_tally(counted: DuplicateCount, reader: CorpusReader, cfg: ValidationConfig) -> CheckTally:
+    """The duplicate check's totals, shaped like a row-wise check's; its examples are read back from the shards."""
+    tally = CheckTally("duplicates", 1.0 - cfg.max_duplicate_rate, reader.captions, counted.texts, counted.duplicated)
+    for group, (where, text) in zip(counted.top, first_copies(counted, reader)):
+        tally.examples.append(f"{group.copies} copies, first at {where}: {quote(text)}")
+        tally.values.append(text)
+        tally.value_rows.append({"row": group.first})
+    return tally
 
 
 def _fresh_dir(path: Path) -> Path:
@@ -85,7 +109,7 @@ def _fresh_dir(path: Path) -> Path:
 
 def _write_reports(result: GateResult, cfg: ValidationConfig, shards: list[str], report_dir: Path) -> None:
     """Write ``summary.txt`` then ``gate.json`` (the verdict last), each atomically."""
-    payload = result.to_dict(report_dir) | {"config": cfg.model_dump(mode="json"), "shards": shards}
+    payload = result.to_dict(report_dir) | {"config": gate_thresholds(cfg), "shards": shards}
     write_bytes_atomic(report_dir / SUMMARY_FILE, result.summary.encode("utf-8"))
     write_bytes_atomic(report_dir / GATE_FILE, json_bytes(payload))
 

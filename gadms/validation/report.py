@@ -19,6 +19,7 @@ import hashlib
 import json
 from html import escape
 from pathlib import Path
+from typing import Any
 
 from gadms.config import ValidationConfig
 from gadms.shards import write_bytes_atomic
@@ -80,9 +81,21 @@ def check_rules(cfg: ValidationConfig) -> dict[str, tuple[str, str]]:
     }
 
 
+def gate_thresholds(cfg: ValidationConfig) -> dict[str, Any]:
+    """The settings that decide the verdict (``batch_captions`` only sets how much is read at once).
+
+    Args:
+        cfg: the gate's configuration.
+
+    Returns:
+        Its JSON form without ``batch_captions``, as ``gate.json`` records it.
+    """
+    return cfg.model_dump(mode="json", exclude={"batch_captions"})
+
+
 def history_name(fingerprint: str, cfg: ValidationConfig) -> str:
     """``<fingerprint 12>-<thresholds 8>.html``: the kept report of this corpus under these thresholds."""
-    thresholds = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode("utf-8")
+    thresholds = json.dumps(gate_thresholds(cfg), sort_keys=True).encode("utf-8")
     return f"{fingerprint[:12]}-{hashlib.sha256(thresholds).hexdigest()[:8]}.html"
 
 

@@ -23,7 +23,8 @@ class CheckResult:
         name: the check, named like its ``MostlyConfig`` field (or ``"duplicates"``).
         passed: whether the check passed.
         unexpected_share: share of rows (captions or crops) that fail the check;
-            for ``duplicates``, the share of captions that copy an earlier one.
+            for ``duplicates``, the share of captions whose text occurs more than once
+            (every copy counts, the first too, as in GX's uniqueness expectation).
         mostly: share of rows that must pass (``1 - mostly`` is the allowed failing share).
         examples: up to three offending rows, each ``"WHERE: what"`` for a person to look up.
     """

@@ -1,10 +1,15 @@
-"""The gate's Great Expectations suites, and running them into per-check results and Data Docs.
+"""The gate's Great Expectations suites, run batch by batch into per-check results and Data Docs.
 
 Two suites: ``captions`` (one row per caption) and ``crops`` (one row per
 sample). Each expectation carries ``meta["check"]``, the name of the check it
-implements, which is how results are mapped back to checks. The GX context is
-ephemeral (nothing but the Data Docs site is written, under the report folder)
-and built per run, so a gate run leaves no state behind.
+implements, which is how results are mapped back to checks. Every batch is
+validated against the row-wise expectations and the results are summed per
+check (:mod:`gadms.validation.combine` lists how each expectation combines);
+the uniqueness expectation is counted over the whole corpus instead
+(:mod:`gadms.validation.duplicates`). Data Docs show one validation per suite
+with the combined counts. The GX context is ephemeral (nothing but the Data
+Docs site is written, under the report folder) and built per run, so a gate
+run leaves no state behind.
 
 Importing this module imports Great Expectations (several seconds); the gate
 imports it only when it runs.
@@ -12,13 +17,13 @@ imports it only when it runs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
 import pandas as pd
+from great_expectations.core.expectation_validation_result import ExpectationValidationResult
 from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import (
     DataContextConfig,
@@ -28,7 +33,8 @@ from great_expectations.data_context.types.base import (
 
 from gadms.config import ValidationConfig
 from gadms.validation import vocabulary
-from gadms.validation.corpus import GateTables
+from gadms.validation.combine import CheckTally, describe_caption, describe_crop
+from gadms.validation.corpus import GateBatch
 from gadms.validation.results import CheckResult
 
 CAPTION_CHECKS = (
@@ -44,10 +50,10 @@ CAPTION_CHECKS = (
 )
 CROP_CHECKS = ("crop_size", "crop_aspect")
 CHECKS = CAPTION_CHECKS + CROP_CHECKS
-EXAMPLES = 3
+AGGREGATE_CHECKS = ("duplicates",)  # need the whole corpus: not run per batch
 _SITE = "gate_site"
 _RUN_NAME = "quality-gate"
-_EXCERPT = 160
+_RESULT_FORMAT = {"result_format": "SUMMARY", "unexpected_index_column_names": ["row"]}
 
 
 def _expectation(cls: type, check: str, notes: str, **kwargs: Any) -> Any:
@@ -195,107 +201,115 @@ def ephemeral_context(docs_dir: Path) -> Any:
     return context
 
 
-def _validate(context: Any, name: str, frame: pd.DataFrame, expectations: list[Any], run_id: Any) -> Any:
-    """Validate one table against one suite; the result is stored for Data Docs."""
+class BatchSuites:
+    """Validates batches against the row-wise expectations, keeps per-check totals, builds Data Docs at the end."""
+
+    def __init__(self, cfg: ValidationConfig, docs_dir: Path):
+        """Set up the totals; the GX context is made on the first batch (an empty corpus needs none).
+
+        Args:
+            cfg: the gate's thresholds.
+            docs_dir: where the Data Docs site will be built.
+        """
+        self.cfg = cfg
+        self.docs_dir = docs_dir
+        self.tallies = {name: CheckTally(name, getattr(cfg.mostly, name)) for name in CHECKS if name != "duplicates"}
+        self._context: Any = None
+        self._definitions: dict[str, Any] = {}
+        self._last: dict[str, Any] = {}
+        self._run_id = RunIdentifier(run_name=_RUN_NAME)
+
+    def add(self, batch: GateBatch) -> None:
+        """Validate one batch's captions and crops and add their results to the totals.
+
+        Args:
+            batch: the batch (rows numbered in corpus order).
+        """
+        for name, frame in (("captions", batch.captions), ("crops", batch.crops)):
+            suite_result = self._definition(name).run(
+                batch_parameters={"dataframe": frame}, result_format=_RESULT_FORMAT, run_id=self._run_id
+            )
+            for result in suite_result.results:
+                check = _check_of(result)
+                self.tallies[check].add(result.result, _describer(frame, check))
+            self._last[name] = suite_result
+
+    def _definition(self, name: str) -> Any:
+        """The validation definition of one suite (made, with the context, on first use)."""
+        if self._context is None:
+            self._context = ephemeral_context(self.docs_dir)
+        if name not in self._definitions:
+            expectations = caption_expectations(self.cfg) if name == "captions" else crop_expectations(self.cfg)
+            rowwise = [e for e in expectations if e.meta["check"] not in AGGREGATE_CHECKS]
+            self._definitions[name] = _add_definition(self._context, name, rowwise)
+        return self._definitions[name]
+
+    def finish(self, duplicates: CheckTally) -> tuple[list[CheckResult], Path]:
+        """Combine the totals into per-check results and build Data Docs from them.
+
+        Args:
+            duplicates: the duplicate check's totals over the whole corpus.
+
+        Returns:
+            ``(checks in CHECKS order, path of the Data Docs index.html)``.
+        """
+        tallies = self.tallies | {"duplicates": duplicates}
+        if self._context is not None:
+            self._store_combined(tallies)
+            self._context.build_data_docs(site_names=[_SITE])
+        return [tallies[name].check_result() for name in CHECKS], self.docs_dir / "index.html"
+
+    def _store_combined(self, tallies: dict[str, CheckTally]) -> None:
+        """Replace each suite's stored (last batch) validation by one holding the combined counts."""
+        store = self._context.validation_results_store
+        duplicates = next(e for e in caption_expectations(self.cfg) if e.meta["check"] == "duplicates")
+        self._definitions["captions"].suite.add_expectation(duplicates)
+        for name, checks in (("captions", CAPTION_CHECKS), ("crops", CROP_CHECKS)):
+            last = self._last[name]
+            configs = {_check_of(r): r.expectation_config for r in last.results}
+            configs.setdefault("duplicates", duplicates.configuration)
+            last.results = [_combined(tallies[c], configs[c]) for c in checks]
+            successes = sum(r.success for r in last.results)
+            last.success = successes == len(last.results)
+            last.statistics = {
+                "evaluated_expectations": len(last.results),
+                "successful_expectations": successes,
+                "unsuccessful_expectations": len(last.results) - successes,
+                "success_percent": successes / len(last.results) * 100,
+            }
+            keys = [k for k in store.list_keys() if k.expectation_suite_identifier.name == name]
+            for key in keys[1:]:
+                store.remove_key(key)
+            store.set(keys[0], last)
+
+
+def _add_definition(context: Any, name: str, expectations: list[Any]) -> Any:
+    """A pandas dataframe asset, a suite and a validation definition named ``name``."""
     batch = context.data_sources.add_pandas(name).add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
     suite = context.suites.add(gx.ExpectationSuite(name=name))
     for expectation in expectations:
         suite.add_expectation(expectation)
-    definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-    result_format = {"result_format": "SUMMARY", "unexpected_index_column_names": ["row"]}
-    return definition.run(batch_parameters={"dataframe": frame}, result_format=result_format, run_id=run_id)
+    return context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
 
 
-def run_suites(tables: GateTables, cfg: ValidationConfig, docs_dir: Path) -> tuple[list[CheckResult], Path]:
-    """Run both suites, build Data Docs, and turn the GX results into per-check results.
-
-    Args:
-        tables: the caption and crop tables.
-        cfg: the gate's thresholds.
-        docs_dir: the Data Docs site folder (created).
-
-    Returns:
-        ``(checks in CHECKS order, path of the Data Docs index.html)``.
-    """
-    context = ephemeral_context(docs_dir)
-    run_id = RunIdentifier(run_name=_RUN_NAME)
-    captions = _validate(context, "captions", tables.captions, caption_expectations(cfg), run_id)
-    crops = _validate(context, "crops", tables.crops, crop_expectations(cfg), run_id)
-    context.build_data_docs(site_names=[_SITE])
-    by_check = {**_results_by_check(captions), **_results_by_check(crops)}
-    checks = [_check_result(name, by_check[name], tables, cfg) for name in CHECKS]
-    return checks, docs_dir / "index.html"
-
-
-def _results_by_check(suite_result: Any) -> dict[str, Any]:
-    """Each expectation result of a suite run, keyed by its ``meta["check"]``."""
-    return {r.expectation_config.meta["check"]: r for r in suite_result.results}
-
-
-def _check_result(name: str, result: Any, tables: GateTables, cfg: ValidationConfig) -> CheckResult:
-    """One check's result from its GX expectation result."""
+def _check_of(result: Any) -> str:
+    """The check an expectation result belongs to; ``RuntimeError`` when GX could not evaluate it."""
+    check = str(result.expectation_config.meta["check"])
     info = result.exception_info or {}
     if info.get("raised_exception"):
         message = " ".join(str(info.get("exception_message", "")).split())
-        raise RuntimeError(f"quality gate: check {name} could not be evaluated by Great Expectations: {message}")
-    share = (result.result.get("unexpected_percent") or 0.0) / 100.0
-    if name == "duplicates":
-        return CheckResult(
-            name, bool(result.success), _round(share), 1.0 - cfg.max_duplicate_rate, most_duplicated(tables.captions)
-        )
-    rows = [entry["row"] for entry in result.result.get("partial_unexpected_index_list") or []]
-    if name in CROP_CHECKS:
-        examples = [describe_crop(tables.crops.iloc[int(row)]) for row in rows[:EXAMPLES]]
-    else:
-        examples = [describe_caption(tables.captions.iloc[int(row)], name) for row in rows[:EXAMPLES]]
-    return CheckResult(name, bool(result.success), _round(share), getattr(cfg.mostly, name), examples)
+        raise RuntimeError(f"quality gate: check {check} could not be evaluated by Great Expectations: {message}")
+    return check
 
 
-def most_duplicated(captions: pd.DataFrame, limit: int = EXAMPLES) -> list[str]:
-    """The captions with the most exact copies, most copied first (ties by first appearance).
-
-    Args:
-        captions: the caption table.
-        limit: how many to return.
-
-    Returns:
-        ``'N copies, first at WHERE: "caption"'`` strings; empty when nothing repeats.
-    """
-    texts = captions.dropna(subset=["text"])
-    counts = texts.groupby("text", sort=False).agg(copies=("row", "size"), first=("row", "min"))
-    repeated = counts[counts["copies"] > 1].sort_values(["copies", "first"], ascending=[False, True]).head(limit)
-    return [
-        f"{int(r.copies)} copies, first at {captions.iloc[int(r.first)]['where']}: {_quote(str(text))}"
-        for text, r in repeated.iterrows()
-    ]
+def _describer(frame: pd.DataFrame, check: str) -> Callable[[int], str]:
+    """Row number -> example line, for the rows of one batch."""
+    first = int(frame["row"].iat[0])
+    if check in CROP_CHECKS:
+        return lambda row: describe_crop(frame.iloc[row - first])
+    return lambda row: describe_caption(frame.iloc[row - first], check)
 
 
-def describe_caption(row: pd.Series, check: str = "") -> str:
-    """``'WHERE: "caption"'`` for one caption row (JSON-quoted so control characters show).
-
-    Args:
-        row: a row of the caption table.
-        check: the check it failed; ``word_count`` adds the count, since long captions are cut.
-
-    Returns:
-        One line for a person to find and read the caption.
-    """
-    count = f" ({int(row['word_count'])} words)" if check == "word_count" else ""
-    return f"{row['where']}{count}: {_quote(row['caption'])}"
-
-
-def describe_crop(row: pd.Series) -> str:
-    """``'WHERE: crop WxH (w/h A)'`` for one crop row."""
-    aspect = "unknown" if pd.isna(row["aspect"]) else f"{row['aspect']:.2f}"
-    return f"{row['where']}: crop {row['width']:g}x{row['height']:g} (w/h {aspect})"
-
-
-def _quote(text: str) -> str:
-    """A caption as a JSON string literal, cut to a readable length."""
-    short = text if len(text) <= _EXCERPT else text[: _EXCERPT - 3] + "..."
-    return json.dumps(short, ensure_ascii=False)
-
-
-def _round(share: float) -> float:
-    """Shares are stored to 6 decimals, so reports do not print float noise."""
-    return round(share, 6)
+def _combined(tally: CheckTally, config: Any) -> ExpectationValidationResult:
+    """One expectation's result over the whole corpus, for Data Docs."""
+    return ExpectationValidationResult(success=tally.passed, expectation_config=config, result=tally.gx_result())

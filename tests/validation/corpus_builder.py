@@ -226,3 +226,24 @@ def make_long(caption: str, n: int) -> str:
 def add_control_character(caption: str, n: int) -> str:
     """A caption with a bell character in it."""
     return caption.replace(" ", " \x07", 1)
+
+
+TWINS = {  # text -> samples whose second caption becomes it (ties in copies, a blank-padded copy, a 3-copy group)
+    "A woman in a red coat and black jeans.": (3, 14, 25, 36),
+    "A man in a blue shirt and gray pants.": (2, 15, 26),
+    "  A man in a blue shirt and gray pants.\n": (41,),
+    "A girl wearing a pink hoodie and white shoes.": (5, 7, 9),
+}
+
+
+def mixed_defects(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Several defects at once: hedging, scenery, empty captions, bad crops and groups of exact twins."""
+    out = edit_captions(samples, 10, add_speculation)
+    out = edit_captions(out, 13, add_background)
+    out = edit_captions(out, 17, make_empty)
+    out = edit_crops(edit_crops(out, 11, [95, 600]), 23, [60, 150])
+    for text, indices in TWINS.items():
+        for index in indices:
+            if index < len(out):
+                out[index]["captions"][1] = text
+    return out
