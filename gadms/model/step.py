@@ -74,7 +74,8 @@ class TrainingStep:
         self.mlm_probability = mlm_probability
         self.generator = torch.Generator().manual_seed(seed % (1 << 64))  # seed + rank may pass 2**64
         self.gass = GassScorer(model_cfg.gass.layers, model_cfg.gass.scales, model_cfg.gass.variant)
-        self.memory = ScoreMemory(model_cfg.masking.initial_score)  # used when score_timing is previous_epoch
+        # used when score_timing is previous_epoch; rows as long as the context
+        self.memory = ScoreMemory(model_cfg.masking.initial_score, model_cfg.context_length)
         self.last_scoring_s = 0.0  # time of the last token-scoring pass (for benchmarks)
         self.gass_one_pass = True  # False: one backward per layer (reference, for benchmarks)
         # Under DDP: gather features (with gradients) and identities across ranks so

@@ -60,6 +60,27 @@ def _check_ranks(ranks: object, path: Path) -> None:
             )
 
 
+def _check_score_memory(entry: dict, path: Path) -> None:
+    """The record of the score store's copy (``file``, ``bytes``, ``sha256``), or an older checkpoint's rows."""
+    if "file" in entry:
+        ok = (
+            isinstance(entry["file"], str)
+            and Path(entry["file"]).name == entry["file"]  # a name beside the checkpoint, never a path elsewhere
+            and _is_count(entry.get("bytes"))
+            and isinstance(entry.get("sha256"), str)
+        )
+        what = "the name, size and sha256 of the score store's copy"
+    else:
+        ok = _is_count(entry.get("epoch")) and all(
+            isinstance(entry.get(part), dict)
+            and all(isinstance(entry[part].get(key), torch.Tensor) for key in ("indices", "scores"))
+            for part in ("settled", "fresh")
+        )
+        what = "the score store's copy, or an epoch and settled/fresh indices and scores tensors"
+    if not ok:
+        raise ModelFileError(f"{path}: checkpoint entry 'score_memory' must hold {what}")
+
+
 def _kind(value: object) -> str:
     """What a value is, for a message: an empty list reads 'an empty list'."""
     if isinstance(value, (list, dict, str)) and not value:
@@ -97,4 +118,6 @@ def checked_checkpoint(state: object, path: Path) -> dict:
         _check_partial(state.get("partial"), path)
     if "ranks" in state:
         _check_ranks(state["ranks"], path)
+    if isinstance(state.get("score_memory"), dict):
+        _check_score_memory(state["score_memory"], path)
     return state

@@ -3,8 +3,8 @@
 Adam with warm-up then cosine decay (per optimiser step, or per epoch), gradient
 accumulation and clipping, mixed precision on CUDA, a checkpoint after every
 epoch and every ``checkpoint_every_steps`` optimiser steps (weights, optimiser,
-scheduler, scaler, score memory, every rank's RNG states and input position)
-written atomically, and exact resumption, also mid-epoch. Under torchrun it
+scheduler, scaler, every rank's RNG states and input position; the score memory
+as one copy of its file beside it) written atomically, and exact resumption, also mid-epoch. Under torchrun it
 wraps the step in DDP and computes SDM over the global batch. The input is an
 in-memory dataset or a stream of shards (:mod:`gadms.train.feed`). A non-finite loss term or gradient stops the run
 at once with :class:`TrainingDiverged` (the checkpoint of the last good epoch
@@ -32,6 +32,7 @@ from gadms.data.shardplan import steps_per_epoch as stream_steps
 from gadms.data.streaming import StreamingPairs
 from gadms.model.files import ModelFileError, read_torch_file, require_entries
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, save_model
+from gadms.model.score_memory import drop_stale_copies, prepare_store, store_path
 from gadms.model.step import Mode, TrainingStep
 from gadms.shards import atomic_path
 from gadms.train import distributed
@@ -222,7 +223,6 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "score_memory": self.step.memory.state_dict(),  # the same on every rank (scores are gathered)
             "architecture": json.dumps(asdict(self.model.arch), sort_keys=True),
         }
 
@@ -249,11 +249,26 @@ class Trainer:
         path = self.out_dir / CHECKPOINT
         state = self._state(epoch, batch, partial)
         if self.dist.is_main:
+            if self.step.memory.is_open:  # the node's score store, copied once beside the checkpoint
+                state["score_memory"] = self.step.memory.save_copy(self.out_dir)
             with atomic_path(path) as tmp:
                 torch.save(state, tmp)
+            drop_stale_copies(self.out_dir, state.get("score_memory"))
+        if self.dist.enabled:
+            torch.distributed.barrier()  # also: no rank writes scores while the main one copies them
+        return path
+
+    def _open_scores(self, entry: dict | None) -> None:
+        """Map the node's score store (``previous_epoch``): its first rank fills it, empty or from ``entry``."""
+        if self.settings.mode != "gadms" or self.step.model_cfg.masking.score_timing != "previous_epoch":
+            return
+        path = store_path(self.out_dir)
+        if self.dist.local_rank == 0:
+            captions = self.dataset.total_pairs if isinstance(self.dataset, StreamingPairs) else len(self.dataset)
+            prepare_store(path, captions, self.step.memory.width, entry, self.out_dir)
         if self.dist.enabled:
             torch.distributed.barrier()
-        return path
+        self.step.memory.open(path)
 
     def load_checkpoint(self) -> tuple[int, int, dict, dict | None]:
         """Restore everything from ``checkpoint.pt``.
@@ -289,8 +304,7 @@ class Trainer:
             ("step_generator", lambda: self.step.generator.set_state(mine["step_generator"])),
             ("torch_rng", lambda: torch.set_rng_state(mine["torch_rng"])),
         ]
-        if "score_memory" in state:
-            steps.append(("score_memory", lambda: self.step.memory.load_state_dict(state["score_memory"])))
+        steps.append(("score_memory", lambda: self._open_scores(state.get("score_memory"))))
         for entry, restore in steps:
             try:
                 restore()
@@ -329,10 +343,19 @@ class Trainer:
             stop_after_steps: return right after the checkpoint at this optimiser step (counted from the
                 start of training), as if killed there; needs ``checkpoint_every_steps`` to divide it.
         """
-        start, batch, position, partial = self.load_checkpoint() if resume else (0, 0, {}, None)
-        history = []
-        last = self.settings.epochs if stop_after is None else min(stop_after, self.settings.epochs)
         self.stop_after_steps = stop_after_steps
+        try:
+            start, batch, position, partial = self.load_checkpoint() if resume else (0, 0, {}, None)
+            if not self.step.memory.is_open:  # no checkpoint read: an empty store
+                self._open_scores(None)
+            last = self.settings.epochs if stop_after is None else min(stop_after, self.settings.epochs)
+            return self._fit_epochs(start, batch, position, partial, last)
+        finally:
+            self.step.memory.remove()
+
+    def _fit_epochs(self, start: int, batch: int, position: dict, partial: dict | None, last: int) -> list[EpochLog]:
+        """Epochs ``start`` to ``last`` (:meth:`fit`'s loop)."""
+        history: list[EpochLog] = []
         for epoch in range(start, last):
             try:
                 history.append(self._epoch(epoch, batch, position, partial))

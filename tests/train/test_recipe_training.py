@@ -9,7 +9,8 @@ from gadms.config import AugmentConfig, LossConfig, ModelConfig, OptimizerConfig
 from gadms.data.pipeline import Pair, PairDataset, image_transform, open_image, with_partners
 from gadms.model.backbone import tokenizer
 from gadms.model.retrieval import Architecture, PersonRetrievalModel
-from gadms.train.loop import RunSettings, Trainer
+from gadms.model.score_memory import ScoreMemory
+from gadms.train.loop import CHECKPOINT, RunSettings, Trainer
 from gadms.train.runs import finetune_loss, finetune_settings, pretrain_pairs
 
 MODEL = ModelConfig(context_length=32)
@@ -82,7 +83,11 @@ def test_previous_epoch_scores_resume_exactly(tmp_path, synth_pairs):
     straight, _, _ = _fit(tmp_path / "a", pairs, LossConfig(**NO_ITC), cfg, epochs=2)
     _fit(tmp_path / "b", pairs, LossConfig(**NO_ITC), cfg, epochs=2, stop_after=1)
     resumed, trainer, _ = _fit(tmp_path / "b", pairs, LossConfig(**NO_ITC), cfg, epochs=2, resume=True)
-    assert len(trainer.step.memory.settled) == 16  # epoch 1's scores, restored from the checkpoint
+    entry = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)["score_memory"]
+    copy = ScoreMemory(width=32)  # the final checkpoint's copy of the score store
+    copy.open(tmp_path / "b" / entry["file"])
+    copy.start_epoch(1)
+    assert copy.readable_count() == 16  # epoch 1's scores, restored from the checkpoint
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
     fresh, _, _ = _fit(tmp_path / "c", pairs, LossConfig(**NO_ITC), epochs=2)

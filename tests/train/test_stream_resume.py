@@ -4,6 +4,7 @@ import pytest
 import torch
 from _common import run_streaming
 
+from gadms.model.score_memory import ScoreMemory
 from gadms.train.loop import CHECKPOINT, FINAL_MODEL
 
 
@@ -41,7 +42,11 @@ def test_official_recipe_streamed_resumes_mid_epoch_bit_exact(tmp_path):
     official = ModelConfig(context_length=32, gass={"variant": "official"}, masking={"score_timing": "previous_epoch"})
     loss = LossConfig(itc={"enabled": False}, tic={"enabled": True})
     straight, trainer = run_streaming(tmp_path / "a", epochs=2, model_cfg=official, loss_cfg=loss, partners=True)
-    assert len(trainer.step.memory.settled) == 40  # epoch 1's scores, keyed by stable caption ids (5 steps x 8)
+    entry = torch.load(tmp_path / "a" / CHECKPOINT, weights_only=True)["score_memory"]
+    copy = ScoreMemory(width=32)  # the final checkpoint's copy of the score store
+    copy.open(tmp_path / "a" / entry["file"])
+    copy.start_epoch(1)
+    assert copy.readable_count() == 40  # epoch 1's scores, keyed by stable caption ids (5 steps x 8)
     run_streaming(tmp_path / "b", epochs=2, stop_after_steps=8, model_cfg=official, loss_cfg=loss, partners=True)
     resumed, _ = run_streaming(tmp_path / "b", epochs=2, resume=True, model_cfg=official, loss_cfg=loss, partners=True)
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
