@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 CAPTION_TARGETS = (1_000_000, 5_000_000, 15_000_000)
 SHARD_TARGETS = (7_500, 75_000)
@@ -55,7 +55,7 @@ class Row:
     kind: str  # measured | extrapolated
 
 
-def line_at(points: list[tuple[float, float]], x: float) -> float:
+def line_at(points: Sequence[tuple[float, float]], x: float) -> float:
     """The straight line through the first and last of ``points`` (sorted by x), evaluated at ``x``."""
     (x0, y0), (x1, y1) = sorted(points)[0], sorted(points)[-1]
     return y1 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
