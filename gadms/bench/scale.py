@@ -81,7 +81,8 @@ def _rows_over(
             # a rate stays what the largest run gave; totals follow the line through the measured sizes
             estimate = max(points)[1] if unit.endswith("/s") else line_at(points, target)
             rows.append(Row(structure, f"{target:,} {unit_name}", figure, estimate, unit, "extrapolated"))
-    return rows
+    order = list(figures)
+    return sorted(rows, key=lambda r: (int(r.size.split()[0].replace(",", "")), order.index(r.figure)))
 
 
 def score_memory_rows(sizes: Sizes) -> list[Row]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -127,6 +128,7 @@ def local_s3() -> Iterator[Any]:
     from moto.server import ThreadedMotoServer
     from s3fs import S3FileSystem
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not one line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
