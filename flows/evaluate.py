@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 from prefect import task
 
 from flows.common import cache_on_inputs, gadms_flow, load, log_run_link, run_logger
+from flows.tracked_cache import recompute_if_gone, run_exists
 from gadms.config import Params
 
 
@@ -66,9 +67,14 @@ def evaluate_flow(
     names = list(benchmarks) if benchmarks else present_benchmarks(params.eval.benchmarks, root)
     path = Path(model)
     results = {
-        name: evaluate(params, path, file_digest(path), name, root, setting, data_hash, parent_run_id) for name in names
+        name: recompute_if_gone(
+            evaluate,
+            lambda cached: run_exists(params, str(cached["run_id"])),
+            *(params, path, file_digest(path), name, root, setting, data_hash, parent_run_id),
+        )
+        for name in names
     }
     for name, metrics in results.items():
         run_logger().info(f"{setting} on {name}: R1 {metrics[f'{name}/R1']:.2f}, mAP {metrics[f'{name}/mAP']:.2f}")
-        metrics["link"] = log_run_link(params, f"evaluate {setting} {name}", str(metrics["run_id"]))  # type: ignore
+        metrics["link"] = log_run_link(params, f"evaluate {setting} {name}", str(metrics["run_id"]))
     return results

@@ -18,6 +18,7 @@ from flows.common import (
     unless_missing,
 )
 from flows.pretrain import launch_torchrun
+from flows.tracked_cache import recompute_if_gone, run_exists
 from gadms.config import Params
 from gadms.train.loop import CHECKPOINT, FINAL_MODEL
 
@@ -112,7 +113,9 @@ def finetune_flow(
     params = load(params_file, overrides)
     init = Path(pretrained)
     out = finetune_dir(params, benchmark, init)
-    result = unless_missing(finetune, out / FINAL_MODEL)(
+    result = recompute_if_gone(
+        unless_missing(finetune, out / FINAL_MODEL),
+        lambda cached: run_exists(params, cached["run_id"]),
         params,
         params_file,
         list(overrides),

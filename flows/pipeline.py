@@ -33,6 +33,7 @@ from flows.curate import curate_flow
 from flows.evaluate import evaluate_flow
 from flows.finetune import finetune_flow
 from flows.pretrain import pretrain_flow
+from flows.tracked_cache import recompute_if_gone, version_exists
 from flows.validate import validate_flow
 from flows.version import version_flow
 from gadms.config import Params
@@ -190,7 +191,11 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
         promotion = None
         if benchmarks:
             primary = benchmarks[0]
-            promotion = promote(params, tuned[primary]["run_id"], primary, tuned[primary]["metrics"][f"{primary}/R1"])
+            promotion = recompute_if_gone(
+                promote,
+                lambda cached: version_exists(params, cached["version"]),
+                *(params, tuned[primary]["run_id"], primary, tuned[primary]["metrics"][f"{primary}/R1"]),
+            )
             parent.set_tags(
                 {"registry.version": promotion["version"], "registry.promoted": str(promotion["promoted"]).lower()}
             )

@@ -20,7 +20,9 @@ from flows.common import (
     stage_dir,
     unless_missing,
 )
+from flows.tracked_cache import recompute_if_gone, run_exists
 from gadms.config import Params
+from gadms.lifetime import linked_env
 from gadms.train.loop import CHECKPOINT, FINAL_MODEL
 
 
@@ -32,6 +34,7 @@ def launch_torchrun(command: list[str], params_file: str, overrides: Sequence[st
     subprocess.run(
         [sys.executable, "-m", "gadms", *command, "--params", params_file, *sets, "--result-json", str(result)],
         check=True,
+        env=linked_env(),  # the command (torchrun and its ranks with it) ends when this process ends
     )
     return json.loads(result.read_text(encoding="utf-8"))
 
@@ -109,8 +112,10 @@ def pretrain_flow(
     params = load(params_file, overrides)
     data = Path(data_dir or params.paths.data_dir)
     out = pretrain_dir(params, data_hash)
-    result = unless_missing(pretrain, out / FINAL_MODEL)(
-        params, params_file, list(overrides), data, out, data_hash, parent_run_id, gate_summary
+    result = recompute_if_gone(
+        unless_missing(pretrain, out / FINAL_MODEL),
+        lambda cached: run_exists(params, cached["run_id"]),
+        *(params, params_file, list(overrides), data, out, data_hash, parent_run_id, gate_summary),
     )
     run_logger().info(f"pre-trained model {result['model']} (MLflow run {result['run_id']})")
     result["link"] = log_run_link(params, "pretrain", result["run_id"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -16,6 +17,12 @@ from gadms.validation.report import HISTORY_DIR, history_name
 
 class QualityGateFailed(RuntimeError):
     """The curated captions failed the quality gate; the message is the gate's summary."""
+
+
+def code_block(text: str) -> str:
+    """``text`` as a Markdown code block whose fence is longer than any run of backticks in it (a caption's)."""
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return f"{fence}\n{text}\n{fence}"
 
 
 @task(name="quality-gate")
@@ -35,9 +42,8 @@ def validate_flow(
     data = Path(data_dir or params.paths.data_dir)
     report_dir = params.paths.reports_dir / "gate"
     result = run_gate(data, params.validation, report_dir)
-    create_markdown_artifact(
-        key="quality-gate", description="Caption quality gate", markdown=f"```\n{result.summary}\n```"
-    )
+    summary = code_block(result.summary)  # shown as text in the Prefect UI, whatever the captions hold
+    create_markdown_artifact(key="quality-gate", description="Caption quality gate", markdown=summary)
     get_run_logger().info(result.summary)
     if not result.passed:
         raise QualityGateFailed(

@@ -26,6 +26,10 @@ install_help_layout()  # flags without <bool>, brackets kept, paragraphs reflowe
 app = typer.Typer(
     help="GA-DMS text-based person retrieval: curate web images into a person-caption corpus, "
     "gate its quality, version it, train and evaluate CLIP with GA-DMS.",
+    epilog="Exit status: 0 done; 1 the quality gate or a pipeline stage failed; "
+    "2 a user error (one line starting with error:); "
+    "70 an unexpected failure (one line naming the command and a log file with the traceback, under "
+    "$XDG_STATE_HOME/gadms/logs or ~/.local/state/gadms/logs); 130 interrupted (Ctrl-C); 143 stopped by SIGTERM.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -184,7 +188,9 @@ def curate_run(
     """
     from gadms.curation.cluster import curate_on_dask
     from gadms.curation.run import curate
+    from gadms.lifetime import guard
 
+    guard("gadms curate run")  # no child process (a local Dask cluster's workers) outlives the command
     with user_errors():
         dask = {"orchestration.task_runner": "dask", "orchestration.dask_address": dask_address}
         p = cli_params(params, set_, dask if dask_address is not None else None)
@@ -264,14 +270,24 @@ def pipeline(
     cached on their inputs and parameters: a second run reuses them, a run after a failure resumes at the failed
     stage. Exit status 1 when a stage fails (e.g. the quality gate).
     """
+    from gadms.lifetime import guard
+
+    guard("gadms pipeline")  # first: no child outlives the run; Prefect's start-up waits are set before its import
+    from contextlib import ExitStack
+
     from flows.pipeline import run_pipeline
+    from gadms.locks import writer_lock
     from gadms.tracking.store import executable, ui_command
 
+    held = ExitStack()  # one pipeline per work tree: two would share stage folders and register twins
     with user_errors():
         p = cli_params(params, set_)
+        work = p.paths.work_dir  # its own lock file: stages may lock folders of their own, the work tree included
+        held.enter_context(writer_lock(work, "gadms pipeline", "wait for it", lock_file=work / ".pipeline.lock"))
         started = time.perf_counter()
     try:
-        result = run_pipeline(str(params), list(set_ or []))
+        with held:
+            result = run_pipeline(str(params), list(set_ or []))
     except Exception as exc:  # the flow run is marked Failed in Prefect; say why on one line
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         typer.echo(f"error: pipeline failed: {message}", err=True)
@@ -336,7 +352,9 @@ def ablate(
     import torch
 
     from gadms.ablate.run import run_ablation
+    from gadms.lifetime import guard
 
+    guard("gadms ablate")  # no child process outlives the command
     with user_errors():
         extra: dict[str, object] = {"ablate.out_dir": out}
         if rows is not None:
@@ -365,6 +383,9 @@ def deploy(
     `export PREFECT_API_URL=http://127.0.0.1:4200/api` before this command. For work-pool based serving see prefect.yaml
     (`prefect deploy --all`, `prefect worker start --pool gadms-local`).
     """
+    from gadms.lifetime import guard
+
+    guard("gadms deploy")  # first: no child outlives the command; Prefect's waits are set before its import
     from flows.pipeline import serve_schedule
 
     with user_errors():
@@ -418,13 +439,23 @@ NO_TELEMETRY = {
 }
 
 
-def main() -> None:
-    """Entry point of the ``gadms`` console script."""
+def main(args: Optional[list[str]] = None) -> None:
+    """Entry point of the ``gadms`` console script and of ``python -m gadms``.
+
+    Args:
+        args: the command line after ``gadms`` (default: ``sys.argv[1:]``).
+    """
     import os
+    import sys
+
+    from gadms.crash import command_words, last_line_of_defence, run_app
 
     for key, value in NO_TELEMETRY.items():
         os.environ.setdefault(key, value)
-    app(prog_name="gadms")
+    words = list(sys.argv[1:] if args is None else args)
+    with last_line_of_defence(lambda: command_words(typer.main.get_command(app), words)):
+        status = run_app(app, words)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 
 from gadms.cli_common import ParamsOpt, RootOpt, SetOpt, cli_params, user_errors
 from gadms.config import Params
+from gadms.devices import check_device
 
 train_app = typer.Typer(
     help="Train: GA-DMS pre-training on a caption corpus, IRRA-style fine-tuning on a benchmark. "
@@ -90,21 +92,60 @@ def _train(
     plain,
     tracked,
     result_json: Optional[Path],
+    command: str = "gadms train",
 ) -> None:
-    """Load params, relaunch under torchrun if asked, run (tracked or not), report on the main process only."""
+    """Load params, hold --out, relaunch under torchrun if asked, run (tracked or not), report on the main process
+    only.
+    """
     import os
 
+    from gadms.lifetime import guard
+
+    guard(command)  # no child process (loader workers, torchrun and its ranks) outlives the command
     with user_errors():
         p = cli_params(params, overrides)
-        _maybe_torchrun(p)
-        if not track:
-            _, history = plain(p)
+        with _out_lock(out, command), _lock_env(out):
+            _maybe_torchrun(p)
+            if not track:
+                _, history = plain(p)
+                if os.environ.get("RANK", "0") == "0":
+                    _report(history, out)
+                return
+            result = tracked(p)
             if os.environ.get("RANK", "0") == "0":
-                _report(history, out)
-            return
-        result = tracked(p)
-        if os.environ.get("RANK", "0") == "0":
-            _tracked_report(p, result, result_json)
+                _tracked_report(p, result, result_json)
+
+
+OUT_LOCK_ENV = "GADMS_TRAIN_OUT_LOCKED"  # set for the ranks the launching process started: it holds --out for them
+
+
+def _out_lock(out: Path, command: str) -> AbstractContextManager:
+    """The one-writer lock of --out, taken once per run: by the launching process, or by global rank 0 of a
+    torchrun started by hand. The ranks of one run share --out; a second, independent run is refused.
+    """
+    import os
+
+    from gadms.locks import writer_lock
+
+    if os.environ.get(OUT_LOCK_ENV) == str(Path(out).resolve()) or os.environ.get("RANK", "0") != "0":
+        return nullcontext()
+    return writer_lock(out, command, "wait for it or choose another --out (--resume continues a stopped run)")
+
+
+@contextmanager
+def _lock_env(out: Path) -> Iterator[None]:
+    """Tell the processes started in the block (torchrun's ranks) that this one holds --out."""
+    import os
+
+    saved = os.environ.get(OUT_LOCK_ENV)
+    os.environ[OUT_LOCK_ENV] = str(Path(out).resolve())
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(OUT_LOCK_ENV, None)
+        else:
+            os.environ[OUT_LOCK_ENV] = saved
 
 
 @train_app.command("pretrain")
@@ -139,6 +180,8 @@ def train_pretrain(
     from gadms.tracking.stages import track_pretrain
     from gadms.train.runs import run_pretrain
 
+    with user_errors():
+        check_device(device, "--device")
     _train(
         params,
         set_,
@@ -149,6 +192,7 @@ def train_pretrain(
             p, data, out, data_hash, fmt=fmt, parent_run_id=parent_run_id, resume=resume, device=device, progress=True
         ),
         result_json,
+        "gadms train pretrain",
     )
 
 
@@ -182,6 +226,8 @@ def train_finetune(
     from gadms.tracking.stages import track_finetune_and_evaluate
     from gadms.train.runs import run_finetune
 
+    with user_errors():
+        check_device(device, "--device")
     _train(
         params,
         set_,
@@ -202,6 +248,7 @@ def train_finetune(
             progress=True,
         ),
         result_json,
+        "gadms train finetune",
     )
 
 
@@ -231,7 +278,7 @@ def evaluate(
 
     with user_errors():
         p = cli_params(params, set_)
-        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else check_device(device, "--device")
         model = load_any_model(checkpoint).to(dev)
         data = load_benchmark(benchmark, root or p.paths.benchmarks_dir, split)
         rows = {

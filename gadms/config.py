@@ -4,13 +4,18 @@ Every section of params.yaml maps to a frozen pydantic model. Loading fails
 with a :class:`ConfigError` whose message is one line naming the offending key,
 e.g. ``params.yaml: model.masking.alpha_noise: must be <= 1 (got 1.5)``.
 Parameter files are read by :mod:`gadms.safe_yaml` (size, nesting and alias
-limits, no duplicate keys), and no number may be infinite or NaN. This module
-imports nothing else from ``gadms``.
+limits, no duplicate keys), and no number may be infinite or NaN. Rules across keys (attention heads divide
+the width, image sides a multiple of the patch size, batches that split evenly, MLflow's name and alias rules,
+IANA time zones) run on the whole (:data:`WHOLE_RULES`, section validators), each a line naming its keys. This
+module imports nothing else from ``gadms`` but the YAML reader and, for the secret check, the credential finder.
 """
 
 from __future__ import annotations
 
+import functools
+import posixpath
 import re
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal, Optional
 
@@ -24,6 +29,19 @@ MAX_PARAMS_BYTES = 1 << 20  # a params file is a few kB; refuse anything past 1 
 MAX_SEED = 2**64 - 1  # what torch.manual_seed accepts
 # every seed: a whole number 0..MAX_SEED, strictly an integer (``true`` or ``1.0`` is refused, not read as 1)
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED, strict=True)]
+
+# What params.yaml may choose per backbone: gadms.model.backbone.BACKBONES is the source (a test keeps these equal);
+# the interaction encoder is as wide as the text tower (variant project) or the joint embedding (variant irra).
+BACKBONE_SHAPES: dict[str, dict[str, int]] = {
+    "ViT-B-16": {"text_width": 512, "embed_dim": 512, "patch_size": 16},
+    "tiny": {"text_width": 64, "embed_dim": 64, "patch_size": 16},
+}
+CLIP_CONTEXT = 77  # CLIP's text positions: the tokenizer's and the released weights' length
+DEVICE_NAME = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
+# MLflow's registry rules (mlflow.utils.validation, file store): what it would refuse at registration
+MLFLOW_ALIAS = re.compile(r"^[\w\-]+$")
+MLFLOW_VERSION_ALIAS = re.compile(r"^[vV]\d+$")
+MLFLOW_NAME_CHARS = ("/", ":", "\\", "%")
 
 
 class ConfigError(ValueError):
@@ -100,6 +118,14 @@ class DetectorConfig(_Section):
     pose_weights: Optional[Path] = None
     batch_size: int = Field(8, ge=1)
     device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        """A device name torch knows; whether this machine has it is checked when the detector starts."""
+        if not DEVICE_NAME.fullmatch(value):
+            raise ValueError(f"{shorten(value)} is not a device: use auto, cpu, cuda, cuda:N or mps")
+        return value
 
 
 class FilterConfig(_Section):
@@ -343,6 +369,41 @@ class TrackingConfig(_Section):
                 raise ValueError(f"tracking.{key} holds {kind}; a name is shown to everyone and must hold no secret")
         return self
 
+    @model_validator(mode="after")
+    def _mlflow_names(self) -> "TrackingConfig":
+        """MLflow's rules for the names, checked at load (it refuses them at registration); after the secret check."""
+        for key, rule in (
+            ("registered_model", mlflow_model_name_problem),
+            ("champion_alias", mlflow_alias_problem),
+            ("experiment", lambda name: "must be at most 500 characters (MLflow's limit)" if len(name) > 500 else None),
+        ):
+            problem = rule(getattr(self, key))
+            if problem:
+                raise ValueError(f"tracking.{key}: {problem}")
+        return self
+
+
+def mlflow_model_name_problem(value: str) -> str | None:
+    """What MLflow's registry would refuse in a registered model name (None: nothing)."""
+    bad = [c for c in MLFLOW_NAME_CHARS if c in value]
+    if not value.strip() or len(value) > 256:
+        return "must be 1 to 256 characters, not only spaces (MLflow's limit)"
+    if bad:
+        return f"MLflow refuses {bad[0]!r} in a registered model name (got {shorten(value)})"
+    norm = posixpath.normpath(value)
+    if norm != value or norm == "." or norm.startswith(".."):
+        return f"MLflow refuses a model name that reads as a path like {shorten(value)}"
+    return None
+
+
+def mlflow_alias_problem(value: str) -> str | None:
+    """What MLflow refuses in an alias: other than letters, digits, ``_``, ``-``; ``latest``; version-like ``v1``."""
+    if not MLFLOW_ALIAS.fullmatch(value) or len(value) > 255:
+        return f"{shorten(value)} is not an MLflow alias: 1 to 255 letters, digits, '_' or '-'"
+    if value.lower() == "latest" or MLFLOW_VERSION_ALIAS.fullmatch(value):
+        return f"{value!r} is reserved by MLflow ('latest' and version aliases like 'v1'); pick another"
+    return None
+
 
 class VersioningConfig(_Section):
     remote_name: str = Field("local", min_length=1)
@@ -358,6 +419,37 @@ class OrchestrationConfig(_Section):
     cache_results: bool = True
     schedule_cron: str = "0 3 * * 1"
     timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana_zone(cls, value: str) -> str:
+        """An IANA time zone name, as Prefect's schedules require (``Europe/Berlin``, ``UTC``)."""
+        return valid_time_zone(value)
+
+    @field_validator("retry_delays_s")
+    @classmethod
+    def _delays(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        """Waits between retries: none negative."""
+        if any(d < 0 for d in value):
+            raise ValueError("every delay must be >= 0")
+        return value
+
+
+def valid_time_zone(value: str) -> str:
+    """``value`` if it is an IANA time zone name Prefect accepts, else a ``ValueError`` saying so.
+
+    Prefect checks schedules against :func:`zoneinfo.available_timezones`, so a name like ``utc`` or
+    ``America`` (a folder of the database) is refused here too.
+    """
+    if value not in _time_zones():
+        raise ValueError(f"{shorten(value)} is not an IANA time zone name (e.g. UTC, Europe/Berlin)")
+    return value
+
+
+@functools.lru_cache(maxsize=1)
+def _time_zones() -> frozenset[str]:
+    """The IANA names this machine's time zone database holds (read once)."""
+    return frozenset(zoneinfo.available_timezones())
 
 
 class PipelineConfig(_Section):
@@ -434,6 +526,94 @@ class Params(_Section):
     pipeline: PipelineConfig = PipelineConfig()
     ablate: AblateConfig = AblateConfig()
 
+    @model_validator(mode="after")
+    def _as_a_whole(self) -> "Params":
+        """Rules across keys (each message names its keys): what no run could train with."""
+        for rule in WHOLE_RULES:
+            rule(self)
+        return self
+
+
+def _heads_divide_width(p: Params) -> None:
+    """The interaction encoder's heads split its width evenly (the towers' heads are fixed by the backbone)."""
+    m = p.model
+    shape = BACKBONE_SHAPES[m.backbone]
+    width = shape["embed_dim"] if m.interaction.variant == "irra" else shape["text_width"]
+    heads = m.interaction.cross_attention_heads
+    if width % heads:
+        fits = ", ".join(str(h) for h in range(1, 33) if width % h == 0)
+        raise ValueError(
+            f"model.interaction.cross_attention_heads: {heads} heads do not divide the width {width} of the "
+            f"interaction encoder (model.backbone {m.backbone}, model.interaction.variant {m.interaction.variant}); "
+            f"choose one of {fits}"
+        )
+
+
+def _image_fits_patches(p: Params) -> None:
+    """Both image sides are whole multiples of the backbone's patch size."""
+    m = p.model
+    patch = BACKBONE_SHAPES[m.backbone]["patch_size"]
+    if m.image_height % patch or m.image_width % patch:
+        raise ValueError(
+            f"model.image_height, model.image_width: {m.image_height}x{m.image_width} is not a multiple of "
+            f"model.backbone {m.backbone}'s patch size {patch}"
+        )
+
+
+def _context_fits_clip(p: Params) -> None:
+    """Captions are no longer than CLIP's text positions."""
+    if p.model.context_length > CLIP_CONTEXT:
+        raise ValueError(
+            f"model.context_length: {p.model.context_length} is longer than the {CLIP_CONTEXT} text positions of "
+            f"CLIP's tokenizer and model.backbone {p.model.backbone}"
+        )
+
+
+def _batches_split_evenly(p: Params) -> None:
+    """Each batch splits evenly over processes, accumulation steps and (identity sampler) pairs per identity."""
+    t, f = p.train, p.finetune
+    parts = max(t.gpus, 1) * t.grad_accumulation
+    pairs = 2 if f.sampler == "identity" else 1
+    for key, batch, need, what in (
+        ("train.batch_size", t.batch_size, parts, "train.gpus x train.grad_accumulation"),
+        ("finetune.batch_size", f.batch_size, parts * pairs, _finetune_split(pairs)),
+    ):
+        if batch % need:
+            raise ValueError(f"{key}: {batch} is not a multiple of {what} = {need}")
+
+
+def _finetune_split(pairs: int) -> str:
+    """How the fine-tuning batch is split, in words."""
+    split = "train.gpus x train.grad_accumulation"
+    return f"{split} x 2 pairs per identity (finetune.sampler identity)" if pairs == 2 else split
+
+
+def _workers_divide_slots(p: Params) -> None:
+    """Each loader worker of a stream reads the same number of stream slots."""
+    s = p.train
+    if s.num_workers and s.stream.slots % s.num_workers:
+        raise ValueError(
+            f"train.num_workers, train.stream.slots: {s.num_workers} workers do not divide {s.stream.slots} slots"
+        )
+
+
+def _some_loss_trains(p: Params) -> None:
+    """Pre-training has at least one loss term on with a weight above 0."""
+    terms = ("sdm", "itc", "mtp", "tic")
+    if not any(getattr(p.loss, t).enabled and getattr(p.loss, t).weight > 0 for t in terms):
+        keys = ", ".join(f"loss.{t}.enabled" for t in terms)
+        raise ValueError(f"{keys}: every loss term is off or weighted 0; nothing would train")
+
+
+WHOLE_RULES = (
+    _heads_divide_width,
+    _image_fits_patches,
+    _context_fits_clip,
+    _batches_split_evenly,
+    _workers_divide_slots,
+    _some_loss_trains,
+)
+
 
 def _describe(error: dict[str, Any]) -> str:
     """Turn one pydantic error into 'dotted.key: reason (got value)'."""
@@ -457,6 +637,8 @@ def _describe(error: dict[str, Any]) -> str:
         reason = str(ctx.get("error", error["msg"]))
     else:
         reason = error["msg"][0].lower() + error["msg"][1:]
+    if kind == "value_error" and (not error["loc"] or reason.startswith(f"{key}.")):
+        return reason  # a rule across keys names them itself
     if kind == "value_error" or "input" not in error or isinstance(error["input"], dict):
         return f"{key}: {reason}"
     return f"{key}: {reason} (got {shorten(error['input'])})"

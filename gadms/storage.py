@@ -54,13 +54,18 @@ def location(value: str | Path | UPath) -> Location:
 def open_binary(path: Location) -> IO[bytes]:
     """The file opened for reading bytes; remote files are streamed in :data:`READ_BLOCK` blocks.
 
+    A local file goes through :func:`gadms.safe_files.open_regular`: a FIFO, device or socket is refused
+    (``UnsafeFile``) instead of hanging the reader; a missing one raises ``OSError`` as ``open`` does.
+
     The filesystem is looked up afresh (fsspec caches one per process), not taken from the path object: a path
     pickled into a DataLoader worker would otherwise bring its parent's event loop, which is not fork-safe.
     """
     if isinstance(path, UPath) and is_url(path):
         fs, inner = fsspec.core.url_to_fs(str(path), **path.storage_options)
         return cast(IO[bytes], fs.open(inner, "rb", block_size=READ_BLOCK))
-    return open(cast(Path, path), "rb")
+    from gadms.safe_files import open_regular  # the one way in for local files; it builds on this module
+
+    return open_regular(cast(Path, path))
 
 
 def local_path(path: Location, what: str) -> Path:
@@ -78,24 +83,19 @@ def file_size(path: Location) -> int:
 def parquet_file(path: Location) -> pq.ParquetFile:
     """A Parquet file to read row group by row group (a remote one through ranged reads).
 
-    Column chunks are read through a 1 MiB buffer, page by page, rather than whole.
+    Column chunks are read through a 1 MiB buffer, page by page, rather than whole. The file is opened by
+    :func:`open_binary` (a local FIFO or device is refused, never waited on).
     """
-    if is_url(path):
-        return pq.ParquetFile(open_binary(path), buffer_size=2**20)
-    return pq.ParquetFile(path, buffer_size=2**20)
+    return pq.ParquetFile(open_binary(path), buffer_size=2**20)
 
 
 def parquet_metadata(path: Location) -> pq.FileMetaData:
     """The footer of a Parquet file (a remote one fetches only its tail)."""
-    if is_url(path):
-        with open_binary(path) as handle:
-            return pq.read_metadata(handle)
-    return pq.read_metadata(path)
+    with open_binary(path) as handle:
+        return pq.read_metadata(handle)
 
 
 def parquet_schema(path: Location) -> Any:
     """The Arrow schema of a Parquet file."""
-    if is_url(path):
-        with open_binary(path) as handle:
-            return pq.read_schema(handle)
-    return pq.read_schema(path)
+    with open_binary(path) as handle:
+        return pq.read_schema(handle)

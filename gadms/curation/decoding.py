@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import warnings
 from typing import Any, BinaryIO, Optional
 
 import numpy as np
@@ -11,9 +10,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gadms.config import SourceConfig
 from gadms.curation.records import CORRUPT_IMAGE, EMPTY_FILE, TOO_LARGE, TRUNCATED_IMAGE
+from gadms.safe_files import DECODE_FORMATS, UnsafeFile, check_pixels, image_header
 
-# Formats a web crawl legitimately holds; others (EPS, PSD, ...) widen the attack surface for nothing.
-DECODE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 _DEFAULTS = SourceConfig()
 
 
@@ -53,9 +51,7 @@ def open_image(stream: BinaryIO) -> Image.Image:
 
     Pillow still raises ``DecompressionBombError`` past twice its own limit.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return Image.open(stream, formats=DECODE_FORMATS)
+    return image_header(stream)  # the one opener every command shares (gadms.safe_files)
 
 
 def decode_image(data: bytes, max_pixels: int = _DEFAULTS.max_image_pixels) -> np.ndarray:
@@ -101,11 +97,10 @@ def decode_image(data: bytes, max_pixels: int = _DEFAULTS.max_image_pixels) -> n
 
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
     """Refuse an image whose header announces more than ``max_pixels`` pixels."""
-    width, height = size
-    if width * height > max_pixels:
-        raise ImageDecodeError(
-            TOO_LARGE, f"{width}x{height} is {width * height} pixels, more than the limit of {max_pixels}"
-        )
+    try:
+        check_pixels(size, max_pixels, "image")
+    except UnsafeFile as err:
+        raise ImageDecodeError(TOO_LARGE, err.detail.removeprefix("image: ")) from None
 
 
 def _upright(image: Image.Image) -> Image.Image:

@@ -19,6 +19,7 @@ import numpy as np
 
 from gadms.config import DetectorConfig
 from gadms.curation.records import PersonDetection, SourceRecord
+from gadms.devices import check_device
 
 NUM_KEYPOINTS = 17
 PERSON_CLASS = 0  # COCO class id of "person"
@@ -187,7 +188,7 @@ def _shown(value: Any, limit: int = 60) -> str:
 def resolve_device(name: str) -> str:
     """``auto`` -> ``cuda:0`` when a GPU is present, else ``mps``, else ``cpu``; other names pass through."""
     if name != "auto":
-        return name
+        return check_device(name, "curation.detector.device")
     import torch
 
     if torch.cuda.is_available():

@@ -17,10 +17,9 @@ replaces the old one, and the run says so.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
@@ -29,13 +28,14 @@ from gadms.curation.records import SourceShard
 from gadms.curation.report import ShardReport
 from gadms.curation.sources import shard_digest
 from gadms.data.corpus_index import INDEX_NAME
+from gadms.locks import LOCK_NAME, OutputBusy, holder_text, writer_lock
 from gadms.shards import json_bytes
 from gadms.storage import Location, is_url
 
 META_DIR = "meta"
 MANIFEST = "manifest.parquet"
 REPORT = "report.json"
-LOCK = ".lock"
+LOCK = LOCK_NAME
 
 
 class CurationError(ValueError):
@@ -191,8 +191,8 @@ def _input_files(shards: Sequence[SourceShard], source: Path) -> Iterator[Path]:
 def open_output(input_dir: Path | Location, out: Path, shards: Sequence[SourceShard]) -> Iterator[Path]:
     """Check, create and lock ``out`` for one curation run; the lock is held until the block ends.
 
-    The lock is ``fcntl.flock`` on ``OUT/.lock``: the kernel drops it when the
-    process ends, even by ``kill -9``, so a crashed run never blocks the next.
+    The lock is :func:`gadms.locks.writer_lock` on ``OUT/.lock``: the kernel drops it
+    when the process ends, even by ``kill -9``, so a crashed run never blocks the next.
 
     Args:
         input_dir: the source directory.
@@ -207,14 +207,13 @@ def open_output(input_dir: Path | Location, out: Path, shards: Sequence[SourceSh
     """
     out = Path(out)
     check_output_location(input_dir, out, shards)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK, "a+b") as handle:  # closing the file releases the lock
+    with ExitStack() as held:
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            held.enter_context(writer_lock(out, "gadms curate run"))
+        except OutputBusy:
             raise CurationError(
-                f"{out} is being curated by another run (it holds {out / LOCK}); wait for it to "
-                "finish or choose another --out"
+                f"{out} is being curated by another {holder_text(out / LOCK)}; wait for it to finish or choose "
+                "another --out"
             ) from None
         prepare_output(out)
         yield out

@@ -56,6 +56,7 @@ from gadms.curation.records import (
 )
 from gadms.data.curated import split_member_name
 from gadms.data.problems import DataError
+from gadms.safe_files import UnsafeFile, read_file
 from gadms.storage import (
     Location,
     file_size,
@@ -400,7 +401,7 @@ def _tar_records(shard: SourceShard, problems: list[str], max_member_bytes: int)
                 complete = _has_end_marker(stream, tar.offset)
         if not complete:
             raise tarfile.ReadError("ends without the end-of-archive marker")
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+    except (tarfile.TarError, OSError, EOFError, zlib.error, UnsafeFile) as err:
         done = len(seen)
         problems.append(f"{shard.path}: truncated or unreadable after {done} complete samples ({err})")
         if sample is not None:
@@ -490,31 +491,22 @@ def _folder_record(root: Path, relative: str, key: str, problems: list[str], max
     """The record of one image file, with ``KEY.txt`` / ``KEY.json`` beside it as text and meta."""
     path = root / relative
     try:
-        image = _read_capped(path, max_member_bytes)
-        text = _read_if_present(root / f"{key}.txt", min(max_member_bytes, MAX_SIDECAR_BYTES))
-        meta = _read_if_present(root / f"{key}.json", min(max_member_bytes, MAX_SIDECAR_BYTES))
-    except _TooLarge as err:
-        return failed_record(key, TOO_LARGE, str(err))
-    except OSError as err:
-        problems.append(f"{path}: cannot read ({err.strerror or err})")
-        return failed_record(key, MISSING_IMAGE, f"{path} cannot be read ({err.strerror or err})")
+        image = _read_capped(path, max_member_bytes, root)
+        text = _read_if_present(root / f"{key}.txt", min(max_member_bytes, MAX_SIDECAR_BYTES), root)
+        meta = _read_if_present(root / f"{key}.json", min(max_member_bytes, MAX_SIDECAR_BYTES), root)
+    except UnsafeFile as err:
+        if err.reason == TOO_LARGE:
+            return failed_record(key, TOO_LARGE, err.detail.removeprefix(f"{root}/"))
+        problems.append(f"{path}: cannot read ({err.reason.replace('_', ' ')})")
+        return failed_record(key, MISSING_IMAGE, err.detail)
     return _sample_record(key, image, relative, text, meta)
 
 
-class _TooLarge(Exception):
-    """A file larger than its byte cap (not read)."""
+def _read_capped(path: Path, limit: int, root: Path) -> bytes:
+    """The bytes of a file of the folder ``root`` through the one way in (gadms.safe_files), within ``limit``."""
+    return read_file(path, root, max_bytes=limit)
 
 
-def _read_capped(path: Path, limit: int) -> bytes:
-    """The bytes of a file, refusing one of more than ``limit`` bytes before reading it."""
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        data = b"" if size > limit else handle.read(limit + 1)
-        if size > limit or len(data) > limit:
-            raise _TooLarge(f"{path.name} holds {max(size, len(data))} bytes, more than the limit of {limit}")
-        return data
-
-
-def _read_if_present(path: Path, limit: int) -> Optional[bytes]:
+def _read_if_present(path: Path, limit: int, root: Path) -> Optional[bytes]:
     """The bytes of a sidecar file, or ``None`` when there is none."""
-    return _read_capped(path, limit) if path.is_file() else None
+    return _read_capped(path, limit, root) if os.path.lexists(path) else None

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Sequence
 
-from PIL import Image
-
 from gadms.data.problems import DataError, Problem, describe_problems
+from gadms.safe_files import CORRUPT, EMPTY, MISSING, TRUNCATED, UnsafeFile, open_image_file, read_file
 
 logger = logging.getLogger(__name__)
 
 _DIGITS = re.compile(r"\d+", re.ASCII)
+MAX_ANNOTATION_BYTES = 1 << 30  # the annotation JSON is read whole; the published ones are tens of MB
+_IMAGE_REASONS = {CORRUPT: "corrupt image", TRUNCATED: "corrupt image"}  # the reasons reports counted before
 
 
 @dataclass(frozen=True)
@@ -253,11 +254,11 @@ def load_benchmark(
 def _read_record_list(path: Path) -> list[Any]:
     """The annotation file's top-level JSON list; a missing or malformed file is a one-line ``DataError``."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"annotation file not found: {path}") from None
-    except OSError as err:
-        raise DataError(f"cannot read annotation file {path}: {err.strerror or err}") from None
+        raw = read_file(path, max_bytes=MAX_ANNOTATION_BYTES)
+    except UnsafeFile as err:
+        if err.reason == MISSING and not path.exists():
+            raise DataError(f"annotation file not found: {path}") from None
+        raise DataError(f"cannot read annotation file: {err.detail}") from None
     try:
         records = json.loads(raw)
     except json.JSONDecodeError as err:
@@ -305,7 +306,7 @@ def _check_record(
         detail = f"{fmt.image_key!r} leaves the dataset root through a symbolic link: {record[fmt.image_key]!r:.80}"
         return split, Problem(index, "bad image path", detail)
     if check_images:
-        problem = _image_problem(index, image)
+        problem = _image_problem(index, image, images.path)
         if problem is not None:
             return split, problem
     return _Entry(split, image, _parse_id(record["id"]), list(record["captions"]))  # type: ignore[arg-type]
@@ -338,22 +339,17 @@ def _leaves_root(path: str) -> bool:
     return posix.is_absolute() or bool(windows.drive or windows.root) or ".." in posix.parts or ".." in windows.parts
 
 
-def _image_problem(index: int, image: Path) -> Problem | None:
-    """Why an image file cannot be used (missing, empty, not decodable), or None when it decodes."""
-    try:
-        size = image.stat().st_size if image.is_file() else None
-    except OSError as err:
-        return Problem(index, "missing image", f"cannot read image file {image}: {err.strerror or err}")
-    if size is None:
-        return Problem(index, "missing image", f"image file not found: {image}")
-    if size == 0:
-        return Problem(index, "empty image", f"image file is empty (0 bytes): {image}")
-    try:
-        with Image.open(image) as opened:
-            opened.draft("RGB", (1, 1))  # JPEG: decode every block at 1/8 scale, enough to find truncation
-            opened.load()
-    except Exception as exc:  # broken images raise OSError, SyntaxError, ValueError, zlib.error, ...
-        return Problem(index, "corrupt image", f"image does not decode ({type(exc).__name__}): {image}")
+def _image_problem(index: int, image: Path, root: Path) -> Problem | None:
+    """Why an image file cannot be used (missing, empty, not a regular file, over a cap, not decodable), or None."""
+    try:  # one way in for every file: gadms.safe_files
+        open_image_file(image, root).close()
+    except UnsafeFile as err:
+        if err.reason == MISSING:
+            return Problem(index, "missing image", f"image file not found: {image}")
+        if err.reason == EMPTY:
+            return Problem(index, "empty image", f"image file is empty (0 bytes): {image}")
+        reason = _IMAGE_REASONS.get(err.reason, err.reason.replace("_", " "))
+        return Problem(index, reason, f"image refused ({err.reason}): {err.detail}")
     return None
 
 

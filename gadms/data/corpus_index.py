@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gadms.data.problems import DataError
-from gadms.storage import Location, file_size, is_url, location, parquet_metadata
+from gadms.storage import Location, file_size, is_url, location, open_binary, parquet_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +214,8 @@ def _read_whole(path: Location) -> bytes:
     if is_url(path):
         fs, inner = _filesystem(path)
         return bytes(fs.cat_file(inner))
-    return Path(str(path)).read_bytes()
+    with open_binary(path) as handle:  # regular files only (gadms.safe_files): a FIFO is refused, not waited on
+        return handle.read()
 
 
 def list_shards(root: Path | str | Location, kind: str) -> dict[str, int | None] | None:

@@ -17,6 +17,7 @@ from typing import Iterator
 
 from gadms.data.problems import DataError
 from gadms.data.stream import Sample, StreamTally
+from gadms.safe_files import MAX_FILE_BYTES, UnsafeFile, open_regular
 from gadms.storage import Location, location, open_binary
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def _shard_samples(shard: Location, tally: StreamTally) -> Iterator[Sample]:
     key: str | None = None
     members: dict[str, bytes] = {}
     try:
-        with open_binary(shard) as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
+        with open_regular(shard) as handle, tarfile.open(fileobj=handle, mode="r|") as tar:  # regular files only
             for member in tar:
                 if not member.isfile():
                     continue
@@ -127,11 +128,11 @@ def _shard_samples(shard: Location, tally: StreamTally) -> Iterator[Sample]:
                     if key is not None:
                         yield from _sample(key, members, tally)
                     key, members = member_key, {}
-                members[extension] = tar.extractfile(member).read()  # type: ignore[union-attr]
+                members[extension] = _member_bytes(tar, member)
             end = tar.offset
         if not _has_end_marker(shard, end):
             raise tarfile.ReadError("ends without the end-of-archive marker")
-    except (tarfile.TarError, OSError, EOFError) as err:
+    except (tarfile.TarError, OSError, EOFError, UnsafeFile) as err:
         tally.bad_shards.append(f"{shard}: {err}")
         # Members read before the break are whole; a sample still lacking its jpg or json was cut off.
         if key is not None and not _is_complete(members):
@@ -139,6 +140,13 @@ def _shard_samples(shard: Location, tally: StreamTally) -> Iterator[Sample]:
             return
     if key is not None:
         yield from _sample(key, members, tally)
+
+
+def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """A member's bytes; one over the shared byte cap is not read and stands as empty (then skipped, counted)."""
+    if member.size > MAX_FILE_BYTES:
+        return b""
+    return tar.extractfile(member).read()  # type: ignore[union-attr]
 
 
 def _is_complete(members: dict[str, bytes]) -> bool:

@@ -8,7 +8,6 @@ would, whatever the number of DataLoader workers.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from torchvision.transforms import v2
 
 from gadms.config import AugmentConfig
 from gadms.data.problems import ImageError
+from gadms.safe_files import UnsafeFile, decode_image, read_file
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -64,16 +64,12 @@ def open_image(source: ImageSource, label: str | None = None) -> Image.Image:
     Raises:
         ImageError: the image cannot be read or decoded; one line naming the file.
     """
-    try:
-        if isinstance(source, bytes):
-            return Image.open(io.BytesIO(source)).convert("RGB")
-        with Image.open(source) as image:
-            return image.convert("RGB")
-    except Exception as exc:  # a broken image raises OSError, SyntaxError, ValueError, zlib.error, ...
-        name = source if not isinstance(source, bytes) else f"{label or 'image'} ({len(source)} bytes)"
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
-        detail = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
-        raise ImageError(f"{name}: cannot decode image ({detail})") from None
+    name = str(source) if not isinstance(source, bytes) else f"{label or 'image'} ({len(source)} bytes)"
+    try:  # one way in: regular files only, byte and pixel caps, bomb checks (see gadms.safe_files)
+        data = source if isinstance(source, bytes) else read_file(source)
+        return decode_image(data, name)
+    except UnsafeFile as exc:
+        raise ImageError(f"{name}: cannot decode image ({exc.detail.removeprefix(name + ': ')})") from None
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,11 @@ so every rank still makes the same number of batches.
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from typing import Any, Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from gadms.config import StreamConfig
@@ -35,6 +33,7 @@ from gadms.data.problems import DataError
 from gadms.data.shardplan import Segment, Shard, epoch_order, order_ends, slot_batches, slot_segments
 from gadms.data.shardread import StreamPair, read_segment
 from gadms.data.stream import StreamTally
+from gadms.safe_files import UnsafeFile, decode_image
 
 UNDECODABLE = "pairs with undecodable images"
 
@@ -297,10 +296,9 @@ class StreamingPairs(IterableDataset):
 
     def _image(self, pair: StreamPair, epoch: int, passes: int) -> torch.Tensor | None:
         """The augmented image tensor, or None when the bytes do not decode."""
-        try:
-            with Image.open(io.BytesIO(pair.image)) as raw:
-                image = raw.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
+        try:  # the shared pixel and bomb checks (gadms.safe_files)
+            image = decode_image(pair.image, f"pair {pair.position}")
+        except UnsafeFile:
             return None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((((self.seed * 1_000_003 + epoch) * 10_000_019 + pair.position) * 101 + passes) % 2**63)

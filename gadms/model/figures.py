@@ -95,6 +95,7 @@ def token_score_figure(
                 va="center",
                 ha="left",
                 fontweight="bold" if is_wrong else "normal",
+                parse_math=False,  # caption words are text, never $math$
                 bbox={
                     "facecolor": cmap(score),
                     "edgecolor": "black" if is_wrong else "none",
@@ -112,7 +113,8 @@ def token_score_figure(
         pad=0.02,
         label="score (low: treated as noise, high: informative)",
     )
-    ax.set_title(title + ("  (outlined: known-wrong words)" if wrong_words else ""), fontsize=12)
+    heading = title + ("  (outlined: known-wrong words)" if wrong_words else "")
+    ax.set_title(heading, fontsize=12, parse_math=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -22,6 +22,7 @@ from gadms.model.backbone import BACKBONES, build_clip, load_pretrained
 from gadms.model.files import ModelFileError, read_safetensors
 from gadms.model.interaction import InteractionEncoder, IrraInteractionEncoder
 from gadms.model.text_tower import encode_text, project_tokens
+from gadms.shards import atomic_path
 
 # Largest value a model file may record per field: past these the model would not fit in memory anyway,
 # and building it first (to compare the weights) must not exhaust memory.
@@ -201,7 +202,9 @@ def save_model(model: PersonRetrievalModel, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"gadms_architecture": json.dumps(asdict(model.arch), sort_keys=True)})
+    metadata = {"gadms_architecture": json.dumps(asdict(model.arch), sort_keys=True)}
+    with atomic_path(path) as tmp:  # a reader never finds a half-written model under the final name
+        save_file(state, str(tmp), metadata=metadata)
     return path
 
 

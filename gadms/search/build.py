@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from gadms.data.pipeline import image_transform, open_image
+from gadms.data.pipeline import image_transform
 from gadms.model.backbone import BACKBONES
+from gadms.safe_files import UnsafeFile, decode_image, open_image_file
 from gadms.search.index import (
     EMBEDDINGS_FILE,
     META_FILE,
@@ -241,16 +241,12 @@ def _batches(items: Iterator, size: int) -> Iterator[list]:
 
 def _decode(item: GalleryItem, transform) -> tuple[torch.Tensor | None, str]:
     """``(image tensor, "")``, or ``(None, reason)`` when the image cannot be used."""
-    try:
-        source = item.data if item.data is not None else item.path
-        assert source is not None
-        return transform(open_image(source)), ""
-    except UnidentifiedImageError:
-        return None, "not an image"
-    except Image.DecompressionBombError:
-        return None, "too many pixels"
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data, missing file
-        return None, "missing file" if isinstance(exc, FileNotFoundError) else "corrupt image"
+    try:  # one way in for every file: regular files under the gallery's root, byte and pixel caps (safe_files)
+        if item.data is not None:
+            return transform(decode_image(item.data, item.source)), ""
+        return transform(open_image_file(item.path or item.source, item.root)), ""
+    except UnsafeFile as exc:
+        return None, exc.reason.replace("_", " ")
 
 
 def _count_skipped(report: BuildReport, items: list[GalleryItem], decoded: list[tuple]) -> None:

@@ -54,22 +54,27 @@ def index_command(
     Give exactly one of --images, --benchmark (with --root) and --curated. Indexing again into the same --out
     encodes only images not indexed yet and images whose file changed (size or modification time); an index is
     extended only with the model that built it. Images that cannot be decoded are skipped and counted; indexed
-    images gone from the folder are reported, and removed with --prune.
+    images gone from the folder are reported, and removed with --prune. One build at a time per --out: a second
+    one stops with a line naming the running one (searches meanwhile see the rows committed so far).
     """
+    from gadms.lifetime import guard
+    from gadms.locks import writer_lock
     from gadms.search.build import build_index
     from gadms.search.model import SearchError, load_search_model
 
+    guard("gadms index")  # no child process outlives the command
     with user_errors():
         p = cli_params(params, set_)
         gallery = _gallery(images, benchmark, root, split, curated)
         if prune and gallery.root is None:
             raise SearchError("--prune works with --images or --curated (a benchmark split is not checked)")
-        searcher = load_search_model(
-            model or f"models:/{p.tracking.registered_model}@{p.tracking.champion_alias}", p, device
-        )
-        report = build_index(
-            out, gallery, searcher, batch, workers, approx_threshold, p.seed, progress=not quiet, prune=prune
-        )
+        with writer_lock(out, "gadms index"):  # one build per --out: two would interleave their rows
+            searcher = load_search_model(
+                model or f"models:/{p.tracking.registered_model}@{p.tracking.champion_alias}", p, device
+            )
+            report = build_index(
+                out, gallery, searcher, batch, workers, approx_threshold, p.seed, progress=not quiet, prune=prune
+            )
         typer.echo(
             f"index {out}: {report.count} images, model {searcher.identity.label} (weights "
             f"{searcher.identity.digest[:12]})"
@@ -211,8 +216,10 @@ def serve_command(
     """
     import uvicorn
 
+    from gadms.lifetime import guard
     from gadms.search.web import create_app
 
+    guard("gadms serve")  # no child process outlives the command
     with user_errors():
         p = cli_params(params, set_)
         index, searcher = open_checked(index_dir, model, p, device)

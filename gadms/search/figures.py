@@ -48,7 +48,7 @@ def search_figure(index: SearchIndex, run: SearchRun, title: str = "") -> Figure
     rows = figure.subfigures(len(run.results), 1, squeeze=False)[:, 0]
     for number, (panel, result) in enumerate(zip(rows, run.results)):
         heading = ([title] if title and number == 0 else []) + textwrap.wrap(f'"{result.query}"', 11 * max(k, 4))
-        panel.suptitle("\n".join(heading), fontsize=9)
+        panel.suptitle("\n".join(heading), fontsize=9, parse_math=False)  # a query is text, never $math$
         for hit in result.hits:
             axes = panel.add_subplot(1, k, hit.rank)
             axes.imshow(_pixels(index, hit.row))

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from gadms.config import Params
+from gadms.devices import check_device
 from gadms.model.retrieval import PersonRetrievalModel
 
 _PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
@@ -97,7 +98,7 @@ def resolve_device(device: str) -> str:
     """``auto`` means CUDA when available, else the CPU; other names are returned as they are."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return check_device(device, "--device")
 
 
 def load_search_model(spec: str, params: Params, device: str = "auto", root: Path | None = None) -> SearchModel:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from gadms.safe_files import CHANGED, MAX_FILE_BYTES, MISSING, UnsafeFile, check_stamp, open_regular, read_file
 from gadms.search.model import SearchError
 from gadms.storage import local_path
 
@@ -39,6 +40,7 @@ class GalleryItem:
         shard: the shard path of a shard sample.
         key: the sample key in the shard.
         stamp: ``(size, mtime_ns)`` of the file read (the shard for a shard sample); None when it cannot be read.
+        root: the real path of the folder the file came from; reading it later refuses a real location outside.
     """
 
     source: str
@@ -47,6 +49,7 @@ class GalleryItem:
     shard: str | None = None
     key: str | None = None
     stamp: tuple[int, int] | None = None
+    root: str | None = None
 
     def record(self) -> dict:
         """The line stored in the index's ``sources.jsonl`` (``size`` and ``mtime_ns`` when the stamp is known)."""
@@ -55,6 +58,8 @@ class GalleryItem:
             out |= {"shard": self.shard, "key": self.key}
         if self.stamp is not None:
             out |= {"size": self.stamp[0], "mtime_ns": self.stamp[1]}
+        if self.root is not None:
+            out["root"] = self.root
         return out
 
 
@@ -106,13 +111,13 @@ def folder_gallery(directory: Path) -> Gallery:
         raise SearchError(f"--images {directory}: not a directory")
     resolved = directory.resolve()
     paths = list(_image_files(resolved))
-    return Gallery(_file_items(paths), len(paths), f"folder {directory}", os.path.join(resolved, ""))
+    return Gallery(_file_items(paths, str(resolved)), len(paths), f"folder {directory}", os.path.join(resolved, ""))
 
 
-def _file_items(paths: list[Path]) -> Iterator[GalleryItem]:
-    """Items for image files, stamped as they are streamed."""
+def _file_items(paths: list[Path], root: str) -> Iterator[GalleryItem]:
+    """Items for image files under the real folder ``root``, stamped as they are streamed."""
     for path in paths:
-        yield GalleryItem(str(path), path=path, stamp=file_stamp(path))
+        yield GalleryItem(str(path), path=path, stamp=file_stamp(path), root=root)
 
 
 def _image_files(directory: Path) -> Iterator[Path]:
@@ -135,11 +140,12 @@ def benchmark_gallery(name: str, root: Path, split: str) -> Gallery:
     Returns:
         The gallery of the split's images, in file order.
     """
-    from gadms.data.benchmarks import load_benchmark
+    from gadms.data.benchmarks import benchmark_dir, load_benchmark
 
     data = load_benchmark(name, root, split, check_images=False)
     paths = [Path(p).resolve() for p in data.images]
-    return Gallery(_file_items(paths), len(paths), f"{data.name} {split}")
+    images = str((benchmark_dir(name, root) / "imgs").resolve())
+    return Gallery(_file_items(paths, images), len(paths), f"{data.name} {split}")
 
 
 def curated_gallery(directory: Path) -> Gallery:
@@ -154,51 +160,64 @@ def curated_gallery(directory: Path) -> Gallery:
     from gadms.data.curated import curated_shards
 
     shards = [local_path(s, "a gallery's curated corpus").resolve() for s in curated_shards(directory)]
-    root = os.path.join(local_path(directory, "a gallery's curated corpus").resolve(), "")
-    return Gallery(_shard_items(shards), None, f"curated {directory}", root)
+    real = local_path(directory, "a gallery's curated corpus").resolve()
+    return Gallery(_shard_items(shards, str(real)), None, f"curated {directory}", os.path.join(real, ""))
 
 
-def _shard_items(shards: list[Path]) -> Iterator[GalleryItem]:
-    """The samples of each shard as items named ``SHARD/KEY``."""
+def _shard_items(shards: list[Path], root: str) -> Iterator[GalleryItem]:
+    """The samples of each shard (under the real folder ``root``) as items named ``SHARD/KEY``."""
     from gadms.data.curated import iter_shard
 
     for shard in shards:
         stamp = file_stamp(shard)
         for sample in iter_shard(shard):
-            yield GalleryItem(f"{shard}/{sample.key}", data=sample.image, shard=str(shard), key=sample.key, stamp=stamp)
+            key = sample.key
+            yield GalleryItem(f"{shard}/{key}", data=sample.image, shard=str(shard), key=key, stamp=stamp, root=root)
 
 
 def read_source(record: dict) -> bytes:
-    """The encoded image of an indexed item (for figures and the web page).
+    """The encoded image of an indexed item, only while it is what was indexed (for figures and the web page).
+
+    The file (or shard) is read through :mod:`gadms.safe_files`: a regular file whose real location is under the
+    indexed root (for indexes that recorded none, the folder the source names), and whose size and modification
+    time are still the ones recorded.
 
     Args:
         record: a line of ``sources.jsonl``.
 
     Returns:
-        The image file's bytes.
+        The image's bytes.
 
     Raises:
-        OSError: the file or shard member cannot be read any more.
+        UnsafeFile: the file is gone, changed, not a regular file, outside its root, or was never stamped.
     """
+    stamp = record_stamp(record)
+    path = record.get("shard", record["source"])
+    if stamp is None:
+        raise UnsafeFile(CHANGED, f"{path}: indexed without a size and time, so it cannot be checked")
+    root = record.get("root") or os.path.dirname(path)
     if "shard" not in record:
-        return Path(record["source"]).read_bytes()
-    offset, size = _shard_members(record["shard"]).get(record["key"], (None, 0))
-    if offset is None:
-        raise OSError(f"{record['shard']}: no image for key {record['key']}")
-    with open(record["shard"], "rb") as handle:
+        return read_file(path, root, stamp=stamp)
+    offset, size = _shard_members(path, root, stamp).get(record["key"], (None, 0))
+    if offset is None or size > MAX_FILE_BYTES:
+        raise UnsafeFile(MISSING, f"{path}: no image for key {record['key']}")
+    with open_regular(path, root) as handle:
+        check_stamp(path, os.fstat(handle.fileno()), stamp)
         handle.seek(offset)
         return handle.read(size)
 
 
 @lru_cache(maxsize=64)
-def _shard_members(shard: str) -> dict[str, tuple[int, int]]:
-    """Key -> (data offset, size) of each sample's jpg in a shard, read once per shard."""
+def _shard_members(shard: str, root: str, stamp: tuple[int, int]) -> dict[str, tuple[int, int]]:
+    """Key -> (data offset, size) of each sample's jpg in a shard, read once per shard and stamp."""
     from gadms.data.curated import IMAGE_EXTENSIONS, split_member_name
 
     out: dict[str, tuple[int, int]] = {}
-    with tarfile.open(shard, mode="r") as tar:
-        for member in tar:
-            key, extension = split_member_name(member.name)
-            if member.isfile() and extension in IMAGE_EXTENSIONS and key not in out:
-                out[key] = (member.offset_data, member.size)
+    with open_regular(shard, root) as handle:
+        check_stamp(shard, os.fstat(handle.fileno()), stamp)
+        with tarfile.open(fileobj=handle, mode="r") as tar:
+            for member in tar:
+                key, extension = split_member_name(member.name)
+                if member.isfile() and extension in IMAGE_EXTENSIONS and key not in out:
+                    out[key] = (member.offset_data, member.size)
     return out

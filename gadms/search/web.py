@@ -11,14 +11,18 @@ says which index, model and method are served. Errors answer
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import mimetypes
+import tarfile
 import threading
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from gadms.safe_files import UnsafeFile
 from gadms.search.index import SearchIndex
 from gadms.search.model import SearchError, SearchModel
 from gadms.search.query import run_queries
@@ -46,17 +50,22 @@ PAGE = """<!doctype html>
  <button type="submit">Search</button></form>
 <div id="status"></div>
 <div id="results"></div>
-<script>
-document.getElementById("form").addEventListener("submit", async (event) => {{
+<script>{script}</script>
+</body></html>
+"""
+
+# The page's only script. Results go into the page with textContent and attributes, never parsed as HTML.
+SCRIPT = """
+document.getElementById("form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const q = document.getElementById("q").value, k = document.getElementById("k").value;
   const status = document.getElementById("status"), results = document.getElementById("results");
   status.textContent = "searching...";
-  const response = await fetch("/api/search?" + new URLSearchParams({{q: q, k: k}}));
-  const body = await response.json().catch(() => ({{detail: response.status + " " + response.statusText}}));
-  if (!response.ok) {{ status.textContent = "error: " + body.detail; results.replaceChildren(); return; }}
+  const response = await fetch("/api/search?" + new URLSearchParams({q: q, k: k}));
+  const body = await response.json().catch(() => ({detail: response.status + " " + response.statusText}));
+  if (!response.ok) { status.textContent = "error: " + body.detail; results.replaceChildren(); return; }
   status.textContent = body.results.length + " results for \\u201c" + body.query + "\\u201d";
-  results.replaceChildren(...body.results.map((r) => {{
+  results.replaceChildren(...body.results.map((r) => {
     const figure = document.createElement("figure");
     const img = document.createElement("img");
     img.src = "/image/" + r.row; img.alt = r.source; img.title = r.source; img.className = "result";
@@ -64,11 +73,16 @@ document.getElementById("form").addEventListener("submit", async (event) => {{
     caption.textContent = "#" + r.rank + "  " + r.score.toFixed(3);
     figure.append(img, caption);
     return figure;
-  }}));
-}});
-</script>
-</body></html>
+  }));
+});
 """
+# Only that script may run (allowed by its hash): were a caption or path ever parsed as HTML, a script or
+# event handler in it would still be refused by the browser.
+CONTENT_SECURITY_POLICY = (
+    f"default-src 'none'; script-src 'sha256-{base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()}'; "
+    "style-src 'unsafe-inline'; img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
 
 
 def create_app(index: SearchIndex, searcher: SearchModel, top_k: int = 10) -> FastAPI:
@@ -90,8 +104,10 @@ def create_app(index: SearchIndex, searcher: SearchModel, top_k: int = 10) -> Fa
     described = f"{method} search" + (f" (recall@10 {recall:.3f})" if recall is not None else "")
 
     @app.get("/", response_class=HTMLResponse)
-    def page() -> str:
-        return PAGE.format(model=html.escape(label), count=len(index), method=described, k=top_k, max_k=MAX_K)
+    def page() -> HTMLResponse:
+        shown = {"model": html.escape(label), "count": len(index), "method": html.escape(described)}
+        text = PAGE.format(**shown, k=top_k, max_k=MAX_K, script=SCRIPT)
+        return HTMLResponse(text, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
 
     @app.get("/api/info")
     def info() -> dict:
@@ -110,20 +126,25 @@ def create_app(index: SearchIndex, searcher: SearchModel, top_k: int = 10) -> Fa
             item["row"] = hit.row
         return body
 
-    @app.get("/image/{row}")
-    def image(row: int) -> Response:
-        if not 0 <= row < len(index):
-            raise HTTPException(status_code=404, detail=f"no row {row} (the index has {len(index)})")
-        record = index.records[row]
-        try:
-            data = read_source(record)
-        except OSError:
-            raise HTTPException(status_code=410, detail=f"{record['source']}: no longer readable") from None
-        name = "sample.jpg" if "shard" in record else record["source"]  # curated shards hold JPEG crops
-        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        return Response(data, media_type=kind)
+    @app.get("/image/{row:path}")
+    def image(row: str) -> Response:
+        return _indexed_image(index, row)
 
     return app
+
+
+def _indexed_image(index: SearchIndex, row: str) -> Response:
+    """The image of an index row, only while it is what was indexed (see ``read_source``); anything else is 404."""
+    if not row.isascii() or not row.isdigit() or not 0 <= int(row) < len(index):
+        raise HTTPException(status_code=404, detail=f"no row {row[:40]!r} (the index has {len(index)})")
+    record = index.records[int(row)]
+    try:
+        data = read_source(record)
+    except (OSError, tarfile.TarError, UnsafeFile):
+        raise HTTPException(status_code=404, detail=f"row {row}: no longer the image that was indexed") from None
+    name = "sample.jpg" if "shard" in record else record["source"]  # curated shards hold JPEG crops
+    kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return Response(data, media_type=kind)
 
 
 def _method(index: SearchIndex) -> tuple[str, float | None]:

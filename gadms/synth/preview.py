@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 import textwrap
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+
+from gadms.safe_files import decode_image, open_image_file, open_regular
 
 _DECISION_COLORS = {"keep": (40, 220, 60)}
 _REJECT_COLOR = (235, 50, 50)
@@ -36,7 +37,7 @@ def web_preview(shard_dir: Path, path: Path, count: int = 6, columns: int = 3) -
     """
     samples: dict[str, dict[str, bytes]] = {}
     for shard in sorted(Path(shard_dir).glob("*.tar")):
-        with tarfile.open(shard) as tar:
+        with open_regular(shard, shard_dir) as handle, tarfile.open(fileobj=handle) as tar:  # one way in
             for member in tar.getmembers():
                 key, _, ext = member.name.partition(".")
                 data = tar.extractfile(member)
@@ -50,7 +51,7 @@ def web_preview(shard_dir: Path, path: Path, count: int = 6, columns: int = 3) -
     tiles = []
     font = _font(14)
     for key in keys:
-        image = Image.open(io.BytesIO(samples[key]["jpg"])).convert("RGB")
+        image = decode_image(samples[key]["jpg"], f"{shard_dir}: sample {key}")
         meta = json.loads(samples[key]["json"])
         draw = ImageDraw.Draw(image)
         for person in meta["synthetic"]["people"]:
@@ -89,7 +90,7 @@ def benchmark_preview(root: Path, path: Path, count: int = 8) -> Path:
     draw = ImageDraw.Draw(canvas)
     for k, i in enumerate(picks):
         record = records[i]
-        image = Image.open(root / "imgs" / record["file_path"]).convert("RGB")
+        image = open_image_file(root / "imgs" / record["file_path"], root)
         image.thumbnail((tile_w - 10, img_h - 10))
         canvas.paste(image, (k * tile_w + (tile_w - image.width) // 2, 5))
         y = img_h

@@ -6,7 +6,6 @@ state), so figures can be made from any thread and need no closing.
 
 from __future__ import annotations
 
-import io
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +14,8 @@ from typing import Union
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image
+
+from gadms.safe_files import decode_image, open_image_file
 
 GalleryImage = Union[str, Path, bytes, np.ndarray]
 CORRECT_COLOUR = "#1a9641"  # green: same identity as the query
@@ -34,9 +34,10 @@ def as_array(image: GalleryImage) -> np.ndarray:
     """
     if isinstance(image, np.ndarray):
         return image
-    source = io.BytesIO(image) if isinstance(image, bytes) else Path(image)
-    with Image.open(source) as opened:
-        return np.asarray(opened.convert("RGB"))
+    # One way in for every file (gadms.safe_files): regular files only, byte and pixel caps, bomb checks.
+    opened = decode_image(image, "image") if isinstance(image, bytes) else open_image_file(Path(image))
+    with opened:
+        return np.asarray(opened)
 
 
 def _frame(axes, colour: str) -> None:
@@ -73,7 +74,7 @@ def retrieval_examples_figure(
     heading_in = 0.2 + 0.17 * len(lines)  # inches of text above the images
     figure = Figure(figsize=(1.25 * max(k, 4), 3.0 + heading_in))
     FigureCanvasAgg(figure)
-    figure.suptitle("\n".join(lines), fontsize=9)
+    figure.suptitle("\n".join(lines), fontsize=9, parse_math=False)  # a caption is text, never $math$
     for rank, (image, hit) in enumerate(zip(ranked_images, correct), start=1):
         axes = figure.add_subplot(1, k, rank)
         axes.imshow(as_array(image))

@@ -47,6 +47,7 @@ from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema, TensorSpec
 
+from gadms.devices import check_device
 from gadms.model.backbone import BACKBONES
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, save_model
 
@@ -96,7 +97,8 @@ class RetrievalPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
         from gadms.model.retrieval import load_model
 
         device = str((context.model_config or {}).get("device", "auto"))
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        auto = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = auto if device == "auto" else check_device(device, 'model_config["device"]')
         self.model = load_model(Path(context.artifacts[WEIGHTS_ARTIFACT])).to(self.device).eval()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:

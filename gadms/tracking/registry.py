@@ -12,12 +12,14 @@ the decision (``promoted``, ``promotion_reason``) for the UI.
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from gadms.config import Params
+from gadms.locks import writer_lock
 from gadms.tracking.redact import Redactor
-from gadms.tracking.store import using_store
+from gadms.tracking.store import sqlite_path, using_store
 
 BENCHMARK_TAG = "benchmark"
 R1_TAG = "R1"
@@ -163,6 +165,11 @@ def register_and_maybe_promote(
 ) -> PromotionResult:
     """Register the run's model as a new version and move the champion alias to it if it is better.
 
+    Registering is idempotent: the same run measured the same way (benchmark and R1) is one version, however
+    often or from however many processes it is registered (a retried task, two pipelines). On a local store
+    the steps run under a lock next to the database; on a tracking server a twin registered meanwhile is
+    deleted in favour of the first version.
+
     Args:
         run_id: the run that logged the model.
         model_artifact_path: the logged model's name in that run (e.g. ``model``).
@@ -172,32 +179,101 @@ def register_and_maybe_promote(
         root: directory a relative ``paths.mlruns_dir`` is resolved against.
 
     Returns:
-        The new version and the promotion decision.
+        The version (new, or the one registered before for this run and measurement) and the promotion decision.
 
     Raises:
         ValueError: ``r1`` is not a number in [0, 100].
     """
-    import mlflow
     from mlflow import MlflowClient
 
     if not (isinstance(r1, (int, float)) and 0.0 <= r1 <= 100.0):
         raise ValueError(f"r1 must be a percentage in [0, 100], got {r1!r}")
-    name, alias = params.tracking.registered_model, params.tracking.champion_alias
+    name = params.tracking.registered_model
     redactor = Redactor.from_params(params)
     redactor.refuse_in_name(name, "tracking.registered_model")
-    redactor.refuse_in_name(alias, "tracking.champion_alias")
-    with using_store(params, root) as uri:
+    redactor.refuse_in_name(params.tracking.champion_alias, "tracking.champion_alias")
+    with using_store(params, root) as uri, registry_lock(uri):
         client = MlflowClient(uri)
-        registered = mlflow.register_model(logged_model_uri(client, run_id, model_artifact_path), name)
+        key = {BENCHMARK_TAG: benchmark, R1_TAG: f"{float(r1):.4f}"}
+        version = _registered_before(client, name, run_id, key)
+        if version is None:
+            version = _register(client, name, run_id, model_artifact_path, key)
+        recorded = _recorded_result(client, name, version)
+        if recorded is not None:
+            return recorded
+        return _decide(client, params, version, run_id, benchmark, float(r1))
+
+
+REGISTRY_LOCK = ".registry.lock"
+
+
+def registry_lock(uri: str) -> AbstractContextManager:
+    """The lock serialising registrations in a local SQLite store (a file next to the database); none for a
+    server, where :func:`_register` removes twins instead.
+    """
+    database = sqlite_path(uri)
+    if database is None:
+        return nullcontext()
+    folder = database.absolute().parent
+    return writer_lock(folder, "registration", "try again later", wait=120.0, lock_file=folder / REGISTRY_LOCK)
+
+
+def _registered_before(client, name: str, run_id: str, key: dict[str, str]) -> int | None:
+    """The first version of ``name`` registered from ``run_id`` with the same measurement (``key`` tags)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except MlflowException:  # no such registered model yet
+        return None
+    same = [int(v.version) for v in versions if all(v.tags.get(k) == value for k, value in key.items())]
+    return min(same, default=None)
+
+
+def _register(client, name: str, run_id: str, model_artifact_path: str, key: dict[str, str]) -> int:
+    """Register a new version carrying its measurement; a twin registered meanwhile by another process wins when
+    it is older (this one is deleted).
+    """
+    import mlflow
+
+    registered = mlflow.register_model(logged_model_uri(client, run_id, model_artifact_path), name, tags=key)
     version = int(registered.version)
-    client.set_model_version_tag(name, str(version), BENCHMARK_TAG, benchmark)
-    client.set_model_version_tag(name, str(version), R1_TAG, f"{float(r1):.4f}")
+    first = _registered_before(client, name, run_id, key)
+    if first is not None and first < version:
+        client.delete_model_version(name, str(version))
+        return first
+    return version
+
+
+def _recorded_result(client, name: str, version: int) -> PromotionResult | None:
+    """The decision already taken for ``version`` (by an earlier registration of the same run), else None."""
+    tags = client.get_model_version(name, str(version)).tags
+    if "promotion_reason" not in tags:
+        return None
+    previous = tags.get(PREVIOUS_TAG) or ""
+    return PromotionResult(
+        version,
+        tags.get("promoted") == "true",
+        int(previous) if previous.isdigit() else None,
+        _as_float(tags.get(PREVIOUS_R1_TAG)),
+        tags["promotion_reason"],
+    )
+
+
+PREVIOUS_TAG = "previous_champion"
+PREVIOUS_R1_TAG = "previous_champion_R1"
+
+
+def _decide(client, params: Params, version: int, run_id: str, benchmark: str, r1: float) -> PromotionResult:
+    """Compare ``version`` with the champion, move the alias if it is better, record the decision on the version."""
+    name, alias = params.tracking.registered_model, params.tracking.champion_alias
     champion = current_champion(client, name, alias)
-    promoted, reason = promotion_decision(benchmark, float(r1), champion)
+    promoted, reason = promotion_decision(benchmark, r1, champion)
     if promoted:
         client.set_registered_model_alias(name, alias, str(version))
-    client.set_model_version_tag(name, str(version), "promoted", str(promoted).lower())
-    client.set_model_version_tag(name, str(version), "promotion_reason", reason)
+    previous = {PREVIOUS_TAG: str(champion.version), PREVIOUS_R1_TAG: str(champion.r1)} if champion else {}
+    for tag, value in {**previous, "promoted": str(promoted).lower(), "promotion_reason": reason}.items():
+        client.set_model_version_tag(name, str(version), tag, value)
     client.update_model_version(
         name, str(version), description=version_description(client, run_id, benchmark, r1, reason)
     )

@@ -10,11 +10,12 @@ it whenever a person wants to look.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -94,7 +95,9 @@ def using_store(params: Params, root: Path | None = None) -> Iterator[str]:
     environment, which would then win over every later params.yaml; so the
     previous URI and environment are restored on exit. The local store's
     directory is created when needed. The setting is process-wide: concurrent
-    threads must use the same store.
+    threads must use the same store. A damaged or locked SQLite store, here or
+    while the block uses it, raises :class:`StoreError` (one line) instead of
+    MLflow's and SQLAlchemy's errors.
 
     Args:
         params: the run's parameters.
@@ -109,12 +112,99 @@ def using_store(params: Params, root: Path | None = None) -> Iterator[str]:
     database = sqlite_path(uri)
     if database is not None:
         database.absolute().parent.mkdir(parents=True, exist_ok=True)
+        check_database(database.absolute())
     saved = os.environ.get(ENV_URI)
     mlflow.set_tracking_uri(uri)
+    logging.getLogger("mlflow.store.db.utils").addFilter(_without_database_tracebacks)  # once: addFilter dedupes
     try:
         yield uri
+    except Exception as exc:
+        cause = _database_failure(exc)
+        if cause is None:
+            raise
+        _forget_open_stores()
+        raise StoreError(_store_message(database or Path(uri), cause)) from None
     finally:
         mlflow.set_tracking_uri(saved)  # type: ignore[arg-type]  # None unsets both MLflow's URI and the variable
+
+
+class StoreError(ValueError):
+    """The MLflow store cannot be used (damaged, locked by another process, gone); the message is one line."""
+
+
+STORE_WAIT_SECONDS = 10.0  # how long a store locked by another process is waited for
+
+
+def check_database(database: Path) -> None:
+    """Refuse a SQLite store that is not a database or stays locked by another process for ``STORE_WAIT_SECONDS``.
+
+    A missing file is fine: MLflow creates a new store.
+
+    Raises:
+        StoreError: one line naming the file, what is wrong and what to do.
+    """
+    import sqlite3
+
+    if not database.exists():
+        return
+    try:
+        with closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=STORE_WAIT_SECONDS)) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        raise StoreError(_store_message(database, exc)) from None
+
+
+def _without_database_tracebacks(record: logging.LogRecord) -> bool:
+    """Drop MLflow's logged tracebacks of database errors: they are raised, and reported as one line."""
+    return record.levelno < logging.ERROR
+
+
+def _forget_open_stores() -> None:
+    """Drop MLflow's cached stores and database engines, so the next use in this process opens the store afresh
+    (e.g. a new database after the old one was deleted). These caches are private to MLflow: any that is gone
+    is skipped.
+    """
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+    from mlflow.tracking._model_registry.registry import ModelRegistryStoreRegistry
+    from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+    for registry in (TrackingStoreRegistry, ModelRegistryStoreRegistry):
+        getattr(getattr(registry, "_get_store_with_resolved_uri", None), "cache_clear", lambda: None)()
+    for store in (TrackingStore, RegistryStore):
+        engines = getattr(store, "_engine_map", None)
+        for engine in list(engines.values()) if isinstance(engines, dict) else []:
+            engine.dispose()
+        if isinstance(engines, dict):
+            engines.clear()
+
+
+def _database_failure(exc: BaseException) -> BaseException | None:
+    """The database error behind ``exc`` (SQLite's or SQLAlchemy's, possibly wrapped by MLflow), else None."""
+    import sqlite3
+
+    from sqlalchemy.exc import DBAPIError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (sqlite3.Error, DBAPIError)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _store_message(database: Path, exc: BaseException) -> str:
+    """One line saying what is wrong with the store and what to do."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    detail = text[0] if text else type(exc).__name__
+    if "locked" in detail:
+        return (
+            f"MLflow store {database} is locked by another process (waited {STORE_WAIT_SECONDS:.0f}s); "
+            "try again when it is done"
+        )
+    if "no such table" in detail or "unable to open" in detail or "readonly" in detail:
+        return f"MLflow store {database}: {detail}; it was removed or changed while in use, run the command again"
+    return f"MLflow store {database} is damaged ({detail}); move it away (a new one is made) or restore a backup"
 
 
 # MLflow 3 opens an experiment in its GenAI view unless told it holds classic model training runs.

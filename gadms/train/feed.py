@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from gadms.data.pipeline import EpochSampler, IdentitySampler, PairDataset
 from gadms.data.streaming import StreamingPairs, tally_from_dict
+from gadms.lifetime import loader_worker_init
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class MemoryFeed:
             drop_last=self.drop_last,
             pin_memory=self.pin,
             multiprocessing_context=worker_context(self.workers),
+            worker_init_fn=loader_worker_init,  # a worker ends with the process that started it, even on SIGKILL
             generator=torch.Generator().manual_seed(self.seed * 7919 + epoch),
         )
         yield from loader
@@ -150,6 +152,7 @@ class StreamFeed:
             num_workers=self.workers,
             pin_memory=self.pin,
             multiprocessing_context=worker_context(self.workers),
+            worker_init_fn=loader_worker_init,  # a worker ends with the process that started it, even on SIGKILL
             generator=torch.Generator().manual_seed(self.seed * 7919 + epoch),
             **extra,
         )

@@ -15,11 +15,12 @@ one whose weights are so large (past :data:`LARGEST_WEIGHT`) that using them ove
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -42,6 +43,9 @@ from gadms.train.feed import MemoryFeed, StreamFeed
 CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.safetensors"
 LARGEST_WEIGHT = 1e19  # about sqrt of float32's largest value: a weight past it overflows when squared
+SHOWN_CHANGES = 4  # settings named in a refused --resume; more are counted
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingDiverged(ValueError):
@@ -110,6 +114,51 @@ class _StepModule(nn.Module):
         return out.total, out.losses, out.scores
 
 
+def check_resume_settings(recorded: object, current: dict[str, Any], path: Path) -> None:
+    """Refuse to resume a run whose result-shaping settings changed since ``path`` was written.
+
+    Only keys both records hold are compared, so a setting added by a newer gadms does not block a resume.
+
+    Args:
+        recorded: the checkpoint's ``settings`` entry (absent in checkpoints of older versions: a warning).
+        current: this run's record.
+        path: the checkpoint, named in the message.
+
+    Raises:
+        ValueError: one line naming every changed key with its old and new value.
+        ModelFileError: the entry is not a mapping.
+    """
+    if recorded is None:
+        logger.warning("warning: --resume: %s records no settings (an older gadms wrote it); not compared", path)
+        return
+    if not isinstance(recorded, dict):
+        raise ModelFileError(f"{path}: checkpoint entry 'settings' must be a dict, got a {type(recorded).__name__}")
+    changed = [k for k in current if k in recorded and not _same(recorded[k], current[k])]
+    if changed:
+        shown = changed[:SHOWN_CHANGES]
+        more = f" (and {len(changed) - len(shown)} more)" if len(changed) > len(shown) else ""
+        was = ", ".join(f"{k}={_value(recorded[k])}" for k in shown)
+        now = ", ".join(_value(current[k]) for k in shown)
+        raise ValueError(
+            f"--resume: {path} was written with {was}{more}; now {now}. "
+            "Resume with the same settings, or start a fresh --out."
+        )
+
+
+def _same(old: object, new: object) -> bool:
+    """Whether a recorded setting equals this run's (anything odd a damaged file holds counts as changed)."""
+    try:
+        return type(old) is type(new) and bool(old == new)
+    except Exception:  # noqa: BLE001 - a tensor or other object compares in its own way
+        return False
+
+
+def _value(value: object) -> str:
+    """A setting as params.yaml would show it, at most 40 characters."""
+    text = value if isinstance(value, str) else json.dumps(value, default=repr)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 class _Stopped(Exception):
     """Raised inside the loop when ``stop_after_steps`` is reached (a simulated kill after a checkpoint)."""
 
@@ -127,6 +176,8 @@ class Trainer:
         device: ``auto``, ``cpu``, ``cuda``, ...
         progress: show a progress bar (main process only).
         on_epoch: called with each :class:`EpochLog` on the main process (e.g. MLflow logging).
+        record: the result-shaping settings by params key (:func:`gadms.train.runs.resume_settings`), kept in
+            the checkpoint with the number of pairs trained on; ``--resume`` refuses a change of any of them.
     """
 
     def __init__(
@@ -140,8 +191,11 @@ class Trainer:
         device: str = "auto",
         progress: bool = True,
         on_epoch: Callable[[EpochLog], None] | None = None,
+        record: dict[str, Any] | None = None,
     ):
         self.model, self.dataset, self.settings = model, dataset, settings
+        pairs = dataset.total_pairs if isinstance(dataset, StreamingPairs) else len(dataset)
+        self.record = {**(record or {}), "data.pairs": pairs}
         self.out_dir = Path(out_dir)
         self.dist = distributed.init_distributed(device)
         self.step = TrainingStep(
@@ -224,6 +278,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "architecture": json.dumps(asdict(self.model.arch), sort_keys=True),
+            "settings": self.record,  # what --resume must find unchanged
         }
 
     def save_checkpoint(self, epoch: int, batch: int | None = None, partial: dict | None = None) -> Path:
@@ -288,6 +343,7 @@ class Trainer:
             raise ValueError(
                 f"{path}: checkpoint was made for another architecture; use a new --out or matching params"
             )
+        check_resume_settings(state.get("settings"), self.record, path)
         mine = self._my_rank_state(state, path)
         self._restore(state, mine, path)
         if state.get("batch") is None:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from gadms.config import LossConfig, Params
+from gadms.config import LossConfig, Params, flatten
 from gadms.data.benchmarks import BENCHMARKS, load_benchmark
 from gadms.data.pipeline import Pair, PairDataset, image_transform, with_partners
 from gadms.data.shardplan import curated_index, webperson_index
@@ -28,6 +28,57 @@ from gadms.storage import local_path, location
 from gadms.train.loop import CHECKPOINT, FINAL_MODEL, EpochLog, RunSettings, Trainer
 
 CORPUS_FORMATS = ("curated", "webperson", *BENCHMARKS)
+# what --resume may change: how long a run trains (the schedule stretches to the new length: "train longer"),
+# where and how fast it runs; every other key of these sections shapes the result and must stay as recorded
+RESUMABLE = (
+    "train.epochs",
+    "finetune.epochs",
+    "train.num_workers",
+    "train.gpus",
+    "train.checkpoint_every_steps",
+    "train.stream.prefetch",
+    "model.pretrained",  # a resumed run takes its weights from the checkpoint
+)
+_UNUSED_BY_FINETUNE = (
+    "train.batch_size",
+    "train.optimizer.lr",
+    "train.warmup_epochs",
+    "train.identity",
+    "train.stream.",
+)
+
+
+def resume_settings(params: Params, mode: str) -> dict[str, Any]:
+    """The result-shaping settings a checkpoint records, by params key; ``--resume`` refuses a change of any.
+
+    Args:
+        params: the run's parameters.
+        mode: ``pretrain`` or ``finetune`` (fine-tuning also reads ``finetune.*``, not train's batch or lr).
+
+    Returns:
+        ``{"train.batch_size": 32, "train.optimizer.lr": 0.0005, ...}``: seed, model, loss, augmentation and
+        training settings, less :data:`RESUMABLE`.
+    """
+    sections = ("seed", "model", "loss", "augment", "train") + (("finetune",) if mode == "finetune" else ())
+    unused = _UNUSED_BY_FINETUNE if mode == "finetune" else ()
+    return {
+        key: value
+        for key, value in flatten(params).items()
+        if key.split(".")[0] in sections and key not in RESUMABLE and not key.startswith(unused)
+    }
+
+
+def require_batch_fits(pairs: int, batch: int, key: str, data: str) -> None:
+    """Refuse a batch larger than the data: no full batch would form, so nothing would train.
+
+    Raises:
+        ValueError: one line naming the key, the batch size and the number of pairs.
+    """
+    if batch > pairs:
+        raise ValueError(
+            f"{key} {batch} is larger than the data: {data} holds {pairs} caption-image pairs; "
+            f"set {key} to at most {pairs}"
+        )
 
 
 def corpus_pairs(fmt: str, root: Path) -> list[Pair]:
@@ -147,7 +198,10 @@ def pretrain_dataset(params: Params, fmt: str, root: Path | str) -> PairDataset 
     """
     if fmt not in ("curated", "webperson"):
         local = local_path(location(root), f"a {fmt} corpus")
-        return _dataset(params, pretrain_pairs(params, corpus_pairs(fmt, local)), params.model.context_length)
+        pairs = pretrain_pairs(params, corpus_pairs(fmt, local))
+        if params.train.grad_accumulation > 1:  # one short batch trains only without accumulation
+            require_batch_fits(len(pairs), params.train.batch_size, "train.batch_size", f"the {fmt} train split")
+        return _dataset(params, pairs, params.model.context_length)
     shards = curated_index(root) if fmt == "curated" else webperson_index(root)
     m = params.model
     transform = image_transform(m.image_height, m.image_width, params.augment)
@@ -207,8 +261,9 @@ def run_pretrain(
     if params.model.pretrained and not (resume and (Path(out) / CHECKPOINT).is_file()):
         model.load_clip_weights(params.model.pretrained)
     dataset = pretrain_dataset(params, fmt, data)
+    record = resume_settings(params, "pretrain")
     trainer = Trainer(
-        model, dataset, pretrain_settings(params), params.model, params.loss, out, device, progress, on_epoch
+        model, dataset, pretrain_settings(params), params.model, params.loss, out, device, progress, on_epoch, record
     )
     return model, trainer.fit(resume=resume)
 
@@ -227,6 +282,7 @@ def run_finetune(
     """IRRA-style fine-tuning on a benchmark's train split, from ``init`` (a pre-trained model) or CLIP weights."""
     pairs, num_ids = benchmark_pairs(benchmark, Path(root))
     f = params.finetune
+    require_batch_fits(len(pairs), f.batch_size, "finetune.batch_size", f"the {benchmark} train split")
     arch = Architecture.from_config(params.model, num_identities=num_ids if f.id_loss else 0)
     model = seeded_model(arch, params.seed)
     if init is not None:
@@ -247,5 +303,6 @@ def run_finetune(
         model.load_clip_weights(params.model.pretrained)
     dataset = _dataset(params, pairs, arch.context_length)
     settings, loss = finetune_settings(params), finetune_loss(params)
-    trainer = Trainer(model, dataset, settings, params.model, loss, out, device, progress, on_epoch)
+    record = resume_settings(params, "finetune")
+    trainer = Trainer(model, dataset, settings, params.model, loss, out, device, progress, on_epoch, record)
     return model, trainer.fit(resume=resume)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from gadms.data.curated import IMAGE_EXTENSIONS, curated_shards, split_member_name
 from gadms.data.problems import DataError
+from gadms.safe_files import UnsafeFile, open_regular
 from gadms.storage import local_path
 from gadms.validation.results import GateError
 
@@ -101,7 +102,7 @@ def corpus_fingerprint(data_dir: Path) -> str:
     """
     digest = hashlib.sha256()
     for shard in shard_paths(data_dir):
-        with open(shard, "rb") as handle:
+        with open_regular(shard) as handle:  # regular files only (gadms.safe_files)
             reader = _HashingReader(handle, digest)
             _hash_name(digest, shard)
             reader.drain()
@@ -202,12 +203,12 @@ class CorpusReader:
 def _shard_samples(shard: Path, digest: Any) -> Generator[RawSample, None, None]:
     """The samples of one shard, in member order, hashing the shard's bytes on the way."""
     try:
-        with open(shard, "rb") as handle:
+        with open_regular(shard) as handle:  # regular files only (gadms.safe_files)
             reader = _HashingReader(handle, digest)
             _hash_name(digest, shard)
             yield from _tar_samples(shard.name, reader)
             reader.drain()
-    except (tarfile.TarError, OSError, EOFError) as err:
+    except (tarfile.TarError, OSError, EOFError, UnsafeFile) as err:
         raise GateError(f"quality gate: {shard}: not a readable tar ({err})") from None
 
 

@@ -17,6 +17,7 @@ imports it only when it runs.
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any, Callable
 
@@ -312,4 +313,15 @@ def _describer(frame: pd.DataFrame, check: str) -> Callable[[int], str]:
 
 def _combined(tally: CheckTally, config: Any) -> ExpectationValidationResult:
     """One expectation's result over the whole corpus, for Data Docs."""
-    return ExpectationValidationResult(success=tally.passed, expectation_config=config, result=tally.gx_result())
+    result = _escaped_values(tally.gx_result())
+    return ExpectationValidationResult(success=tally.passed, expectation_config=config, result=result)
+
+
+def _escaped_values(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with its failing text values HTML-escaped: Data Docs put them into the page as markup."""
+    values = [html.escape(v) if isinstance(v, str) else v for v in result["partial_unexpected_list"]]
+    counts = [
+        c | {"value": html.escape(c["value"])} if isinstance(c.get("value"), str) else c
+        for c in result["partial_unexpected_counts"]
+    ]
+    return result | {"partial_unexpected_list": values, "partial_unexpected_counts": counts}

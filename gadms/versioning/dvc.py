@@ -11,6 +11,7 @@ remote. Only DVC 3 hashes (``hash: md5``) are handled.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -127,14 +128,23 @@ def pull(root: Path, data_dir: Path, remote: str | None = None) -> DataVersion:
         remote: remote name; None for the default remote.
 
     Returns:
-        The version now in ``data_dir``.
+        The version now in ``data_dir``, every file checked against its recorded md5 (:func:`verify_workspace`).
     """
     root, rel = _corpus_path(root, data_dir)
     dvc_file = _dvc_file(root, rel)
     if not dvc_file.is_file():
         raise VersioningError(f"pull: {dvc_file} not found; nothing is tracked for {root / rel}")
-    _dvc(root, "pull", *_remote_option(remote), _relative(root, dvc_file))
-    return _recorded_version(root, rel)
+    version = _recorded_version(root, rel)
+    objects = _object_dir(root)
+    try:
+        _dvc(root, "pull", *_remote_option(remote), _relative(root, dvc_file))
+    except VersioningError:
+        bad = _first_bad_remote_file(root, root / rel, remote, version.md5)
+        if bad is None:
+            raise
+        raise VersioningError(f"{bad}; nothing was pulled") from None
+    verify_workspace(root, rel, objects, version.md5)
+    return version
 
 
 def checkout_hash(root: Path, data_dir: Path, md5: str, remote: str | None = None, force: bool = False) -> DataVersion:
@@ -142,7 +152,8 @@ def checkout_hash(root: Path, data_dir: Path, md5: str, remote: str | None = Non
 
     The data comes from the local cache, or from the remote when it is not cached.
     Afterwards ``data_dir`` holds exactly that version's files, byte for byte: files of
-    other versions are removed. On any failure the ``.dvc`` file is left as it was.
+    other versions are removed, and every file is checked against its recorded md5
+    (:func:`verify_workspace`). On any failure the ``.dvc`` file is left as it was.
 
     Args:
         root: the DVC repository root.
@@ -166,6 +177,7 @@ def checkout_hash(root: Path, data_dir: Path, md5: str, remote: str | None = Non
         if manifest is None:
             manifest = _fetch_manifest(root, objects, dvc_file, md5, remote)
         _dvc(root, "checkout", *(["--force"] if force else []), _relative(root, dvc_file))
+        manifest = verify_workspace(root, rel, objects, md5)
     except BaseException:
         _restore(dvc_file, previous)
         raise
@@ -404,6 +416,29 @@ def _cached_manifest(objects: Path, md5: str) -> list[dict[str, str]] | None:
     return manifest
 
 
+def _first_bad_remote_file(root: Path, folder: Path, remote: str | None, md5: str) -> str | None:
+    """For a remote that is a local folder: ``"FILE: why"`` for the first file of version ``md5`` (checked out
+    into ``folder``) whose object there is missing or has other bytes; None when all are good or the remote is
+    not a folder.
+    """
+    location = _remote_location(root, remote)
+    if location is None or _URL.match(location[1]):
+        return None
+    objects = Path(location[1]) / "files" / "md5"
+    listing = objects / md5[:2] / f"{md5[2:]}.dir"
+    if not listing.is_file() or file_md5(listing) != md5:
+        return f"{listing}: the file list of version {md5} in remote '{location[0]}' is missing or corrupt"
+    for entry in _manifest(listing):
+        stored = objects / entry["md5"][:2] / entry["md5"][2:]
+        actual = file_md5(stored) if stored.is_file() else "missing"
+        if actual != entry["md5"]:
+            return (
+                f"{folder / entry['relpath']}: its object {stored} in remote '{location[0]}' has md5 {actual}, "
+                f"not {entry['md5']}"
+            )
+    return None
+
+
 def _all_cached(objects: Path, manifest: Sequence[Any]) -> bool:
     for entry in manifest:
         if (
@@ -428,3 +463,77 @@ def _fetch_manifest(root: Path, objects: Path, dvc_file: Path, md5: str, remote:
     if manifest is None:
         raise VersioningError(f"no corpus with DVC hash {md5} in the cache or in remote '{name}' ({url})")
     return manifest
+
+
+# --- verifying what was checked out --------------------------------------------------------------
+
+
+def file_md5(path: Path) -> str:
+    """The md5 of a file's bytes (DVC 3's file hash)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "md5").hexdigest()
+
+
+def verify_workspace(root: Path, rel: Path, objects: Path, md5: str) -> list[dict[str, str]]:
+    """Check version ``md5`` as checked out in ``root/rel`` against the hashes DVC recorded for it.
+
+    The cache's file list (``<md5>.dir``) must hash to ``md5``, and every file it lists must be in the
+    workspace with the md5 it records. A file with other bytes is removed from the workspace, so nothing
+    reads them.
+
+    Args:
+        root: the DVC repository root.
+        rel: the corpus directory relative to ``root``.
+        objects: the cache's object folder (``<cache>/files/md5``).
+        md5: the directory hash, without ``.dir``.
+
+    Returns:
+        The file list.
+
+    Raises:
+        VersioningError: one line naming the first bad file (or the bad file list) and its cache object.
+    """
+    listing = objects / md5[:2] / f"{md5[2:]}.dir"
+    actual = file_md5(listing) if listing.is_file() else "missing"
+    if actual != md5:
+        raise VersioningError(
+            f"{listing}: the DVC cache's file list of version {md5} is corrupt (md5 {actual}); delete it and run "
+            "again to fetch it from the remote"
+        )
+    manifest = _manifest(listing)
+    for entry in manifest:
+        _verify_file(root / rel / entry["relpath"], entry["md5"], objects, md5)
+    return manifest
+
+
+def _manifest(listing: Path) -> list[dict[str, str]]:
+    """The entries of a ``.dir`` object whose hash was checked; one line when they are malformed."""
+    try:
+        manifest = json.loads(listing.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = None
+    if not isinstance(manifest, list) or not _all_entries(manifest):
+        raise VersioningError(f"{listing}: not a DVC directory listing")
+    return manifest
+
+
+def _all_entries(manifest: list[Any]) -> bool:
+    """Whether every entry names a file and its md5."""
+    return all(
+        isinstance(entry, dict) and isinstance(entry.get("md5"), str) and isinstance(entry.get("relpath"), str)
+        for entry in manifest
+    )
+
+
+def _verify_file(path: Path, expected: str, objects: Path, version: str) -> None:
+    """Refuse a workspace file missing or with other bytes than its recorded md5 (and remove the bad copy)."""
+    actual = file_md5(path) if path.is_file() else "missing"
+    if actual == expected:
+        return
+    if path.is_file():
+        path.unlink()
+    cached = objects / expected[:2] / expected[2:]
+    raise VersioningError(
+        f"{path}: md5 {actual}, but version {version} records {expected}; the DVC object {cached} (or the "
+        "remote's copy) is corrupt: delete it and run again to fetch a good copy (the bad file was removed)"
+    )

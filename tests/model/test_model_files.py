@@ -196,4 +196,4 @@ def test_resume_from_a_truncated_checkpoint_is_one_line_and_keeps_the_file(tmp_p
     assert result.exit_code == 2, result.output
     assert lines[-1].startswith(f"error: {checkpoint}: not a readable PyTorch file, truncated or corrupt"), lines
     assert checkpoint.read_bytes() == before
-    assert sorted(os.listdir(out)) == ["checkpoint.pt"]
+    assert sorted(os.listdir(out)) == [".lock", "checkpoint.pt"]  # nothing written but the writer's lock file

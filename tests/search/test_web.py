@@ -107,13 +107,14 @@ def test_typing_a_query_in_a_browser_shows_the_ranked_images(server, tmp_path):
         page.fill("#q", "a man")
         page.fill("#k", "")  # the page's own check lets an empty count through to the server: a 422
         page.press("#q", "Enter")
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('error')")
+        # a function, not an expression: the page's Content-Security-Policy refuses eval
+        page.wait_for_function("() => document.getElementById('status').textContent.startsWith('error')")
         assert page.inner_text("#status").startswith("error: k: Input should be a valid integer")
         page.fill("#k", "6")
         page.fill("#q", "a woman in a red coat")
         page.press("#q", "Enter")
         page.wait_for_function(
-            "document.querySelectorAll('img.result').length == 6 && "
+            "() => document.querySelectorAll('img.result').length == 6 && "
             "[...document.querySelectorAll('img.result')].every(i => i.complete && i.naturalWidth > 0)"
         )
         captions = page.locator("figcaption").all_inner_texts()
