@@ -21,7 +21,7 @@ from gadms.config import LossConfig, ModelConfig, OptimizerConfig, load_params
 from gadms.model.backbone import tokenizer
 from gadms.model.retrieval import Architecture, PersonRetrievalModel
 from gadms.model.step import Mode, TrainingStep
-from gadms.train.loop import _StepModule
+from gadms.train.loop import StepModule
 
 FULL_PARAMS = Path(__file__).resolve().parents[2] / "params.full.yaml"
 # gadms.train.loop wraps the forward in float16 autocast on CUDA and scales the loss with a GradScaler.
@@ -194,7 +194,7 @@ def make_step(setup: BenchSetup, mode: Mode, seed: int = 0) -> TrainingStep:
 
 def make_runner(model: PersonRetrievalModel, step: TrainingStep) -> nn.Module:
     """The step as a module forward, exactly as the training loop (and its DDP wrapper) calls it."""
-    return _StepModule(model, step)
+    return StepModule(model, step)
 
 
 def make_optimizer(setup: BenchSetup, model: nn.Module) -> torch.optim.Optimizer:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from gadms.model.files import ModelFileError, require_entries
+
+SHOWN_CHANGES = 4  # settings named in a refused --resume; more are counted
+logger = logging.getLogger(__name__)
 
 _CHECKPOINT_ENTRIES = ("epoch", "model", "optimizer", "scheduler", "scaler", "architecture")
 _STATE_DICT_ENTRIES = {  # entry -> the type it must have
@@ -121,3 +127,48 @@ def checked_checkpoint(state: object, path: Path) -> dict:
     if isinstance(state.get("score_memory"), dict):
         _check_score_memory(state["score_memory"], path)
     return state
+
+
+def check_resume_settings(recorded: object, current: dict[str, Any], path: Path) -> None:
+    """Refuse to resume a run whose result-shaping settings changed since ``path`` was written.
+
+    Only keys both records hold are compared, so a setting added by a newer gadms does not block a resume.
+
+    Args:
+        recorded: the checkpoint's ``settings`` entry (absent in checkpoints of older versions: a warning).
+        current: this run's record.
+        path: the checkpoint, named in the message.
+
+    Raises:
+        ValueError: one line naming every changed key with its old and new value.
+        ModelFileError: the entry is not a mapping.
+    """
+    if recorded is None:
+        logger.warning("warning: --resume: %s records no settings (an older gadms wrote it); not compared", path)
+        return
+    if not isinstance(recorded, dict):
+        raise ModelFileError(f"{path}: checkpoint entry 'settings' must be a dict, got a {type(recorded).__name__}")
+    changed = [k for k in current if k in recorded and not _same(recorded[k], current[k])]
+    if changed:
+        shown = changed[:SHOWN_CHANGES]
+        more = f" (and {len(changed) - len(shown)} more)" if len(changed) > len(shown) else ""
+        was = ", ".join(f"{k}={_value(recorded[k])}" for k in shown)
+        now = ", ".join(_value(current[k]) for k in shown)
+        raise ValueError(
+            f"--resume: {path} was written with {was}{more}; now {now}. "
+            "Resume with the same settings, or start a fresh --out."
+        )
+
+
+def _same(old: object, new: object) -> bool:
+    """Whether a recorded setting equals this run's (anything odd a damaged file holds counts as changed)."""
+    try:
+        return type(old) is type(new) and bool(old == new)
+    except Exception:  # noqa: BLE001 - a tensor or other object compares in its own way
+        return False
+
+
+def _value(value: object) -> str:
+    """A setting as params.yaml would show it, at most 40 characters."""
+    text = value if isinstance(value, str) else json.dumps(value, default=repr)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -37,13 +37,12 @@ from gadms.model.score_memory import drop_stale_copies, prepare_store, store_pat
 from gadms.model.step import Mode, TrainingStep
 from gadms.shards import atomic_path
 from gadms.train import distributed
-from gadms.train.checkpoint_checks import checked_checkpoint, failure_reason
+from gadms.train.checkpoint_checks import check_resume_settings, checked_checkpoint, failure_reason
 from gadms.train.feed import MemoryFeed, StreamFeed
 
 CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.safetensors"
 LARGEST_WEIGHT = 1e19  # about sqrt of float32's largest value: a weight past it overflows when squared
-SHOWN_CHANGES = 4  # settings named in a refused --resume; more are counted
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +100,7 @@ def warmup_cosine(total_steps: int, warmup_steps: int, schedule: str = "cosine")
     return factor
 
 
-class _StepModule(nn.Module):
+class StepModule(nn.Module):
     """Makes the training step a module forward so DDP can hook it."""
 
     def __init__(self, model: PersonRetrievalModel, step: TrainingStep):
@@ -112,51 +111,6 @@ class _StepModule(nn.Module):
     def forward(self, images, tokens, identities, partners=None, indices=None, epoch=0):
         out = self.step(self.model, images, tokens, identities, partners, indices, epoch)
         return out.total, out.losses, out.scores
-
-
-def check_resume_settings(recorded: object, current: dict[str, Any], path: Path) -> None:
-    """Refuse to resume a run whose result-shaping settings changed since ``path`` was written.
-
-    Only keys both records hold are compared, so a setting added by a newer gadms does not block a resume.
-
-    Args:
-        recorded: the checkpoint's ``settings`` entry (absent in checkpoints of older versions: a warning).
-        current: this run's record.
-        path: the checkpoint, named in the message.
-
-    Raises:
-        ValueError: one line naming every changed key with its old and new value.
-        ModelFileError: the entry is not a mapping.
-    """
-    if recorded is None:
-        logger.warning("warning: --resume: %s records no settings (an older gadms wrote it); not compared", path)
-        return
-    if not isinstance(recorded, dict):
-        raise ModelFileError(f"{path}: checkpoint entry 'settings' must be a dict, got a {type(recorded).__name__}")
-    changed = [k for k in current if k in recorded and not _same(recorded[k], current[k])]
-    if changed:
-        shown = changed[:SHOWN_CHANGES]
-        more = f" (and {len(changed) - len(shown)} more)" if len(changed) > len(shown) else ""
-        was = ", ".join(f"{k}={_value(recorded[k])}" for k in shown)
-        now = ", ".join(_value(current[k]) for k in shown)
-        raise ValueError(
-            f"--resume: {path} was written with {was}{more}; now {now}. "
-            "Resume with the same settings, or start a fresh --out."
-        )
-
-
-def _same(old: object, new: object) -> bool:
-    """Whether a recorded setting equals this run's (anything odd a damaged file holds counts as changed)."""
-    try:
-        return type(old) is type(new) and bool(old == new)
-    except Exception:  # noqa: BLE001 - a tensor or other object compares in its own way
-        return False
-
-
-def _value(value: object) -> str:
-    """A setting as params.yaml would show it, at most 40 characters."""
-    text = value if isinstance(value, str) else json.dumps(value, default=repr)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class _Stopped(Exception):
@@ -223,7 +177,7 @@ class Trainer:
         self.stop_after_steps: int | None = None
         self.use_amp = s.amp and self.dist.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        module = _StepModule(model, self.step)
+        module = StepModule(model, self.step)
         self.runner: nn.Module = (
             DistributedDataParallel(
                 module,

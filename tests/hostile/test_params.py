@@ -19,7 +19,8 @@ import yaml
 from gadms.config import BACKBONE_SHAPES, CLIP_CONTEXT, ConfigError, load_params, params_from_dict
 from gadms.devices import DeviceError, check_device
 from gadms.model.files import ModelFileError
-from gadms.train.loop import CHECKPOINT, FINAL_MODEL, check_resume_settings
+from gadms.train.checkpoint_checks import check_resume_settings
+from gadms.train.loop import CHECKPOINT, FINAL_MODEL
 
 REPO = Path(__file__).resolve().parents[2]
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
