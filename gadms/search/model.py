@@ -151,8 +151,14 @@ def _from_mlflow(uri: str, params: Params, root: Path | None) -> tuple[PersonRet
     from mlflow.exceptions import MlflowException
 
     from gadms.model.retrieval import load_model
-    from gadms.tracking.store import using_store
+    from gadms.tracking.store import sqlite_path, tracking_uri, using_store
 
+    database = sqlite_path(tracking_uri(params, root))
+    if database is not None and not database.exists():  # reading a model never creates a store
+        raise SearchError(
+            f"--model {uri}: no MLflow store at {database} (nothing registered yet): run gadms pipeline, "
+            "or pass --model PATH of a model.safetensors"
+        )
     with using_store(params, root) as store:
         try:
             label, pinned = _pin_registry_uri(MlflowClient(store), uri)
