@@ -135,7 +135,8 @@ def create_app(index: SearchIndex, searcher: SearchModel, top_k: int = 10) -> Fa
 
 def _indexed_image(index: SearchIndex, row: str) -> Response:
     """The image of an index row, only while it is what was indexed (see ``read_source``); anything else is 404."""
-    if not row.isascii() or not row.isdigit() or not 0 <= int(row) < len(index):
+    digits = row.lstrip("0") or "0"  # int() refuses strings of over 4300 digits: no row number is that long
+    if not row.isascii() or not row.isdigit() or len(digits) > 20 or not 0 <= int(digits) < len(index):
         raise HTTPException(status_code=404, detail=f"no row {row[:40]!r} (the index has {len(index)})")
     record = index.records[int(row)]
     try:
