@@ -150,7 +150,7 @@ def decode_image(data: bytes, label: str = "image", max_pixels: int = MAX_IMAGE_
     """
     if not data:
         raise UnsafeFile(EMPTY, f"{label}: image data is empty")
-    stream = _WatchedBytes(data)
+    stream = WatchedBytes(data)
     try:
         with image_header(stream) as image:
             check_pixels(image.size, max_pixels, label)
@@ -247,7 +247,7 @@ def _describe(err: Exception) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-class _WatchedBytes(io.BytesIO):
+class WatchedBytes(io.BytesIO):
     """In-memory image data that remembers whether a reader asked for bytes past its end."""
 
     read_past_end = False

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import io
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gadms.config import SourceConfig
 from gadms.curation.records import CORRUPT_IMAGE, EMPTY_FILE, TOO_LARGE, TRUNCATED_IMAGE
-from gadms.safe_files import DECODE_FORMATS, UnsafeFile, check_pixels, image_header
+from gadms.safe_files import DECODE_FORMATS, UnsafeFile, WatchedBytes, check_pixels, image_header
 
 _DEFAULTS = SourceConfig()
 
@@ -31,19 +30,6 @@ class ImageDecodeError(ValueError):
     def __reduce__(self) -> tuple[Any, tuple[str, str]]:
         # Keeps the exception picklable across Dask / Ray workers despite the two-argument constructor.
         return (type(self), (self.reason, self.detail))
-
-
-class _WatchedBytes(io.BytesIO):
-    """In-memory image data that remembers whether a reader asked for bytes past its end."""
-
-    read_past_end = False
-
-    def read(self, size: Optional[int] = -1) -> bytes:
-        """Read like ``BytesIO.read``, noting an empty answer to a non-empty request."""
-        chunk = super().read(size)
-        if not chunk and size != 0:
-            self.read_past_end = True
-        return chunk
 
 
 def open_image(stream: BinaryIO) -> Image.Image:
@@ -74,7 +60,7 @@ def decode_image(data: bytes, max_pixels: int = _DEFAULTS.max_image_pixels) -> n
     """
     if not data:
         raise ImageDecodeError(EMPTY_FILE, "image data is empty")
-    stream = _WatchedBytes(data)
+    stream = WatchedBytes(data)
     try:
         with open_image(stream) as image:
             _check_pixels(image.size, max_pixels)
