@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gadms.safe_yaml import YamlLimitError, load_bounded, shorten
 
 DEFAULT_PARAMS = Path("params.yaml")
+PARAMS_READ_TIMEOUT_S = 10.0  # a params file read (a slow mount included) that takes longer is refused
 MAX_PARAMS_BYTES = 1 << 20  # a params file is a few kB; refuse anything past 1 MiB unread
 MAX_SEED = 2**64 - 1  # what torch.manual_seed accepts
 # every seed: a whole number 0..MAX_SEED, strictly an integer (``true`` or ``1.0`` is refused, not read as 1)
@@ -245,6 +246,7 @@ class MaskingConfig(_Section):
     initial_score: float = Field(0.85, ge=0, le=1)  # previous_epoch: the score of every token in epoch 1
     replacement: Literal["mask", "bert"] = "mask"  # bert: 80% mask token, 10% random token, 10% kept
     mtp_at_least_one: bool = False  # a caption with nothing masked for MTP gets its first word masked
+    noise_at_least_one: bool = False  # the same for the noise-masked (alignment) caption, as the official code does
 
 
 class InteractionConfig(_Section):
@@ -253,6 +255,7 @@ class InteractionConfig(_Section):
     # project: input layers on the unprojected states, patch tokens, a residual round the cross-attention;
     # irra: projected text and image tokens (with the image's CLS), no residual, IRRA's initialisation
     variant: Literal["project", "irra"] = "project"
+    activation: Literal["gelu", "quick_gelu"] = "gelu"  # of its MLPs and vocabulary head; official: quick_gelu
 
 
 class ModelConfig(_Section):
@@ -334,6 +337,11 @@ class FinetuneConfig(_Section):
     mlm_weight: float = Field(0.4, ge=0)
     id_loss: bool = False
     sampler: Literal["identity", "random"] = "identity"
+    # learning-rate groups (IRRA's released recipe: 5, 2, 0): the cross-modal encoder, MLM head and identity
+    # classifier train at head_lr_factor x lr; biases at bias_lr_factor x lr with bias_weight_decay (null: the same)
+    head_lr_factor: float = Field(1.0, gt=0)
+    bias_lr_factor: float = Field(1.0, gt=0)
+    bias_weight_decay: Optional[float] = Field(None, ge=0)
 
 
 class AugmentConfig(_Section):
@@ -342,6 +350,7 @@ class AugmentConfig(_Section):
     color_jitter: bool = True
     random_erasing: bool = True
     erasing_max_area: float = Field(0.2, ge=0.02, le=1)  # erased area: 0.02 .. this share of the image
+    erasing_fill: Literal["zero", "mean"] = "zero"  # normalised pixels set to 0, or to CLIP's mean (official)
 
 
 Benchmark = Literal["cuhk-pedes", "icfg-pedes", "rstpreid"]
@@ -723,13 +732,17 @@ def read_yaml(path: Path) -> dict[str, Any]:
     Raises:
         ConfigError: one line naming the file (and line) and what is wrong.
     """
+    from gadms.safe_files import MISSING, TOO_LARGE, UnsafeFile, read_file  # here: safe_files imports this module
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: parameter file not found")
-    with path.open("rb") as handle:
-        data = handle.read(MAX_PARAMS_BYTES + 1)
-    if len(data) > MAX_PARAMS_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_PARAMS_BYTES} bytes; not a parameter file")
+    try:  # the one way in: a FIFO, device or socket is refused without blocking, the read is capped
+        data = read_file(path, max_bytes=MAX_PARAMS_BYTES, timeout_s=PARAMS_READ_TIMEOUT_S)
+    except UnsafeFile as exc:
+        if exc.reason == MISSING and not path.exists():
+            raise ConfigError(f"{path}: parameter file not found") from None
+        if exc.reason == TOO_LARGE:
+            raise ConfigError(f"{path}: larger than {MAX_PARAMS_BYTES} bytes; not a parameter file") from None
+        raise ConfigError(f"{exc.detail}; not a parameter file") from None
     try:
         raw = load_bounded(data.decode("utf-8"))
     except YamlLimitError as exc:

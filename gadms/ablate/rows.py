@@ -2,7 +2,9 @@
 
 A row is a name and the ``--set`` overrides that make it. Masking scores: ``model.masking.score`` (``none``
 masks nothing, so MTP has no targets either); MTP on/off: ``loss.mtp.enabled``; the GASS formulas:
-``model.gass.variant``.
+``model.gass.variant``. ``gass-official`` is the released code's whole masking setting (issue 22): its formulas,
+slope 20, midpoints 0.9 (noise, on 1 - s) and 0.1 (informative, on s), and at least one masked token in both
+captions.
 """
 
 from __future__ import annotations
@@ -18,7 +20,16 @@ ROWS: dict[str, tuple[str, ...]] = {
     "random": ("model.masking.score=random", "loss.mtp.enabled=true"),  # dual masking by random scores
     "cosine": ("model.masking.score=cosine", "loss.mtp.enabled=true"),  # the CSS baseline
     "gass": ("model.masking.score=gass", "model.gass.variant=paper", "loss.mtp.enabled=true"),
-    "gass-official": ("model.masking.score=gass", "model.gass.variant=official", "loss.mtp.enabled=true"),
+    "gass-official": (
+        "model.masking.score=gass",
+        "model.gass.variant=official",
+        "model.masking.slope=20",
+        "model.masking.noise_midpoint=0.9",
+        "model.masking.informative_midpoint=0.1",
+        "model.masking.mtp_at_least_one=true",
+        "model.masking.noise_at_least_one=true",
+        "loss.mtp.enabled=true",
+    ),
     "gass-no-mtp": ("model.masking.score=gass", "model.gass.variant=paper", "loss.mtp.enabled=false"),
     "random-no-mtp": ("model.masking.score=random", "loss.mtp.enabled=false"),
 }
@@ -28,7 +39,7 @@ DESCRIPTIONS = {
     "random": "random scores, dual masking + MTP",
     "cosine": "cosine (CSS) scores, dual masking + MTP",
     "gass": "GASS (paper formulas), dual masking + MTP",
-    "gass-official": "GASS (official code's formulas), dual masking + MTP",
+    "gass-official": "GASS (official code's formulas, slope 20, midpoints 0.9/0.1, >= 1 mask), dual masking + MTP",
     "gass-no-mtp": "GASS (paper), noise masking only",
     "random-no-mtp": "random scores, noise masking only",
 }

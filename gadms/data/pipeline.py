@@ -35,7 +35,8 @@ def image_transform(height: int, width: int, augment: AugmentConfig | None = Non
     Augmentations: horizontal flip, padding then random crop (10 px), colour
     jitter (brightness, contrast, saturation 0.1), random erasing (after
     normalisation, p = 0.5, 2% to ``augment.erasing_max_area`` of the image,
-    filled with 0, i.e. the mean colour).
+    filled with 0, i.e. the mean colour, or with ``augment.erasing_fill: mean``
+    with CLIP's mean values themselves, as the released code does).
     """
     steps: list = [v2.ToImage(), v2.Resize((height, width), antialias=True)]
     if augment is not None:
@@ -47,7 +48,8 @@ def image_transform(height: int, width: int, augment: AugmentConfig | None = Non
             steps.append(v2.ColorJitter(0.1, 0.1, 0.1, 0))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(CLIP_MEAN, CLIP_STD)]
     if augment is not None and augment.random_erasing:
-        steps.append(v2.RandomErasing(p=0.5, scale=(0.02, augment.erasing_max_area), value=0))
+        fill = list(CLIP_MEAN) if augment.erasing_fill == "mean" else 0
+        steps.append(v2.RandomErasing(p=0.5, scale=(0.02, augment.erasing_max_area), value=fill))
     return v2.Compose(steps)
 
 

@@ -13,9 +13,10 @@ valid tokens; the attention row over its own sum; the final score min-maxed
 per caption). ``official`` follows the released code as described in issue 14:
 the last layers re-run with a single attention head; the query-key weight is a
 cosine min-maxed over every context position, padding included; the
-attention row is divided by the sum of the importance term (which can be
-negative and flip a layer's sign); the final score is divided by the whole
-batch's maximum.
+attention row is divided by the sum of the importance term over every
+position, start, end and padding included, taken before the word mask (the
+sum can be negative and flip a layer's sign; issue 22); the final score is
+divided by the whole batch's maximum.
 """
 
 from __future__ import annotations
@@ -143,8 +144,8 @@ class GassScorer:
             spatial = minmax(torch.einsum("bd,bnd->bn", q, k), valid)
         s_g = spatial * torch.einsum("bd,bnd->bn", g, value)
         attn = layer.attention.mean(dim=1)[rows, eos] * valid  # (B, N): [EOS]'s attention row
-        if self.variant == "official":
-            total = (s_g * valid).sum(dim=1, keepdim=True)
+        if self.variant == "official":  # the importance summed over every position, before the word mask
+            total = s_g.sum(dim=1, keepdim=True)
             return s_g * attn / torch.where(total.abs() < 1e-12, torch.full_like(total, 1e-12), total)
         return s_g * attn / attn.sum(dim=1, keepdim=True).clamp_min(1e-12)
 

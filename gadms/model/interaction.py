@@ -11,12 +11,51 @@ vocabulary at masked positions only. Two variants:
   image's CLS feature, the cross-attention's output alone goes on (no
   residual, so a prediction cannot bypass the image), and weights start from
   IRRA's normal initialisation.
+
+Both use GELU in their MLPs and vocabulary head, or (``activation:
+quick_gelu``, what IRRA's and the official GA-DMS encoder use) CLIP's
+QuickGELU, ``x * sigmoid(1.702 x)``.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+class QuickGELU(nn.Module):
+    """CLIP's approximation of GELU: ``x * sigmoid(1.702 x)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def activation_module(name: str) -> nn.Module:
+    """The named activation (``gelu`` or ``quick_gelu``); a one-line error for anything else."""
+    if name == "gelu":
+        return nn.GELU()
+    if name == "quick_gelu":
+        return QuickGELU()
+    raise ValueError(f"model.interaction.activation: expected gelu or quick_gelu (got {str(name)[:40]!r})")
+
+
+def _transformer_and_head(width: int, heads: int, layers: int, vocab_size: int, activation: str):
+    """The encoder's transformer layers and its MLP vocabulary head, both with ``activation``."""
+    act = activation_module(activation)  # checks the name
+    layer = nn.TransformerEncoderLayer(  # gelu by name, as before: torch's own path, same numbers
+        width,
+        heads,
+        4 * width,
+        dropout=0.0,
+        activation="gelu" if activation == "gelu" else act,
+        batch_first=True,
+        norm_first=True,
+    )
+    transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+    head = nn.Sequential(
+        nn.Linear(width, width), activation_module(activation), nn.LayerNorm(width), nn.Linear(width, vocab_size)
+    )
+    return transformer, head
 
 
 class InteractionEncoder(nn.Module):
@@ -29,21 +68,29 @@ class InteractionEncoder(nn.Module):
         heads: attention heads (cross-attention and transformer layers).
         layers: transformer layers after the cross-attention (paper: 4).
         vocab_size: output classes of the head.
+        activation: ``gelu`` or ``quick_gelu``.
     """
 
-    def __init__(self, text_width: int, vision_width: int, width: int, heads: int, layers: int, vocab_size: int):
+    def __init__(
+        self,
+        text_width: int,
+        vision_width: int,
+        width: int,
+        heads: int,
+        layers: int,
+        vocab_size: int,
+        activation: str = "gelu",
+    ):
         super().__init__()
         self.text_in = nn.Linear(text_width, width)
         self.image_in = nn.Linear(vision_width, width)
         self.ln_query = nn.LayerNorm(width)
         self.ln_memory = nn.LayerNorm(width)
         self.cross_attention = nn.MultiheadAttention(width, heads, batch_first=True)
-        layer = nn.TransformerEncoderLayer(
-            width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        transformer, head = _transformer_and_head(width, heads, layers, vocab_size, activation)
+        self.transformer = transformer
         self.ln_out = nn.LayerNorm(width)
-        self.head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width), nn.Linear(width, vocab_size))
+        self.head = head  # registered in the order older model files list their weights
 
     def forward(self, text_states: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
         """Fused token states ``(B, N, width)``."""
@@ -65,19 +112,18 @@ class IrraInteractionEncoder(nn.Module):
         heads: attention heads.
         layers: transformer layers after the cross-attention.
         vocab_size: output classes of the head.
+        activation: ``gelu`` or ``quick_gelu`` (IRRA's).
     """
 
-    def __init__(self, width: int, heads: int, layers: int, vocab_size: int):
+    def __init__(self, width: int, heads: int, layers: int, vocab_size: int, activation: str = "gelu"):
         super().__init__()
         self.ln_query = nn.LayerNorm(width)
         self.ln_memory = nn.LayerNorm(width)
         self.cross_attention = nn.MultiheadAttention(width, heads, batch_first=True)
-        layer = nn.TransformerEncoderLayer(
-            width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        transformer, head = _transformer_and_head(width, heads, layers, vocab_size, activation)
+        self.transformer = transformer
         self.ln_out = nn.LayerNorm(width)
-        self.head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width), nn.Linear(width, vocab_size))
+        self.head = head  # registered in the order older model files list their weights
         self._initialise(width, layers)
 
     def _initialise(self, width: int, layers: int) -> None:

@@ -67,11 +67,16 @@ def tic_loss(
     identities: torch.Tensor,
     temperature: float,
     hard_negatives: int,
+    same_image: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Textual intra-modal contrastive loss (after FG-CLIP 2).
 
     Each caption must be closer to the other caption of its own image than to
-    the ``hard_negatives`` most similar captions of other identities.
+    the ``hard_negatives`` most similar captions of other identities. Captions
+    of the anchor's own image are never negatives (with ``train.identity:
+    caption`` each caption is its own identity, and the other caption of the
+    image, in the batch as a row of its own, would otherwise hold the loss
+    above log 3 for perfect features).
 
     Args:
         text_features: ``(B, E)`` first captions.
@@ -79,6 +84,8 @@ def tic_loss(
         identities: ``(B,)``.
         temperature: softmax temperature.
         hard_negatives: negatives kept per anchor (the most similar ones).
+        same_image: ``(B, B)`` bool, pairs whose captions come from one image (see :func:`same_image_pairs`);
+            None: identities alone decide.
     """
     feats = F.normalize(torch.cat([text_features, partner_features]), dim=-1)
     ids = torch.cat([identities, identities])
@@ -87,6 +94,8 @@ def tic_loss(
     partner = (torch.arange(n, device=feats.device) + n // 2) % n
     positive = sim[torch.arange(n), partner]
     is_negative = ids[:, None] != ids[None, :]
+    if same_image is not None:  # rows k and k + B are one pair: the (B, B) relation tiles 2 x 2
+        is_negative &= ~same_image.repeat(2, 2)
     has_negative = is_negative.any(dim=1)
     if not has_negative.any():
         return sim.sum() * 0.0
@@ -95,3 +104,26 @@ def tic_loss(
     logits = torch.cat([positive[:, None], negatives], dim=1)[has_negative]
     target = torch.zeros(len(logits), dtype=torch.long, device=feats.device)
     return F.cross_entropy(logits, target)
+
+
+def same_image_pairs(tokens: torch.Tensor, partner_tokens: torch.Tensor) -> torch.Tensor:
+    """``(B, B)`` bool: pairs whose captions come from one image, found by their token ids.
+
+    Pairs ``i`` and ``j`` are linked when one's caption or TIC partner is the
+    other's caption or partner; links are closed transitively (an image with
+    more than two captions chains its partners). Identical captions of
+    different images are linked too: a copy of the anchor cannot be told apart.
+
+    Args:
+        tokens: ``(B, N)`` the pairs' captions.
+        partner_tokens: ``(B, N)`` their partners (the next caption of the same image).
+    """
+    b = len(tokens)
+    ids = torch.unique(torch.cat([tokens, partner_tokens]), dim=0, return_inverse=True)[1]
+    own = torch.stack([ids[:b], ids[b:]], dim=1)  # (B, 2): each pair's two caption ids
+    link = (own[:, None, :, None] == own[None, :, None, :]).flatten(2).any(dim=2)
+    while True:  # transitive closure: at most log2(B) squarings
+        wider = (link.float() @ link.float()) > 0
+        if torch.equal(wider, link):
+            return link
+        link = wider

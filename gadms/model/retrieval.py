@@ -34,7 +34,9 @@ _LARGEST = {
     "interaction_layers": 256,
     "num_identities": 10_000_000,
 }
-_TEXT_FIELDS = ("backbone", "interaction_variant")
+_TEXT_FIELDS = ("backbone", "interaction_variant", "interaction_activation")
+# fields written only when they differ from these values: files of the older architecture keep their bytes
+_WRITTEN_UNLESS = {"interaction_activation": "gelu"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Architecture:
     interaction_layers: int = 4
     num_identities: int = 0  # > 0 adds an identity classifier
     interaction_variant: str = "project"  # project | irra (model.interaction.variant)
+    interaction_activation: str = "gelu"  # gelu | quick_gelu (model.interaction.activation)
 
     @classmethod
     def from_config(cls, model_cfg, num_identities: int = 0) -> "Architecture":
@@ -62,7 +65,16 @@ class Architecture:
             interaction_layers=model_cfg.interaction.layers,
             num_identities=num_identities,
             interaction_variant=model_cfg.interaction.variant,
+            interaction_activation=model_cfg.interaction.activation,
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as recorded in model files and checkpoints (later fields left out at their old value)."""
+        return {k: v for k, v in asdict(self).items() if k not in _WRITTEN_UNLESS or v != _WRITTEN_UNLESS[k]}
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as sorted JSON (what ``gadms_architecture`` holds; :meth:`from_json` reads it back)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: Any, source: Path | str) -> "Architecture":
@@ -112,14 +124,12 @@ class PersonRetrievalModel(nn.Module):
         self.clip = build_clip(arch.backbone, (arch.image_height, arch.image_width), arch.context_length)
         self.clip.visual.output_tokens = True
         self.interaction: InteractionEncoder | IrraInteractionEncoder
+        heads, layers, act = arch.interaction_heads, arch.interaction_layers, arch.interaction_activation
         if arch.interaction_variant == "irra":
-            self.interaction = IrraInteractionEncoder(
-                spec.embed_dim, arch.interaction_heads, arch.interaction_layers, spec.vocab_size
-            )
+            self.interaction = IrraInteractionEncoder(spec.embed_dim, heads, layers, spec.vocab_size, act)
         elif arch.interaction_variant == "project":
-            heads, layers = arch.interaction_heads, arch.interaction_layers
             self.interaction = InteractionEncoder(
-                spec.text_width, spec.vision_width, spec.text_width, heads, layers, spec.vocab_size
+                spec.text_width, spec.vision_width, spec.text_width, heads, layers, spec.vocab_size, act
             )
         else:
             raise ValueError(f"model.interaction.variant: expected project or irra (got {arch.interaction_variant!r})")
@@ -202,7 +212,7 @@ def save_model(model: PersonRetrievalModel, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    metadata = {"gadms_architecture": json.dumps(asdict(model.arch), sort_keys=True)}
+    metadata = {"gadms_architecture": model.arch.to_json()}
     with atomic_path(path) as tmp:  # a reader never finds a half-written model under the final name
         save_file(state, str(tmp), metadata=metadata)
     return path

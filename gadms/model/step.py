@@ -8,7 +8,9 @@ Total = w_sdm * SDM + beta * MTP (+ the optional ITC, ID and TIC terms).
 
 The official code's choices are switches of ``model.masking``: scores from the
 previous epoch (``score_timing``), BERT-style replacement (``replacement``) and
-at least one MTP target per caption (``mtp_at_least_one``).
+at least one masked token per caption, in the MTP caption (``mtp_at_least_one``)
+and in the noise-masked caption (``noise_at_least_one``; the released code
+builds both captions with the same function).
 """
 
 from __future__ import annotations
@@ -127,6 +129,8 @@ class TrainingStep:
             return None, none, none
         p_noise = noise_mask_probability(scores, m.alpha_noise, m.slope, m.noise_midpoint)
         noise = sample_mask(p_noise, tokens, self.generator)
+        if m.noise_at_least_one:
+            noise = ensure_one_masked(noise, tokens)
         p_informative = informative_mask_probability(scores, m.alpha_informative, m.slope, m.informative_midpoint)
         informative = sample_mask(p_informative, tokens, self.generator)
         if m.mtp_at_least_one:
@@ -190,8 +194,11 @@ class TrainingStep:
             has = (partner_tokens != tokens).any(dim=1)  # captions with a second caption of their image
             if has.sum() >= 2:
                 partner = model.encode_text(partner_tokens[has])
-                hard = cfg.tic.hard_negatives
-                out["tic_loss"] = losses.tic_loss(text_features[has], partner, identities[has], cfg.temperature, hard)
+                hard, kept = cfg.tic.hard_negatives, tokens[has]
+                same = losses.same_image_pairs(kept, partner_tokens[has])  # never each other's negatives
+                out["tic_loss"] = losses.tic_loss(
+                    text_features[has], partner, identities[has], cfg.temperature, hard, same_image=same
+                )
                 weights["tic_loss"] = cfg.tic.weight
         if not out:
             raise ValueError("loss: every loss term is disabled; enable at least one of sdm, itc, mtp, id, tic")

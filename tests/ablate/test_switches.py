@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from gadms.ablate.rows import ROWS, row_params
-from gadms.config import Params
+from gadms.config import Params, load_params
 from gadms.model.backbone import tokenizer
 from gadms.model.retrieval import Architecture, PersonRetrievalModel
 from gadms.model.step import TrainingStep
+from tests.test_config import REPO
 
 CAPTIONS = [
     "A woman with long black hair wearing a red coat and blue jeans.",
@@ -50,6 +51,23 @@ def test_each_row_sets_its_switches(batch):
         p = row_params(batch[0], row, seed=3, pretrained="base.safetensors")
         assert (p.model.masking.score, p.model.gass.variant, p.loss.mtp.enabled) == (score, variant, mtp)
         assert p.seed == 3 and p.model.pretrained == "base.safetensors"
+
+
+def test_gass_official_row_is_the_whole_official_masking_setting(batch):
+    """Issue 22: the released formulas with the released slope, midpoints and at-least-one rule, not the paper's."""
+    p = row_params(batch[0], "gass-official", seed=0, pretrained=None)
+    m = p.model.masking
+    assert (p.model.gass.variant, m.score, p.loss.mtp.enabled) == ("official", "gass", True)
+    assert (m.slope, m.noise_midpoint, m.informative_midpoint) == (20.0, 0.9, 0.1)
+    assert (m.mtp_at_least_one, m.noise_at_least_one) == (True, True)
+    official = load_params(REPO / "params.full.yaml").model.masking
+    keys = ("slope", "noise_midpoint", "informative_midpoint", "mtp_at_least_one", "noise_at_least_one")
+    assert {k: getattr(m, k) for k in keys} == {k: getattr(official, k) for k in keys}
+    paper = row_params(batch[0], "gass", seed=0, pretrained=None).model.masking  # the paper row keeps the defaults
+    assert (paper.slope, paper.noise_midpoint, paper.noise_at_least_one) == (10.0, 0.5, False)
+    # on params.ablate.yaml too, whatever its own masking values
+    q = row_params(load_params(REPO / "params.ablate.yaml"), "gass-official", seed=1, pretrained=None).model.masking
+    assert (q.slope, q.noise_midpoint, q.informative_midpoint, q.noise_at_least_one) == (20.0, 0.9, 0.1, True)
 
 
 def test_every_row_changes_the_step(batch):
