@@ -7,10 +7,17 @@ DEMO   := demo
 
 .PHONY: install demo lint format test test-fast lock clean
 
-# Install everything into .venv, pinned by constraints.txt (torch 2.14.1 comes from local disk).
+# Install everything into .venv, pinned by constraints.txt (torch 2.14.1 comes from local disk), with uv (a fast
+# installer from the package registry) given pip's package sources (scripts/uv_env.py); with pip where uv is missing.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	if $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt uv; then \
+	    eval "$$($(BIN)/python scripts/uv_env.py)" && \
+	    $(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[dev]'; \
+	else \
+	    echo "uv could not be installed: installing with pip, which takes longer" >&2; \
+	    $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'; \
+	fi
 	touch $(STAMP)
 
 install: $(STAMP)

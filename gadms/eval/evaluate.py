@@ -16,6 +16,7 @@ from gadms.data.pipeline import ImageDataset, ImageSource, image_transform
 from gadms.eval.metrics import retrieval_metrics_from_features
 from gadms.model.backbone import tokenizer
 from gadms.model.retrieval import PersonRetrievalModel
+from gadms.train.threads import use_cores
 
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 
@@ -73,6 +74,7 @@ def evaluate_split(
         image_to_text: rank captions for each image instead.
         chunk: queries scored per block (bounds memory).
     """
+    use_cores(announce=progress)  # no more threads than cores this process may use
     model.eval()
     images, image_ids = split.gallery()
     captions, caption_ids = split.queries()

@@ -23,6 +23,7 @@ from gadms.config import Params
 from gadms.tracking.store import using_store
 
 FINGERPRINT_TAG = "inputs.fingerprint"
+PROMOTED_TAG = "promoted"  # the registry's record of the decision on a version (gadms.tracking.registry)
 _NOT_INPUTS = ("tracking", "orchestration")
 
 
@@ -44,10 +45,12 @@ def inputs_fingerprint(params: Params, data_hash: str, code: str) -> str:
 
 @dataclass(frozen=True)
 class Unchanged:
-    """A registered version trained on the same inputs, and the current champion."""
+    """A registered version trained on the same inputs, the current champion, and whether the version was promoted
+    when it was registered (its ``promoted`` tag; None where the registry has no record)."""
 
     version: int
     champion: int | None
+    promoted: bool | None = None
 
     def message(self) -> str:
         """The one line a retrain prints when it has nothing new to learn."""
@@ -55,11 +58,18 @@ class Unchanged:
             return f"inputs unchanged: model v{self.version} was trained on them; there is no champion"
         if self.champion == self.version:
             return f"inputs unchanged: model v{self.version} stays champion"
-        return f"inputs unchanged since model v{self.version} (not promoted): model v{self.champion} stays champion"
+        if self.promoted:
+            return (
+                f"inputs unchanged since model v{self.version} (promoted then, champion no longer): "
+                f"model v{self.champion} stays champion"
+            )
+        state = "not promoted" if self.promoted is False else "promotion not recorded"
+        return f"inputs unchanged since model v{self.version} ({state}): model v{self.champion} stays champion"
 
 
 def find_unchanged(params: Params, fingerprint: str, root: Path | None = None) -> Unchanged | None:
-    """The latest registered version whose inputs had ``fingerprint``, or None.
+    """The registered version whose inputs had ``fingerprint``, or None: the champion when it is one of them, else
+    the latest; whether it is champion comes from the registry's alias, whether it was promoted from its tag.
 
     Args:
         params: ``tracking.registered_model`` and ``tracking.champion_alias`` are used.
@@ -76,14 +86,16 @@ def find_unchanged(params: Params, fingerprint: str, root: Path | None = None) -
             versions = client.search_model_versions(f"name = '{name}'")
         except MlflowException:
             return None
-        same = [int(v.version) for v in versions if v.tags.get(FINGERPRINT_TAG) == fingerprint]
+        same = {int(v.version): v.tags for v in versions if v.tags.get(FINGERPRINT_TAG) == fingerprint}
         if not same:
             return None
         try:
             champion: int | None = int(client.get_model_version_by_alias(name, alias).version)
         except MlflowException:
             champion = None
-    return Unchanged(max(same), champion)
+    version = champion if champion in same else max(same)
+    promoted = {"true": True, "false": False}.get(same[version].get(PROMOTED_TAG, ""))
+    return Unchanged(version, champion, promoted)
 
 
 def mark_version(params: Params, version: int, fingerprint: str, root: Path | None = None) -> None:

@@ -14,11 +14,10 @@ one whose weights are so large (past :data:`LARGEST_WEIGHT`) that using them ove
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,9 +35,10 @@ from gadms.model.retrieval import Architecture, PersonRetrievalModel, save_model
 from gadms.model.score_memory import drop_stale_copies, prepare_store, store_path
 from gadms.model.step import Mode, TrainingStep
 from gadms.shards import atomic_path
-from gadms.train import distributed
+from gadms.train import distributed, threads
 from gadms.train.checkpoint_checks import check_resume_settings, checked_checkpoint, failure_reason
 from gadms.train.feed import MemoryFeed, StreamFeed
+from gadms.train.param_groups import GroupRule, param_groups
 
 CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.safetensors"
@@ -71,6 +71,7 @@ class RunSettings:
     seed: int = 0
     lr_step: str = "step"  # step | epoch: how often the schedule advances
     checkpoint_every_steps: int = 0  # 0: only after each epoch
+    groups: GroupRule = GroupRule()  # per-parameter lr factors and bias decay (fine-tuning: IRRA's rule)
 
 
 @dataclass
@@ -152,6 +153,7 @@ class Trainer:
         self.record = {**(record or {}), "data.pairs": pairs}
         self.out_dir = Path(out_dir)
         self.dist = distributed.init_distributed(device)
+        threads.use_cores(announce=progress and self.dist.is_main)  # no more threads than cores this process may use
         self.step = TrainingStep(
             model_cfg, loss_cfg, settings.mode, settings.mlm_probability, seed=settings.seed + self.dist.rank
         )
@@ -162,7 +164,7 @@ class Trainer:
         self.model.to(self.dist.device)
         s = settings
         self.optimizer = torch.optim.Adam(
-            model.parameters(),
+            param_groups(model, s.optimizer.lr, s.optimizer.weight_decay, s.groups),
             lr=s.optimizer.lr,
             betas=s.optimizer.betas,
             eps=s.optimizer.eps,
@@ -231,7 +233,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "architecture": json.dumps(asdict(self.model.arch), sort_keys=True),
+            "architecture": self.model.arch.to_json(),
             "settings": self.record,  # what --resume must find unchanged
         }
 

@@ -26,6 +26,7 @@ from gadms.model.files import read_torch_file, require_entries
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, build_with_weights, load_model
 from gadms.storage import local_path, location
 from gadms.train.loop import CHECKPOINT, FINAL_MODEL, EpochLog, RunSettings, Trainer
+from gadms.train.param_groups import GroupRule
 
 CORPUS_FORMATS = ("curated", "webperson", *BENCHMARKS)
 # what --resume may change: how long a run trains (the schedule stretches to the new length: "train longer"),
@@ -156,6 +157,7 @@ def finetune_settings(params: Params) -> RunSettings:
         params.seed,
         t.lr_step,
         t.checkpoint_every_steps,
+        GroupRule(f.head_lr_factor, f.bias_lr_factor, f.bias_weight_decay),
     )
 
 
@@ -231,7 +233,7 @@ def load_any_model(path: Path) -> PersonRetrievalModel:
     path = Path(path)
     if path.is_dir():
         path = path / FINAL_MODEL if (path / FINAL_MODEL).is_file() else path / CHECKPOINT
-    if not path.is_file():
+    if not path.exists():  # a FIFO or device named like a model is refused by the reader, in one line
         raise FileNotFoundError(f"{path}: no model here (expected {FINAL_MODEL} or {CHECKPOINT})")
     if path.suffix == ".safetensors":
         return load_model(path)
