@@ -56,6 +56,7 @@ from gadms.search.ranking import (
     tune_nprobe,
 )
 from gadms.search.sources import Gallery, GalleryItem, record_stamp
+from gadms.search.text_encoder import text_encoder_digest, write_text_encoder
 
 APPROX_THRESHOLD = 100_000
 MAX_EXAMPLES = 3
@@ -171,6 +172,8 @@ def build_index(
     _finish(directory, meta, rows, report, gallery.root, prune)
     meta.approximate = _update_approximate(directory, meta, meta.count - report.added, approx_threshold, seed)
     meta.last_build = report.to_json()
+    if text_encoder_digest(directory) != searcher.identity.digest:  # what queries load (indexes before it: added)
+        write_text_encoder(directory, searcher.model, searcher.identity.digest)
     write_meta(directory, meta)
     report.count, report.approximate = meta.count, meta.approximate
     return report

@@ -51,16 +51,18 @@ def index_command(
 ) -> None:
     """Encode a gallery into a search index (embeddings, each image's source, the model's identity).
 
-    Give exactly one of --images, --benchmark (with --root) and --curated. Indexing again into the same --out
-    encodes only images not indexed yet and images whose file changed (size or modification time); an index is
-    extended only with the model that built it. Images that cannot be decoded are skipped and counted; indexed
-    images gone from the folder are reported, and removed with --prune. One build at a time per --out: a second
-    one stops with a line naming the running one (searches meanwhile see the rows committed so far).
+    Give exactly one of --images, --benchmark (with --root) and --curated. A new index is built in .OUT.building
+    next to --out and renamed into place when complete (a stopped build is resumed by the next one). Indexing
+    again into the same --out encodes only images not indexed yet and images whose file changed (size or
+    modification time); an index is extended only with the model that built it. Images that cannot be decoded
+    are skipped and counted; indexed images gone from the folder are reported, and removed with --prune. One
+    build at a time per --out (lock file .OUT.lock next to it): a second one stops with a line naming the running
+    one (while an index is extended, searches see the rows committed so far).
     """
     from gadms.lifetime import guard
-    from gadms.locks import writer_lock
     from gadms.search.build import build_index
     from gadms.search.model import SearchError, load_search_model
+    from gadms.search.publish import check_target, index_writer, is_index, staged
 
     guard("gadms index")  # no child process outlives the command
     with user_errors():
@@ -68,13 +70,18 @@ def index_command(
         gallery = _gallery(images, benchmark, root, split, curated)
         if prune and gallery.root is None:
             raise SearchError("--prune works with --images or --curated (a benchmark split is not checked)")
-        with writer_lock(out, "gadms index"):  # one build per --out: two would interleave their rows
-            searcher = load_search_model(
-                model or f"models:/{p.tracking.registered_model}@{p.tracking.champion_alias}", p, device
-            )
-            report = build_index(
-                out, gallery, searcher, batch, workers, approx_threshold, p.seed, progress=not quiet, prune=prune
-            )
+        check_target(out)
+        # the model first: one that fails to load leaves nothing behind
+        searcher = load_search_model(
+            model or f"models:/{p.tracking.registered_model}@{p.tracking.champion_alias}", p, device
+        )
+        with index_writer(out, "gadms index"):  # one build per --out: two would interleave their rows
+            args = (gallery, searcher, batch, workers, approx_threshold, p.seed)
+            if is_index(out):  # extended in place, batch by batch (each batch committed)
+                report = build_index(out, *args, progress=not quiet, prune=prune)
+            else:  # built beside --out, then renamed into place: never seen half-written
+                with staged(out, searcher) as new:
+                    report = build_index(new, *args, progress=not quiet, prune=prune)
         typer.echo(
             f"index {out}: {report.count} images, model {searcher.identity.label} (weights "
             f"{searcher.identity.digest[:12]})"
@@ -150,18 +157,33 @@ def open_checked(index_dir: Path, model: Optional[str], p, device: str):
     Returns:
         ``(index, searcher)``.
     """
-    from gadms.search.index import check_model, open_index
-    from gadms.search.model import load_search_model
+    from gadms.search.index import open_index
 
     index = open_index(index_dir)
-    searcher = load_search_model(model or index.meta.model.source, p, device)
-    check_model(index.meta, searcher.identity, index_dir)
-    return index, searcher
+    return index, load_checked(index, model, p, device)
+
+
+def load_checked(index, model: Optional[str], p, device: str):
+    """The model for ``index``'s queries: ``model`` when given (it must have the index's weights), else the
+    index's own (its stored text tower, see :func:`~gadms.search.model.load_query_model`).
+    """
+    from gadms.search.index import check_model
+    from gadms.search.model import SearchModel, load_query_model, load_search_model
+
+    if model is None:
+        searcher = load_query_model(index.directory, index.meta.model, index.meta.embed_dim, p, device)
+    else:
+        searcher = load_search_model(model, p, device)
+    if isinstance(searcher, SearchModel):
+        check_model(index.meta, searcher.identity, index.directory)
+    return searcher
 
 
 def search_command(
     index_dir: Path = typer.Argument(..., metavar="INDEX", help="The index directory (from gadms index)."),
-    query: Optional[str] = typer.Argument(None, help='The text query, e.g. "a woman in a beige puffer coat".'),
+    query: Optional[str] = typer.Argument(
+        None, help='The text query, e.g. "a woman in a red jacket and orange trousers".'
+    ),
     queries: Optional[Path] = typer.Option(
         None, "--queries", help="A file of queries, one per line (with or without QUERY)."
     ),
@@ -180,7 +202,6 @@ def search_command(
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
     """Rank the indexed images for text queries: the top-k with cosine scores, as a table, JSON or a figure."""
-    from gadms.search.figures import write_search_figure
     from gadms.search.model import SearchError
     from gadms.search.query import format_results, run_queries
 
@@ -198,6 +219,8 @@ def search_command(
         else:
             typer.echo(format_results(run, label, len(index)))
         if figure is not None:
+            from gadms.search.figures import write_search_figure  # matplotlib: only when a figure is asked for
+
             written = write_search_figure(index, run, figure, f"model {label}")
             typer.echo(f"figure: {written}", err=as_json)
 
@@ -213,18 +236,24 @@ def serve_command(
 ) -> None:
     """A search page on http://127.0.0.1:PORT/: type a query, see the ranked images with scores and the model
     version.
+
+    When INDEX is rebuilt in place (e.g. by the pipeline for a new champion) or extended, the server switches to
+    the new index and its model within a few seconds, without a restart; requests in flight finish on the old one.
     """
     import uvicorn
 
     from gadms.lifetime import guard
+    from gadms.search.live import LiveIndex
     from gadms.search.web import create_app
 
     guard("gadms serve")  # no child process outlives the command
     with user_errors():
         p = cli_params(params, set_)
         index, searcher = open_checked(index_dir, model, p, device)
-        app = create_app(index, searcher, top_k)
+        live = LiveIndex(index, searcher, lambda newer: load_checked(newer, model, p, device))
+        app = create_app(index, searcher, top_k, live)
     typer.echo(f"serving {index_dir} ({len(index)} images, model {index.meta.model.label}) on http://127.0.0.1:{port}/")
+    typer.echo(f"  follows {index_dir}: a rebuilt or extended index is served within {live.every:g} s, no restart")
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

@@ -6,6 +6,7 @@ An index is a directory::
     INDEX/embeddings.f32   count x embed_dim little-endian float32, row-major, L2-normalised rows
     INDEX/sources.jsonl    one JSON line per row: {"source": path or SHARD/KEY[, "shard", "key"][, "size", "mtime_ns"]}
     INDEX/approximate.faiss  (only above the size threshold) the FAISS IVF index over the rows
+    INDEX/text_encoder.safetensors  the model's text tower, what a query loads (see gadms.search.text_encoder)
 
 ``count`` in ``index.json`` is the commit point: rows are appended to the two
 data files first and ``index.json`` is replaced (atomically) after each
@@ -15,7 +16,10 @@ opened for writing. ``size`` and ``mtime_ns`` identify the content a row was
 encoded from (see :mod:`gadms.search.sources`); an image whose file changed
 is encoded again and its row replaced in place (indexes written before these
 fields existed are taken as unchanged). Apart from those file stamps no
-timestamps are stored: same images, files and model, same bytes.
+timestamps are stored: same images, files and model, same bytes. A new or
+rebuilt index is built beside its folder and swapped into place (see
+:mod:`gadms.search.publish`); :func:`open_index` reads again when
+``index.json`` was replaced while it read, so it never mixes two versions.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +41,7 @@ FORMAT_VERSION = 1
 META_FILE = "index.json"
 EMBEDDINGS_FILE = "embeddings.f32"
 SOURCES_FILE = "sources.jsonl"
+OPEN_TRIES = 20
 
 
 @dataclass
@@ -170,10 +176,31 @@ def open_index(directory: Path) -> SearchIndex:
         SearchError: missing or inconsistent files.
     """
     directory = Path(directory)
-    meta = read_meta(directory)
-    embeddings = map_embeddings(directory, meta)
-    records = read_records(directory, meta.count)
-    return SearchIndex(directory, meta, embeddings, records, _open_approximate(directory, meta))
+    for _ in range(OPEN_TRIES):
+        before = meta_stamp(directory)
+        try:
+            meta = read_meta(directory)
+            opened = SearchIndex(
+                directory, meta, map_embeddings(directory, meta), read_records(directory, meta.count), None
+            )
+        except SearchError:
+            if meta_stamp(directory) == before:
+                raise
+            opened = None  # replaced while it was read: read the new one
+        if opened is not None and meta_stamp(directory) == before:
+            opened.approximate = _open_approximate(directory, opened.meta)
+            return opened
+        time.sleep(0.05)
+    raise SearchError(f"{directory}: the index kept changing while it was opened; try again")
+
+
+def meta_stamp(directory: Path) -> tuple[int, int, int] | None:
+    """``(inode, mtime_ns, size)`` of ``index.json``, None when it is missing: changes with every commit and swap."""
+    try:
+        st = os.stat(Path(directory) / META_FILE)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _open_approximate(directory: Path, meta: IndexMeta) -> ApproximateIndex | None:

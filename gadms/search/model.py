@@ -12,20 +12,20 @@ an alias is pinned to the version it pointed at, so an index keeps working
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from gadms.config import Params
 from gadms.devices import check_device
-from gadms.model.retrieval import PersonRetrievalModel
+
+if TYPE_CHECKING:  # importing them loads open_clip and torch: done where a model is built
+    from gadms.model.retrieval import PersonRetrievalModel
+    from gadms.search.text_encoder import TextEncoder
 
 _PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
@@ -77,6 +77,15 @@ class SearchModel:
     device: str
 
 
+@dataclass
+class TextSearcher:
+    """An index's text tower alone (see :mod:`gadms.search.text_encoder`): what a query needs, loaded fast."""
+
+    model: TextEncoder
+    identity: ModelIdentity
+    device: str
+
+
 def weights_digest(model: PersonRetrievalModel) -> str:
     """SHA-256 over the model's tensors in name order (name, dtype, shape, bytes).
 
@@ -86,16 +95,15 @@ def weights_digest(model: PersonRetrievalModel) -> str:
     Returns:
         The hex digest.
     """
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        array = tensor.detach().cpu().contiguous().numpy()
-        digest.update(f"{name}|{array.dtype.str}|{array.shape}\n".encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
+    from gadms.search.text_encoder import tensors_digest
+
+    return tensors_digest(model.state_dict())
 
 
 def resolve_device(device: str) -> str:
     """``auto`` means CUDA when available, else the CPU; other names are returned as they are."""
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return check_device(device, "--device")
@@ -121,9 +129,47 @@ def load_search_model(spec: str, params: Params, device: str = "auto", root: Pat
         model, label, pinned = _from_mlflow(spec, params, root)
     else:
         model, label, pinned = _from_path(Path(spec))
-    identity = ModelIdentity(weights_digest(model), label, pinned, asdict(model.arch))
+    identity = ModelIdentity(weights_digest(model), label, pinned, model.arch.to_dict())
     dev = resolve_device(device)
     return SearchModel(model.to(dev).eval(), identity, dev)
+
+
+def load_query_model(
+    directory: Path, identity: ModelIdentity, embed_dim: int, params: Params, device: str = "auto"
+) -> SearchModel | TextSearcher:
+    """The model for an index's queries: its stored text tower when it has one, else the whole model from its
+    recorded source (indexes written before the text tower was stored; or a damaged one, with a warning).
+
+    Args:
+        directory: the index directory.
+        identity: the model ``index.json`` records.
+        embed_dim: the embedding width ``index.json`` records.
+        params: selects the MLflow store for a registry source.
+        device: as for :func:`load_search_model`.
+
+    Raises:
+        SearchError: the model cannot be loaded, or its embeddings are not ``embed_dim`` wide.
+    """
+    import sys
+
+    from gadms.model.files import ModelFileError
+    from gadms.search.text_encoder import TEXT_FILE, load_text_encoder
+
+    path = Path(directory) / TEXT_FILE
+    if path.is_file():
+        try:
+            encoder = load_text_encoder(path, identity.digest)
+        except ModelFileError as exc:
+            print(f"warning: {exc}; loading the whole model from {identity.source}", file=sys.stderr)
+        else:
+            if encoder.spec.embed_dim != embed_dim:
+                raise SearchError(
+                    f"{Path(directory) / 'index.json'}: embed_dim {embed_dim}, but model {identity.label} embeds in "
+                    f"{encoder.spec.embed_dim} dimensions; the index metadata is damaged, rebuild the index"
+                )
+            dev = resolve_device(device)
+            return TextSearcher(encoder.to(dev), identity, dev)
+    return load_search_model(identity.source, params, device)
 
 
 def _from_path(path: Path) -> tuple[PersonRetrievalModel, str, str]:

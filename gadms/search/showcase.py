@@ -9,6 +9,7 @@ from gadms.search.build import build_index
 from gadms.search.figures import write_search_figure
 from gadms.search.index import open_index
 from gadms.search.model import load_search_model
+from gadms.search.publish import index_writer, staged
 from gadms.search.query import run_queries
 from gadms.search.sources import benchmark_gallery
 
@@ -37,19 +38,18 @@ def search_showcase(
         model: an MLflow model URI, a run directory or a weights file.
         benchmark: the benchmark whose test split is the gallery.
         root: the benchmarks directory.
-        out_dir: where the index and the figures go (an index of another model there is replaced).
+        out_dir: where the index and the figures go. The index is rebuilt beside ``out_dir/index`` and swapped
+            into place (see :mod:`gadms.search.publish`): a running ``gadms serve`` of it switches to it.
         queries: how many test captions to search for.
         k: results shown per query.
 
     Returns:
         The figure files, ``query_<i>.png``.
     """
-    import shutil
-
     searcher = load_search_model(model, params, device="auto")
     index_dir = out_dir / "index"
-    shutil.rmtree(index_dir, ignore_errors=True)  # a fresh champion: its own index
-    build_index(index_dir, benchmark_gallery(benchmark, root, "test"), searcher, progress=False)
+    with index_writer(index_dir, "the pipeline's search showcase", wait=600), staged(index_dir, searcher, False) as new:
+        build_index(new, benchmark_gallery(benchmark, root, "test"), searcher, progress=False)  # a fresh index
     index = open_index(index_dir)
     figures = []
     for i, query in enumerate(showcase_queries(benchmark, root, queries)):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from gadms.safe_files import CHANGED, MAX_FILE_BYTES, MISSING, UnsafeFile, check_stamp, open_regular, read_file
+from gadms.safe_files import CHANGED, MISSING, UnsafeFile, check_stamp, max_file_bytes, open_regular, read_file
 from gadms.search.model import SearchError
 from gadms.storage import local_path
 
@@ -199,7 +199,7 @@ def read_source(record: dict) -> bytes:
     if "shard" not in record:
         return read_file(path, root, stamp=stamp)
     offset, size = _shard_members(path, root, stamp).get(record["key"], (None, 0))
-    if offset is None or size > MAX_FILE_BYTES:
+    if offset is None or size > max_file_bytes():
         raise UnsafeFile(MISSING, f"{path}: no image for key {record['key']}")
     with open_regular(path, root) as handle:
         check_stamp(path, os.fstat(handle.fileno()), stamp)

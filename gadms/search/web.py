@@ -4,7 +4,9 @@
 score; the model version and the search method are in the header), ``GET
 /api/search?q=TEXT&k=K`` answers like ``gadms search --json`` (plus each
 result's ``row``), ``GET /image/ROW`` is an indexed image, ``GET /api/info``
-says which index, model and method are served. Errors answer
+says which index, model and method are served. When the index's folder is
+rebuilt or extended, the app switches to the new index (and its model) without
+a restart (see :mod:`gadms.search.live`). Errors answer
 ``{"detail": "one line"}`` (invalid parameters too, status 422). Started by
 ``gadms serve`` on 127.0.0.1 only.
 """
@@ -24,7 +26,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from gadms.safe_files import UnsafeFile
 from gadms.search.index import SearchIndex
-from gadms.search.model import SearchError, SearchModel
+from gadms.search.live import LiveIndex
+from gadms.search.model import SearchError, SearchModel, TextSearcher
 from gadms.search.query import run_queries
 from gadms.search.sources import read_source
 
@@ -45,7 +48,7 @@ PAGE = """<!doctype html>
 <header><h2>Person search</h2>
  <span id="model">model <b>{model}</b></span> &middot; <span id="count">{count} images</span> &middot;
  <span id="method">{method}</span></header>
-<form id="form"><input id="q" name="q" placeholder="a woman in a beige puffer coat" autofocus>
+<form id="form"><input id="q" name="q" placeholder="a woman in a red jacket and orange trousers" autofocus>
  <input id="k" name="k" type="number" value="{k}" min="1" max="{max_k}" style="width:4em">
  <button type="submit">Search</button></form>
 <div id="status"></div>
@@ -85,13 +88,16 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def create_app(index: SearchIndex, searcher: SearchModel, top_k: int = 10) -> FastAPI:
+def create_app(
+    index: SearchIndex, searcher: SearchModel | TextSearcher, top_k: int = 10, live: LiveIndex | None = None
+) -> FastAPI:
     """The search app over an opened index and its (checked) model.
 
     Args:
         index: the index.
         searcher: its model.
         top_k: results the page asks for by default.
+        live: follows rebuilds of the index's folder (see :mod:`gadms.search.live`); None serves ``index`` only.
 
     Returns:
         The FastAPI application.
@@ -99,36 +105,40 @@ def create_app(index: SearchIndex, searcher: SearchModel, top_k: int = 10) -> Fa
     app = FastAPI(title="gadms person search", docs_url=None, redoc_url=None)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     lock = threading.Lock()  # one query at a time through the model
-    label = index.meta.model.label
-    method, recall = _method(index)
-    described = f"{method} search" + (f" (recall@10 {recall:.3f})" if recall is not None else "")
+    served = live or LiveIndex(index, searcher, None)
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:
-        shown = {"model": html.escape(label), "count": len(index), "method": html.escape(described)}
+        now = served.current()[0]
+        method, recall = _method(now)
+        described = f"{method} search" + (f" (recall@10 {recall:.3f})" if recall is not None else "")
+        shown = {"model": html.escape(now.meta.model.label), "count": len(now), "method": html.escape(described)}
         text = PAGE.format(**shown, k=top_k, max_k=MAX_K, script=SCRIPT)
         return HTMLResponse(text, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
 
     @app.get("/api/info")
     def info() -> dict:
-        about = {"index": str(index.directory), "model": label, "weights": index.meta.model.digest}
-        return about | {"count": len(index), "method": method} | ({"recall": recall} if recall is not None else {})
+        now = served.current()[0]
+        method, recall = _method(now)
+        about = {"index": str(now.directory), "model": now.meta.model.label, "weights": now.meta.model.digest}
+        return about | {"count": len(now), "method": method} | ({"recall": recall} if recall is not None else {})
 
     @app.get("/api/search")
     def search(q: str = Query(..., description="the text query"), k: int = Query(top_k, ge=1, le=MAX_K)) -> dict:
+        now, model = served.current()  # one pair for the whole request
         try:
             with lock:
-                run = run_queries(index, searcher, [q], k)
+                run = run_queries(now, model, [q], k)
         except SearchError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
-        body = run.to_json(label)[0]
+        body = run.to_json(now.meta.model.label)[0]
         for item, hit in zip(body["results"], run.results[0].hits):
             item["row"] = hit.row
         return body
 
     @app.get("/image/{row:path}")
     def image(row: str) -> Response:
-        return _indexed_image(index, row)
+        return _indexed_image(served.current()[0], row)
 
     return app
 

@@ -66,7 +66,7 @@ def gallery(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_second_index_into_one_out_stops_in_one_line_and_a_killed_holder_blocks_nothing(tmp_path, gallery):
     model, images = gallery
     out = tmp_path / "index"
-    holder = hold(out, "gadms index")
+    holder = hold(out, "gadms index", "../.index.lock")  # an index's lock is .INDEX.lock next to it
     try:
         second = gadms("index", "--out", str(out), "--images", str(images), "--model", str(model), cwd=tmp_path)
         assert second.returncode == 2, second
