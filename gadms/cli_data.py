@@ -171,19 +171,34 @@ def data_push(params: Optional[Path] = ParamsOpt, set_: Optional[list[str]] = Se
         typer.echo(f"pushed to DVC remote '{p.versioning.remote_name}'")
 
 
+RemoteOpt = typer.Option(
+    None,
+    "--remote",
+    metavar="URL",
+    help="Fetch from this DVC remote instead of the configured one: a folder (e.g. another machine's remote, "
+    "mounted or copied) or any URL DVC understands (s3://, gs://, ssh://, ...). No tracked file changes (.dvc/config, "
+    "data.dvc): the remote is added to the git-ignored .dvc/config.local for this command only.",
+)
+
+
 @data_app.command("pull")
 def data_pull(
     data: Optional[Path] = typer.Option(None, "--data", help="The corpus directory (default: paths.data_dir)."),
+    remote: Optional[str] = RemoteOpt,
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
     """Download the corpus data.dvc points at from the DVC remote and check it out."""
     from gadms.versioning.dvc import describe, pull
+    from gadms.versioning.remote import pull_from
 
     with user_errors():
         p = cli_params(params, set_)
-        root = _dvc_repo(p)
-        typer.echo(f"pulled {describe(pull(root, _data_dir(data, p), p.versioning.remote_name))}")
+        if remote is not None:
+            version = pull_from(_repo_root(), _data_dir(data, p), remote)
+        else:
+            version = pull(_dvc_repo(p), _data_dir(data, p), p.versioning.remote_name)
+        typer.echo(f"pulled {describe(version)}")
 
 
 @data_app.command("checkout")
@@ -195,17 +210,28 @@ def data_checkout(
         "logged in MLflow as dvc.data_hash).",
     ),
     data: Optional[Path] = typer.Option(None, "--data", help="The corpus directory (default: paths.data_dir)."),
+    remote: Optional[str] = RemoteOpt,
     force: bool = typer.Option(
         False, "--force", help="Overwrite files in the corpus directory that are not in the DVC cache."
     ),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
-    """Bring back exactly the corpus whose DVC hash is --hash (from the cache, else the remote); data.dvc follows."""
+    """Bring back exactly the corpus whose DVC hash is --hash (from the cache, else the remote); data.dvc follows.
+
+    On another machine, in a clone of the project's git repository: gadms data checkout --hash HASH --remote URL
+    (the hash of a model's corpus is the tag dvc.data_hash of its MLflow runs). With --remote no tracked file
+    changes, data.dvc included (run again without --remote to point data.dvc at HASH). Every file is checked
+    against its recorded md5.
+    """
     from gadms.versioning.dvc import checkout_hash, describe
+    from gadms.versioning.remote import checkout_from
 
     with user_errors():
         p = cli_params(params, set_)
-        root = _dvc_repo(p)
-        version = checkout_hash(root, _data_dir(data, p), md5, p.versioning.remote_name, force=force)
+        if remote is not None:
+            version = checkout_from(_repo_root(), _data_dir(data, p), md5, remote, force=force)
+        else:
+            root = _dvc_repo(p)
+            version = checkout_hash(root, _data_dir(data, p), md5, p.versioning.remote_name, force=force)
         typer.echo(f"checked out {describe(version)}")

@@ -9,8 +9,9 @@ signature); each row sets exactly one of them:
   too, which is how a REST client sends binary columns) -> its image embedding.
 
 In process, a frame may mix caption rows and image rows (the other column
-null); a row with both or neither is refused. Over REST (``mlflow models
-serve``, ``POST /invocations``) send one column per request, e.g.
+null); a row with both or neither is refused (:class:`InputError`, HTTP 400
+over REST). Over REST (``gadms serve-model``, which runs ``mlflow models
+serve``; ``POST /invocations``) send one column per request, e.g.
 ``{"dataframe_split": {"columns": ["text"], "data": [["a man in red"]]}}`` or
 ``{"dataframe_split": {"columns": ["image"], "data": [["<base64 JPEG>"]]}}``:
 MLflow's server decodes every cell of a binary column as base64, so a null
@@ -33,9 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import tempfile
-from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -43,8 +42,10 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 from gadms.devices import check_device
@@ -78,6 +79,17 @@ _MODEL_CODE = (
     "from gadms.tracking.pyfunc import RetrievalPyfunc\n\n"
     "set_model(RetrievalPyfunc())\n"
 )
+
+
+class InputError(MlflowException, ValueError):
+    """A request the model cannot embed; MLflow's model server answers it with HTTP 400 and this message.
+
+    A ``ValueError`` in process; an :class:`MlflowException` (``INVALID_PARAMETER_VALUE``) so that
+    ``mlflow models serve`` returns the message itself instead of "an unexpected error" and a traceback.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 class RetrievalPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
@@ -125,7 +137,7 @@ def image_bytes(value: Any) -> bytes:
         The bytes.
 
     Raises:
-        ValueError: a string that is not base64, or another type.
+        InputError: (a ValueError) a string that is not base64, or another type.
     """
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
@@ -133,8 +145,8 @@ def image_bytes(value: Any) -> bytes:
         try:
             return base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
-            raise ValueError("image column: a string cell must be base64-encoded image bytes") from None
-    raise ValueError(f"image column: expected bytes or a base64 string, got {type(value).__name__}")
+            raise InputError("image column: a string cell must be base64-encoded image bytes") from None
+    raise InputError(f"image column: expected bytes or a base64 string, got {type(value).__name__}")
 
 
 def embed_frame(model: PersonRetrievalModel, frame: pd.DataFrame, device: str = "cpu") -> np.ndarray:
@@ -149,20 +161,21 @@ def embed_frame(model: PersonRetrievalModel, frame: pd.DataFrame, device: str = 
         ``(rows, embed_dim)`` float32 L2-normalised embeddings, in row order.
 
     Raises:
-        ValueError: neither column, or a row with both or neither value.
+        InputError: (a ValueError) neither column, or a row with both or neither value.
     """
     from gadms.eval.evaluate import encode_images, encode_texts
 
     if TEXT_COLUMN not in frame.columns and IMAGE_COLUMN not in frame.columns:
-        raise ValueError(
+        raise InputError(
             f"input needs exactly one of the columns 'text' or 'image' per row, got columns {list(frame.columns)}"
         )
     texts, images = _column_cells(frame, TEXT_COLUMN), _column_cells(frame, IMAGE_COLUMN)
     for row, (text, image) in enumerate(zip(texts, images)):
         if (text is None) == (image is None):
-            raise ValueError(
+            raise InputError(
                 f"row {row}: set exactly one of the columns 'text' or 'image' (got "
-                f"{'both' if text is not None else 'neither'})"
+                f"{'both' if text is not None else 'neither'}): send one of them per row, a caption in 'text' or "
+                "an image in 'image'; over REST send one column per request"
             )
     out = np.zeros((len(frame), BACKBONES[model.arch.backbone].embed_dim), dtype=np.float32)
     text_rows = [i for i, t in enumerate(texts) if t is not None]
@@ -257,7 +270,7 @@ def log_retrieval_model(
             input_example=pd.DataFrame({TEXT_COLUMN: [EXAMPLE_CAPTION]}),
             pip_requirements=pinned_requirements(),
             metadata={
-                "gadms_architecture": json.dumps(asdict(arch), sort_keys=True),
+                "gadms_architecture": arch.to_json(),
                 "output": "L2-normalised embeddings",
                 "input": INPUT_CONTRACT,
             },

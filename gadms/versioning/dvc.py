@@ -11,25 +11,23 @@ remote. Only DVC 3 hashes (``hash: md5``) are handled.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
+from gadms.versioning.commands import VersioningError
+from gadms.versioning.commands import dvc as _dvc
+from gadms.versioning.commands import git as _git
+from gadms.versioning.commands import git_top_level as _git_top_level
+from gadms.versioning.commands import run_dvc as _run_dvc
+from gadms.versioning.verify import file_md5, read_manifest, verify_workspace
+
 _HASH = re.compile(r"[0-9a-f]{32}")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-_MAX_DETAIL = 400
-
-
-class VersioningError(RuntimeError):
-    """A versioning step failed; the message is one line naming the repository or file and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +145,9 @@ def pull(root: Path, data_dir: Path, remote: str | None = None) -> DataVersion:
     return version
 
 
-def checkout_hash(root: Path, data_dir: Path, md5: str, remote: str | None = None, force: bool = False) -> DataVersion:
+def checkout_hash(
+    root: Path, data_dir: Path, md5: str, remote: str | None = None, force: bool = False, record: bool = True
+) -> DataVersion:
     """Bring back exactly the corpus whose DVC directory hash is ``md5`` and point the ``.dvc`` file at it.
 
     The data comes from the local cache, or from the remote when it is not cached.
@@ -162,6 +162,8 @@ def checkout_hash(root: Path, data_dir: Path, md5: str, remote: str | None = Non
         remote: remote to fetch from when the version is not cached; None for the default remote.
         force: also delete files in ``data_dir`` that are not in the DVC cache; without it DVC
             refuses to delete them and nothing changes.
+        record: point the ``.dvc`` file at ``md5`` (default); False puts it back byte for byte as it was
+            (``data_dir`` then holds another version than it records when ``md5`` is not that one).
 
     Returns:
         The version now in ``data_dir``.
@@ -170,6 +172,7 @@ def checkout_hash(root: Path, data_dir: Path, md5: str, remote: str | None = Non
     md5 = _directory_hash(md5)
     dvc_file = _dvc_file(root, rel)
     previous = dvc_file.read_text(encoding="utf-8") if dvc_file.is_file() else None
+    previous_bytes = dvc_file.read_bytes() if previous is not None else None
     dvc_file.write_text(_pointer_yaml(previous, rel.name, md5), encoding="utf-8")
     try:
         objects = _object_dir(root)
@@ -179,12 +182,15 @@ def checkout_hash(root: Path, data_dir: Path, md5: str, remote: str | None = Non
         _dvc(root, "checkout", *(["--force"] if force else []), _relative(root, dvc_file))
         manifest = verify_workspace(root, rel, objects, md5)
     except BaseException:
-        _restore(dvc_file, previous)
+        _restore_bytes(dvc_file, previous_bytes)
         raise
     version = DataVersion(
         md5, rel, len(manifest), sum((root / rel / entry["relpath"]).stat().st_size for entry in manifest)
     )
-    dvc_file.write_text(_pointer_yaml(previous, rel.name, md5, version), encoding="utf-8")
+    if not record:
+        _restore_bytes(dvc_file, previous_bytes)
+    else:
+        dvc_file.write_text(_pointer_yaml(previous, rel.name, md5, version), encoding="utf-8")
     return version
 
 
@@ -210,54 +216,6 @@ def _human_size(size: int) -> str:
             return f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} TiB"
-
-
-# --- running git and dvc -------------------------------------------------------------------------
-
-
-def _run_dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "dvc", *args]
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}  # also before .dvc/config says so (dvc init)
-    return subprocess.run(
-        command, cwd=root, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
-    )
-
-
-def _dvc(root: Path, *args: str) -> str:
-    """Run ``dvc ARGS`` in ``root``; its stdout, or a VersioningError quoting DVC's error."""
-    result = _run_dvc(root, *args)
-    if result.returncode != 0:
-        detail = _error_detail(result.stderr + "\n" + result.stdout, result.returncode)
-        raise VersioningError(f"dvc {args[0]} in {root} failed: {detail}")
-    return result.stdout
-
-
-def _error_detail(output: str, returncode: int) -> str:
-    """DVC's error message on one line: from the first ``ERROR:`` line on, without the support footer."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    lines = [line for line in lines if not line.startswith("Having any troubles?")]
-    starts = [i for i, line in enumerate(lines) if line.startswith("ERROR:")]
-    lines = lines[starts[0] :] if starts else lines[-1:]
-    detail = " ".join(line.removeprefix("ERROR:").strip() for line in lines) or f"exit status {returncode}"
-    return detail if len(detail) <= _MAX_DETAIL else detail[: _MAX_DETAIL - 1] + "…"
-
-
-def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
-        )
-    except FileNotFoundError:
-        raise VersioningError(f"{root}: git is not installed; DVC versioning needs a git repository") from None
-
-
-def _git_top_level(root: Path) -> Path:
-    result = _git(root, "rev-parse", "--show-toplevel")
-    if result.returncode != 0:
-        raise VersioningError(
-            f"{root} is not inside a git work tree; run `git init` there first (DVC keeps versions in git)"
-        )
-    return Path(result.stdout.strip()).resolve()
 
 
 # --- paths and remotes ---------------------------------------------------------------------------
@@ -390,11 +348,11 @@ def _pointer_yaml(previous: str | None, name: str, md5: str, version: DataVersio
     return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 
 
-def _restore(dvc_file: Path, previous: str | None) -> None:
+def _restore_bytes(dvc_file: Path, previous: bytes | None) -> None:
     if previous is None:
         dvc_file.unlink(missing_ok=True)
     else:
-        dvc_file.write_text(previous, encoding="utf-8")
+        dvc_file.write_bytes(previous)
 
 
 def _object_dir(root: Path) -> Path:
@@ -428,7 +386,7 @@ def _first_bad_remote_file(root: Path, folder: Path, remote: str | None, md5: st
     listing = objects / md5[:2] / f"{md5[2:]}.dir"
     if not listing.is_file() or file_md5(listing) != md5:
         return f"{listing}: the file list of version {md5} in remote '{location[0]}' is missing or corrupt"
-    for entry in _manifest(listing):
+    for entry in read_manifest(listing):
         stored = objects / entry["md5"][:2] / entry["md5"][2:]
         actual = file_md5(stored) if stored.is_file() else "missing"
         if actual != entry["md5"]:
@@ -463,77 +421,3 @@ def _fetch_manifest(root: Path, objects: Path, dvc_file: Path, md5: str, remote:
     if manifest is None:
         raise VersioningError(f"no corpus with DVC hash {md5} in the cache or in remote '{name}' ({url})")
     return manifest
-
-
-# --- verifying what was checked out --------------------------------------------------------------
-
-
-def file_md5(path: Path) -> str:
-    """The md5 of a file's bytes (DVC 3's file hash)."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "md5").hexdigest()
-
-
-def verify_workspace(root: Path, rel: Path, objects: Path, md5: str) -> list[dict[str, str]]:
-    """Check version ``md5`` as checked out in ``root/rel`` against the hashes DVC recorded for it.
-
-    The cache's file list (``<md5>.dir``) must hash to ``md5``, and every file it lists must be in the
-    workspace with the md5 it records. A file with other bytes is removed from the workspace, so nothing
-    reads them.
-
-    Args:
-        root: the DVC repository root.
-        rel: the corpus directory relative to ``root``.
-        objects: the cache's object folder (``<cache>/files/md5``).
-        md5: the directory hash, without ``.dir``.
-
-    Returns:
-        The file list.
-
-    Raises:
-        VersioningError: one line naming the first bad file (or the bad file list) and its cache object.
-    """
-    listing = objects / md5[:2] / f"{md5[2:]}.dir"
-    actual = file_md5(listing) if listing.is_file() else "missing"
-    if actual != md5:
-        raise VersioningError(
-            f"{listing}: the DVC cache's file list of version {md5} is corrupt (md5 {actual}); delete it and run "
-            "again to fetch it from the remote"
-        )
-    manifest = _manifest(listing)
-    for entry in manifest:
-        _verify_file(root / rel / entry["relpath"], entry["md5"], objects, md5)
-    return manifest
-
-
-def _manifest(listing: Path) -> list[dict[str, str]]:
-    """The entries of a ``.dir`` object whose hash was checked; one line when they are malformed."""
-    try:
-        manifest = json.loads(listing.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        manifest = None
-    if not isinstance(manifest, list) or not _all_entries(manifest):
-        raise VersioningError(f"{listing}: not a DVC directory listing")
-    return manifest
-
-
-def _all_entries(manifest: list[Any]) -> bool:
-    """Whether every entry names a file and its md5."""
-    return all(
-        isinstance(entry, dict) and isinstance(entry.get("md5"), str) and isinstance(entry.get("relpath"), str)
-        for entry in manifest
-    )
-
-
-def _verify_file(path: Path, expected: str, objects: Path, version: str) -> None:
-    """Refuse a workspace file missing or with other bytes than its recorded md5 (and remove the bad copy)."""
-    actual = file_md5(path) if path.is_file() else "missing"
-    if actual == expected:
-        return
-    if path.is_file():
-        path.unlink()
-    cached = objects / expected[:2] / expected[2:]
-    raise VersioningError(
-        f"{path}: md5 {actual}, but version {version} records {expected}; the DVC object {cached} (or the "
-        "remote's copy) is corrupt: delete it and run again to fetch a good copy (the bad file was removed)"
-    )
