@@ -13,6 +13,76 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from gadms.config import Params, load_params
 from gadms.tracking.redact import hide_override_secrets, redact_credentials, reveal_override_secrets
 
+SERVER_CHECK_TIMEOUT_S = 10.0
+LOCAL_API_URL = "http://127.0.0.1:4200/api"  # where `prefect server start` serves the API by default
+
+
+def server_command() -> str:
+    """The command that starts a Prefect server on 127.0.0.1:4200, its usage reporting off (it runs offline)."""
+    import shlex
+
+    from gadms.tracking.store import executable
+
+    return f"PREFECT_SERVER_ANALYTICS_ENABLED=false {shlex.quote(executable('prefect'))} server start"
+
+
+def start_server_hint() -> str:
+    """How to start a Prefect server and point this shell at it."""
+    return f"start one with `{server_command()}`, then `export PREFECT_API_URL={LOCAL_API_URL}`"
+
+
+def prefect_api_url() -> str:
+    """The Prefect API this process talks to (``PREFECT_API_URL``, from the environment or the profile); empty when
+    none is set (Prefect then starts a temporary server of its own).
+    """
+    from prefect.settings import get_current_settings
+
+    return str(get_current_settings().api.url or "").rstrip("/")
+
+
+def prefect_ui_url() -> str:
+    """The UI of the Prefect server in use (derived from ``PREFECT_API_URL``); empty when no server is set."""
+    from prefect.settings import get_current_settings
+
+    return str(get_current_settings().ui_url or "").rstrip("/") if prefect_api_url() else ""
+
+
+def require_prefect_server(command: str) -> str:
+    """The URL of the Prefect API in use (credentials redacted, for showing), once it has answered its health check.
+
+    Args:
+        command: what needs the server, for the message (``gadms deploy``).
+
+    Raises:
+        ValueError: ``PREFECT_API_URL`` is not set, or nothing answers there as a Prefect server; one line that
+            says how to start one.
+    """
+    import httpx
+    from prefect.settings import get_current_settings
+
+    url = prefect_api_url()
+    if not url:
+        raise ValueError(
+            f"{command} needs a Prefect server to keep its schedule, and PREFECT_API_URL is not set: "
+            + start_server_hint()
+        )
+    shown = redact_credentials(url)
+    key = get_current_settings().api.key
+    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+    try:
+        answer = httpx.get(f"{url}/health", headers=headers, timeout=SERVER_CHECK_TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        raise ValueError(
+            f"{command}: no Prefect server answers at PREFECT_API_URL={shown} ({type(exc).__name__}); "
+            + start_server_hint()
+        ) from None
+    if answer.status_code != 200:
+        raise ValueError(
+            f"{command}: PREFECT_API_URL={shown} does not answer as a Prefect server (GET /health: HTTP "
+            f"{answer.status_code}); " + start_server_hint()
+        )
+    return shown
+
 
 def run_logger() -> Any:
     """The Prefect run logger inside a flow or task run; a plain logger when called outside one (``task.fn``)."""
@@ -98,7 +168,11 @@ def gadms_flow(**options: Any) -> Callable[[Callable[P, R]], CredentialSafeFlow[
 
 def load(params_file: str | Path, overrides: Sequence[str] = ()) -> Params:
     """The validated parameters of a flow run (file + ``section.key=value`` overrides, credentials revealed)."""
-    return load_params(Path(params_file), reveal_override_secrets(overrides))
+    from gadms.file_rules import use_limits
+
+    params = load_params(Path(params_file), reveal_override_secrets(overrides))
+    use_limits(params.curation.source)  # every reader of the flow run (and its workers) takes the params' caps
+    return params
 
 
 def safe_overrides(overrides: Sequence[str] | None) -> list[str]:

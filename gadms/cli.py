@@ -7,7 +7,6 @@ with ``error:`` and exit with status 2.
 
 from __future__ import annotations
 
-import shlex
 import time
 from pathlib import Path
 from typing import Optional
@@ -18,6 +17,7 @@ import yaml
 from gadms.cli_common import ParamsOpt, SetOpt, checked_seed, cli_params, user_errors
 from gadms.cli_data import data_app, validate
 from gadms.cli_help import install as install_help_layout
+from gadms.cli_serve_model import serve_model
 from gadms.cli_train import evaluate, train_app
 from gadms.search.commands import add_search_commands
 
@@ -56,6 +56,7 @@ app.add_typer(params_app, name="params")
 app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
 add_search_commands(app)  # gadms index / search / serve
+app.command("serve-model")(serve_model)  # the champion over REST (MLflow's model server)
 app.command("evaluate")(evaluate)
 app.command("validate")(validate)
 
@@ -275,15 +276,13 @@ def pipeline(
     guard("gadms pipeline")  # first: no child outlives the run; Prefect's start-up waits are set before its import
     from contextlib import ExitStack
 
-    from flows.pipeline import run_pipeline
-    from gadms.locks import writer_lock
-    from gadms.tracking.store import executable, ui_command
+    from flows.pipeline import pipeline_lock, run_pipeline
+    from gadms.tracking.store import ui_command
 
-    held = ExitStack()  # one pipeline per work tree: two would share stage folders and register twins
+    held = ExitStack()  # one pipeline per work tree (the flow holds it too: taken here, Prefect need not start)
     with user_errors():
         p = cli_params(params, set_)
-        work = p.paths.work_dir  # its own lock file: stages may lock folders of their own, the work tree included
-        held.enter_context(writer_lock(work, "gadms pipeline", "wait for it", lock_file=work / ".pipeline.lock"))
+        held.enter_context(pipeline_lock(p.paths.work_dir, "gadms pipeline"))
         started = time.perf_counter()
     try:
         with held:
@@ -297,6 +296,7 @@ def pipeline(
     typer.echo(f"quality gate: passed (report: {p.paths.reports_dir / 'gate'})")
     if result.get("unchanged"):
         typer.echo(f"{result['unchanged']}; nothing was trained or recorded")
+        typer.echo(_prefect_ui_line(result["flow_run"]))
         return
     typer.echo("\n" + result["table"] + "\n")
     promo = result["promotion"]
@@ -304,10 +304,17 @@ def pipeline(
         typer.echo(f"registered {p.tracking.registered_model} version {promo['version']}: {promo['reason']}")
     typer.echo(f"MLflow pipeline run: {result['pipeline_run']} (pre-training run {result['pretrain_run']})")
     typer.echo(f"MLflow UI:  {ui_command(p)}   then open http://127.0.0.1:5000")
-    typer.echo(
-        f"Prefect UI: {shlex.quote(executable('prefect'))} server start   then open http://127.0.0.1:4200 "
-        "(flow runs of this machine are listed)"
-    )
+    typer.echo(_prefect_ui_line(result["flow_run"]))
+
+
+def _prefect_ui_line(flow_run: str) -> str:
+    """Where to see the pipeline's flow run: its page on the server in use, or how to serve this machine's runs."""
+    from flows.common import prefect_ui_url, server_command
+
+    ui = prefect_ui_url()
+    if ui:
+        return f"Prefect UI: {ui}/runs/flow-run/{flow_run}"
+    return f"Prefect UI: {server_command()}   then open http://127.0.0.1:4200 (flow runs of this machine)"
 
 
 @app.command("ablate")
@@ -379,20 +386,29 @@ def deploy(
 ) -> None:
     """Serve the pipeline on the orchestration.schedule_cron schedule (scheduled retraining) until stopped.
 
-    Needs a Prefect server to schedule against: `.venv/bin/prefect server start`, then
-    `export PREFECT_API_URL=http://127.0.0.1:4200/api` before this command. For work-pool based serving see prefect.yaml
-    (`prefect deploy --all`, `prefect worker start --pool gadms-local`).
+    Needs a Prefect server, which keeps the schedule and the runs: `PREFECT_SERVER_ANALYTICS_ENABLED=false
+    .venv/bin/prefect server start`, then `export PREFECT_API_URL=http://127.0.0.1:4200/api` before this command;
+    without one (PREFECT_API_URL unset, or nothing answering there) it refuses with exit status 2. For work-pool
+    based serving see prefect.yaml (`prefect deploy --all`, `prefect worker start --pool gadms-local`).
+
+    One run at a time: a run that comes due while the previous one still runs is not started but Cancelled
+    ("Deployment concurrency limit reached"), and the next slot runs as usual; slots are skipped, never queued.
+    A run started by `gadms pipeline` on the same work tree counts too: a scheduled run that finds it running
+    ends Cancelled ("skipped: ..."). Scheduled runs are named by their slot: `pipeline 2026-12-07 03:00` (UTC).
     """
     from gadms.lifetime import guard
 
     guard("gadms deploy")  # first: no child outlives the command; Prefect's waits are set before its import
-    from flows.pipeline import serve_schedule
+    from flows.common import require_prefect_server
 
     with user_errors():
         p = cli_params(params, set_)
+        api = require_prefect_server("gadms deploy")  # before the pipeline's imports (torch): a refusal is quick
+        from flows.pipeline import serve_schedule
+
         typer.echo(
             f"serving deployment gadms-pipeline/{name} on cron '{p.orchestration.schedule_cron}' "
-            f"({p.orchestration.timezone}); Ctrl-C stops"
+            f"({p.orchestration.timezone}) against {api}, one run at a time; Ctrl-C stops"
         )
         serve_schedule(str(params), list(set_ or []), name)
 

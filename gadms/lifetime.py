@@ -10,18 +10,25 @@ rank) calls :func:`guard` first. Three layers, each enough for the case it cover
    another create time and is spared) and their own children: SIGTERM, 2 s of grace, then SIGKILL; then it
    exits. The Prefect ephemeral API server, the multiprocessing forkserver and its resource tracker, and
    DataLoader workers are all covered, whoever started them. It also ends them after a normal exit.
-2. **Signal handlers in the command.** SIGTERM and SIGINT end the command's descendants (same steps) and exit
-   at once with 143 or 130 after one line on stderr. The exit skips interpreter shutdown on purpose: that
-   shutdown joins the orchestrator's worker threads, which would train on for minutes. During a Prefect flow
-   run Prefect's own SIGTERM handler runs first (it marks the run Crashed) and then hands the signal on here.
+2. **Signal handlers in the command.** SIGTERM and SIGINT run the stop hooks (:func:`on_stop`), end the
+   command's descendants (same steps) and exit at once with 143 or 130 after one line on stderr. The exit
+   skips interpreter shutdown on purpose: that shutdown joins the orchestrator's worker threads, which would
+   train on for minutes. During a Prefect flow run Prefect's own SIGTERM handler runs first (it raises
+   ``TerminationSignal`` through the flow, which marks the run Crashed) and then hands the signal on here.
 3. **Parent-death signals** (Linux ``prctl(PR_SET_PDEATHSIG)``; a no-op elsewhere, where layer 1 still acts).
    DataLoader workers (:func:`loader_worker_init` is their ``worker_init_fn``) get SIGKILL when the process that
    forked them ends; a torchrun rank gets SIGTERM when its torchrun agent ends; a ``gadms`` command started
    by another one through :func:`linked_env` (the flows' torchrun launch) gets SIGTERM when that one ends.
 
+The stop hooks record the stop where it must show, e.g. the open MLflow runs end KILLED instead of staying
+RUNNING. They run in a helper thread for at most :data:`STOP_HOOKS_TIMEOUT_S` in all, so a hook waiting on a
+lock that the interrupted code holds cannot hold up the exit.
+
 :func:`guard` also sets, unless the environment already does, Prefect's start-up waits sized for a loaded
 machine (:data:`BUSY_MACHINE_WAITS`): Prefect's 20 s default for its ephemeral server was seen to run out with
-a load average near 10. Prefect reads its settings when first imported, so :func:`guard` runs before that.
+a load average near 10; and it turns Prefect's usage reporting off (:data:`NO_PREFECT_TELEMETRY`): the server
+it starts would otherwise try to send a heartbeat every 10 minutes and, offline, log an error each time.
+Prefect reads its settings when first imported, so :func:`guard` runs before that.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import psutil
 
@@ -52,7 +59,15 @@ BUSY_MACHINE_WAITS = {
     "PREFECT_API_REQUEST_TIMEOUT": "180",
 }
 
+# Usage reporting of Prefect off: the server's heartbeat to sens-o-matic.prefect.io, the client's events.
+NO_PREFECT_TELEMETRY = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "true",
+}
+STOP_HOOKS_TIMEOUT_S = 10.0
+
 _guarded: dict[str, object] = {}
+_stop_hooks: dict[int, Callable[[], object]] = {}
 
 
 def guard(command: str | None = None) -> None:
@@ -78,9 +93,49 @@ def guard(command: str | None = None) -> None:
 
 
 def allow_for_busy_machine() -> None:
-    """Set each of :data:`BUSY_MACHINE_WAITS` in the environment unless it is set already."""
-    for key, value in BUSY_MACHINE_WAITS.items():
+    """Set each of :data:`BUSY_MACHINE_WAITS` and :data:`NO_PREFECT_TELEMETRY` in the environment unless it is set
+    already.
+    """
+    for key, value in {**BUSY_MACHINE_WAITS, **NO_PREFECT_TELEMETRY}.items():
         os.environ.setdefault(key, value)
+
+
+def on_stop(hook: Callable[[], object]) -> Callable[[], None]:
+    """Run ``hook`` when SIGTERM or SIGINT stops this guarded command, before it exits (see :func:`guard`).
+
+    Hooks run in the order they were added, each at most once per stop; one that raises does not keep the
+    others from running.
+
+    Args:
+        hook: a quick function without arguments.
+
+    Returns:
+        A function that removes the hook again (for when what it records is over).
+    """
+    key = id(hook)
+    _stop_hooks[key] = hook
+
+    def remove() -> None:
+        _stop_hooks.pop(key, None)
+
+    return remove
+
+
+def run_stop_hooks(timeout_s: float = STOP_HOOKS_TIMEOUT_S) -> None:
+    """Run the :func:`on_stop` hooks in a helper thread; give up waiting for them after ``timeout_s``."""
+
+    def run_all() -> None:
+        for hook in list(_stop_hooks.values()):
+            try:
+                hook()
+            except Exception:  # a stop hook must not keep the others or the exit from happening
+                continue
+
+    if not _stop_hooks:
+        return
+    helper = threading.Thread(target=run_all, name="gadms-stop-hooks", daemon=True)
+    helper.start()
+    helper.join(timeout_s)
 
 
 def linked_env() -> dict[str, str]:
@@ -89,7 +144,12 @@ def linked_env() -> dict[str, str]:
 
 
 def loader_worker_init(worker_id: int) -> None:
-    """A DataLoader ``worker_init_fn``: the worker gets SIGKILL when the process that started it ends."""
+    """A DataLoader ``worker_init_fn``: the worker computes on one thread (the training process holds the
+    cores: a worker with a thread pool of its own oversubscribes them) and gets SIGKILL when the process that
+    started it ends."""
+    import torch  # loaded already in a worker; imported here to keep this module light
+
+    torch.set_num_threads(1)
     die_with_parent(signal.SIGKILL)
 
 
@@ -135,13 +195,16 @@ def start_watchdog(pid: int) -> subprocess.Popen:
 
 
 def _on_stop_signal(signum: int, _frame: object) -> None:
-    """SIGTERM/SIGINT: end this command's child processes, say so in one line, exit with 128 + signal."""
+    """SIGTERM/SIGINT: run the stop hooks, end this command's child processes, say so in one line, exit with
+    128 + signal.
+    """
     if _guarded.get("pid") != os.getpid():  # a forked child inherited the handler: behave as by default
         signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler)
         signal.raise_signal(signum)
         return
     for repeated in EXIT_CODES:  # a second Ctrl-C while children are ended changes nothing
         signal.signal(repeated, signal.SIG_IGN)
+    run_stop_hooks()
     watchdog = getattr(_guarded.get("watchdog"), "pid", None)
     ended = end_processes(p for p in _descendants(os.getpid()) if p.pid != watchdog)
     name = signal.Signals(signum).name

@@ -36,6 +36,7 @@ import yaml
 
 from gadms.config import Params, flatten
 from gadms.tracking.redact import Redactor
+from gadms.tracking.stopped import end_run, end_status, listed
 from gadms.tracking.store import ensure_experiment, using_store
 
 if TYPE_CHECKING:
@@ -378,7 +379,9 @@ def tracked_run(
 ) -> Iterator[TrackedRun]:
     """Open an MLflow run with its parameters and provenance tags logged (see the module docstring).
 
-    The run ends FINISHED when the block completes and FAILED when it raises.
+    The run ends FINISHED when the block completes, FAILED when it raises an error and KILLED when it is stopped
+    (Ctrl-C, a SIGTERM or a cancellation in a Prefect flow run; see :mod:`gadms.tracking.stopped`). While open it
+    is listed in :mod:`gadms.tracking.stopped`, so a guarded command that a signal stops ends it KILLED too.
 
     Args:
         params: the run's parameters (the shown ones as params, all in ``params.yaml``).
@@ -400,16 +403,23 @@ def tracked_run(
     nested = mlflow.active_run() is not None  # inside another run (e.g. a flow's): nest under it
     with using_store(params, root) as uri:
         experiment_id = ensure_experiment(params.tracking.experiment, uri)
-        with mlflow.start_run(
-            experiment_id=experiment_id,
-            run_name=redactor.redact(run_name, "run name"),
-            nested=nested,
-            parent_run_id=parent_run_id,
-            tags=redactor.redact_mapping(all_tags, "tag"),
-        ) as run:
+        with (
+            mlflow.start_run(
+                experiment_id=experiment_id,
+                run_name=redactor.redact(run_name, "run name"),
+                nested=nested,
+                parent_run_id=parent_run_id,
+                tags=redactor.redact_mapping(all_tags, "tag"),
+            ) as run,
+            listed(run.info.run_id, uri),
+        ):
             tracked = TrackedRun(run.info.run_id, uri, redactor)
-            log_all_params(tracked, params, data_hash)
-            yield tracked
+            try:
+                log_all_params(tracked, params, data_hash)
+                yield tracked
+            except BaseException as exc:
+                end_run(run.info.run_id, uri, end_status(exc))
+                raise
 
 
 def provenance_tags(stage: str, data_hash: str | None) -> dict[str, str]:

@@ -33,3 +33,16 @@ def test_served_deployment_carries_the_cron_schedule_and_parameters():
     (schedule,) = deployment.schedules
     assert schedule.schedule.cron == "0 4 * * 0" and schedule.schedule.timezone == "UTC"
     assert deployment.parameters == {"params_file": "params.yaml", "overrides": ["train.epochs=3"]}
+
+
+def test_both_deployments_run_one_at_a_time_and_cancel_the_runs_that_come_due_meanwhile():
+    from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+
+    from flows.pipeline import ONE_AT_A_TIME, deployment_of
+
+    assert ONE_AT_A_TIME.limit == 1 and ONE_AT_A_TIME.collision_strategy == ConcurrencyLimitStrategy.CANCEL_NEW
+    (deployment,) = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+    assert deployment["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+    served = deployment_of(load_params(REPO / "params.yaml", []), "params.yaml", [])
+    assert served.concurrency_limit == 1
+    assert served.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.CANCEL_NEW

@@ -199,5 +199,8 @@ def test_prefect_yaml_deployment_is_scheduled_and_a_process_worker_runs_it(prefe
         run = wait_until_started(api, deployment["name"], [log, server_log])
         assert run["parameters"]["overrides"] == CHEAP
         assert run["work_pool_name"] == pool
+        registered = httpx.get(f"{api}/deployments/{run['deployment_id']}", timeout=10).json()
+        assert registered["global_concurrency_limit"]["limit"] == 1  # one run at a time, as prefect.yaml says
+        assert registered["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
     finally:
         stop(worker)
