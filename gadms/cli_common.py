@@ -44,13 +44,16 @@ def cli_params(
     path: Optional[Path], overrides: Optional[list[str]], extra: Mapping[str, object] | None = None
 ) -> Params:
     """Load parameters; ``extra`` maps keys to command-line values (None = not given)."""
+    from gadms.file_rules import use_limits
     from gadms.tracking.redact import reveal_override_secrets
 
     sets = reveal_override_secrets(list(overrides or []))  # a flow's torchrun launch passes credentials by reference
     for key, value in (extra or {}).items():
         if value is not None:
             sets.append(f"{key}={value}")
-    return load_params(path, sets)
+    params = load_params(path, sets)
+    use_limits(params.curation.source)  # every reader of the command (and its workers) takes the params' caps
+    return params
 
 
 def checked_seed(seed: int) -> int:

@@ -13,7 +13,8 @@ the MLflow model alike:
 - a read that goes on past its time bound (a slow remote file) is an error.
 
 Every refusal is an :class:`UnsafeFile`: a one-line message naming the file, and a short ``reason`` that
-readers count skipped records by. The caps default to ``params.yaml``'s ``curation.source`` values.
+readers count skipped records by. The caps are the running command's ``curation.source`` values
+(:mod:`gadms.file_rules`).
 """
 
 from __future__ import annotations
@@ -27,13 +28,10 @@ from typing import IO, Any, BinaryIO, Optional, Union, cast
 
 from PIL import Image, UnidentifiedImageError
 
-from gadms.config import SourceConfig
 from gadms.data.problems import DataError
+from gadms.file_rules import file_kind, max_file_bytes, max_image_pixels
 from gadms.storage import Location, is_url, open_binary
 
-_DEFAULTS = SourceConfig()
-MAX_FILE_BYTES = _DEFAULTS.max_member_bytes  # curation.source.max_member_bytes
-MAX_IMAGE_PIXELS = _DEFAULTS.max_image_pixels  # curation.source.max_image_pixels
 READ_TIMEOUT_S = 60.0  # a single file read (remote ones included) that takes longer is an error
 READ_CHUNK = 1 << 20
 # Formats a web crawl legitimately holds; others (EPS, PSD, ...) widen the attack surface for nothing.
@@ -93,7 +91,7 @@ def open_regular(path: PathLike, root: PathLike | None = None) -> BinaryIO:
 def read_file(
     path: PathLike,
     root: PathLike | None = None,
-    max_bytes: int = MAX_FILE_BYTES,
+    max_bytes: int | None = None,
     timeout_s: float = READ_TIMEOUT_S,
     stamp: tuple[int, int] | None = None,
 ) -> bytes:
@@ -102,7 +100,7 @@ def read_file(
     Args:
         path: the file (a local path or a URL).
         root: the folder it came from (see :func:`open_regular`).
-        max_bytes: a larger file is refused before it is read.
+        max_bytes: a larger file is refused before it is read (default :func:`max_file_bytes`).
         timeout_s: a read that takes longer is refused.
         stamp: the ``(size, mtime_ns)`` the file must still have (checked on the opened file).
 
@@ -113,6 +111,7 @@ def read_file(
         UnsafeFile: see :func:`open_regular`; also ``missing_file`` (any ``OSError``), ``too_large``,
             ``read_timeout`` and ``changed``.
     """
+    max_bytes = max_file_bytes() if max_bytes is None else max_bytes
     try:
         with open_regular(path, root) as handle:
             if not is_url(path):
@@ -125,14 +124,14 @@ def read_file(
 def open_image_file(
     path: PathLike,
     root: PathLike | None = None,
-    max_bytes: int = MAX_FILE_BYTES,
-    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_bytes: int | None = None,
+    max_pixels: int | None = None,
 ) -> Image.Image:
     """An image file read through :func:`read_file` and decoded to RGB through :func:`decode_image`."""
     return decode_image(read_file(path, root, max_bytes), str(path), max_pixels)
 
 
-def decode_image(data: bytes, label: str = "image", max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+def decode_image(data: bytes, label: str = "image", max_pixels: int | None = None) -> Image.Image:
     """Encoded image bytes as an RGB image, refusing empty, unknown, over-cap, broken or cut-off data.
 
     The pixel cap is checked on the header, before any pixel is decoded.
@@ -140,7 +139,7 @@ def decode_image(data: bytes, label: str = "image", max_pixels: int = MAX_IMAGE_
     Args:
         data: the encoded bytes (JPEG, PNG, WebP, GIF, BMP or TIFF).
         label: names the image in an error.
-        max_pixels: largest width * height accepted.
+        max_pixels: largest width * height accepted (default :func:`max_image_pixels`).
 
     Returns:
         The decoded image, mode RGB.
@@ -153,7 +152,7 @@ def decode_image(data: bytes, label: str = "image", max_pixels: int = MAX_IMAGE_
     stream = WatchedBytes(data)
     try:
         with image_header(stream) as image:
-            check_pixels(image.size, max_pixels, label)
+            check_pixels(image.size, max_image_pixels() if max_pixels is None else max_pixels, label)
             image.load()
             if image.format in ("JPEG", "MPO") and stream.read_past_end:
                 raise UnsafeFile(TRUNCATED, f"{label}: JPEG data ends before the image does")
@@ -189,7 +188,7 @@ def _real_path(path: PathLike, root: PathLike | None) -> str:
     path = str(path)
     info = os.stat(path)  # follows links: what would be read; OSError as open() would raise it
     if not stat.S_ISREG(info.st_mode):
-        raise UnsafeFile(NOT_REGULAR, f"{path}: not a regular file ({_kind(info.st_mode)})")
+        raise UnsafeFile(NOT_REGULAR, f"{path}: not a regular file ({file_kind(info.st_mode)})")
     real = os.path.realpath(path)
     if root is not None and not _is_within(real, os.path.realpath(str(root))):
         raise UnsafeFile(OUTSIDE_ROOT, f"{path}: resolves to {real}, outside {root}")
@@ -199,13 +198,6 @@ def _real_path(path: PathLike, root: PathLike | None) -> str:
 def _is_within(real: str, root: str) -> bool:
     """Whether the real path ``real`` is ``root`` itself or below it."""
     return real == root or real.startswith(os.path.join(root, ""))
-
-
-def _kind(mode: int) -> str:
-    """What a non-regular file is, in a word."""
-    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")]
-    kinds += [(stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]
-    return next((word for test, word in kinds if test(mode)), "not a file")
 
 
 def check_stamp(path: PathLike, info: os.stat_result, stamp: tuple[int, int] | None) -> None:

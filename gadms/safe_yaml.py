@@ -128,6 +128,11 @@ def load_bounded(text: str) -> Any:
         if node is None:
             return None
         _check_expansion(node)
-        return loader.construct_document(node)
+        try:
+            return loader.construct_document(node)
+        except YamlLimitError:
+            raise
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date 2026-13-45: its constructor refuses it
+            raise YamlLimitError(f"a value that cannot be read ({str(exc).splitlines()[0][:MAX_SHOWN]})") from None
     finally:
         loader.dispose()

@@ -56,6 +56,9 @@ INDEX_NAME = "_shards.parquet"
 META_DIR = "meta"
 FORMAT_KEY, FORMAT_VERSION = b"gadms.corpus_index", b"1"
 CAPTIONS_PER_ROW = 2  # WebPerson rows: caption1, caption2
+# Local folders that are never a corpus: listing them would walk the machine (or never end, as /proc).
+PSEUDO_FILE_SYSTEMS = ("/proc", "/sys", "/dev", "/run")
+SYSTEM_FOLDERS = frozenset({*PSEUDO_FILE_SYSTEMS, "/usr", "/etc", "/var", "/boot", "/bin", "/sbin", "/lib", "/home"})
 FOOTER_THREADS = 32  # metadata reads in flight when there is no index (object stores answer them in parallel)
 SCHEMA = pa.schema(
     [
@@ -379,6 +382,21 @@ def corpus_kind(root: Path | str | Location) -> str:
     return CURATED if list_shards(root, CURATED) else WEBPERSON
 
 
+def refuse_system_folder(root: Path | str | Location) -> None:
+    """Refuse a local root that is the file system's root or a system folder: a corpus is never there, and
+    listing one would walk the whole machine (WebPerson shards are searched for at any depth).
+
+    Raises:
+        DataError: one line naming the folder.
+    """
+    place = location(root)
+    if is_url(place):
+        return
+    real = os.path.realpath(str(place))
+    if real == os.path.sep or real in SYSTEM_FOLDERS or any(real.startswith(f"{s}/") for s in PSEUDO_FILE_SYSTEMS):
+        raise DataError(f"{root}: a system folder ({real}), not a corpus folder; give the folder that holds the shards")
+
+
 def build_corpus_index(root: Path | str | Location, kind: str | None = None) -> list[CorpusIndexEntry]:
     """Write the index of an existing corpus from its shards' metadata (an existing index is not read).
 
@@ -392,6 +410,7 @@ def build_corpus_index(root: Path | str | Location, kind: str | None = None) -> 
     Raises:
         DataError: no shards of that kind under ``root``, or a shard's metadata cannot be read.
     """
+    refuse_system_folder(root)
     kind = kind or corpus_kind(root)
     if kind not in KINDS:
         raise DataError(f"corpus kind {kind!r} is not one of {', '.join(KINDS)}")

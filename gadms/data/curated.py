@@ -17,7 +17,7 @@ from typing import Iterator
 
 from gadms.data.problems import DataError
 from gadms.data.stream import Sample, StreamTally
-from gadms.safe_files import MAX_FILE_BYTES, UnsafeFile, open_regular
+from gadms.safe_files import UnsafeFile, max_file_bytes, open_regular
 from gadms.storage import Location, location, open_binary
 
 logger = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def _shard_samples(shard: Location, tally: StreamTally) -> Iterator[Sample]:
 
 def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     """A member's bytes; one over the shared byte cap is not read and stands as empty (then skipped, counted)."""
-    if member.size > MAX_FILE_BYTES:
+    if member.size > max_file_bytes():
         return b""
     return tar.extractfile(member).read()  # type: ignore[union-attr]
 

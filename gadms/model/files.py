@@ -10,10 +10,13 @@ code in the pickle, an entry missing) ends in :class:`ModelFileError`.
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from gadms.file_rules import file_kind
 
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")  # how torch's weights-only unpickler names a refused callable
 
@@ -38,11 +41,14 @@ def _unreadable(path: Path, exc: BaseException) -> str:
 def _existing(path: Path) -> int:
     """The file's size; a missing or empty file is a ModelFileError."""
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except FileNotFoundError:
         raise ModelFileError(f"{path}: model file not found") from None
     except OSError as err:
         raise ModelFileError(f"{path}: cannot read model file ({err.strerror or err})") from None
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would block the reader: refused before it is opened
+        raise ModelFileError(f"{path}: not a regular file ({file_kind(info.st_mode)}); not a model file")
+    size = info.st_size
     if size == 0:
         raise ModelFileError(f"{path}: model file is empty (0 bytes)")
     return size

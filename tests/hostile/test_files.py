@@ -281,3 +281,26 @@ def test_serve_hands_out_only_unchanged_indexed_images(served):
         answer = httpx.get(base + path)
         assert answer.status_code == 404 and b"root:" not in answer.content, (path, answer.text)
     assert httpx.get(f"{base}/image/{rows['img0.jpg']}").status_code == 200
+
+
+def test_the_params_caps_are_every_readers_caps(tmp_path, model_file):
+    """``curation.source.max_image_pixels`` / ``max_member_bytes`` act in `gadms index` too, not only in curation:
+    the same three good images are indexed under the defaults and skipped as too large under smaller caps."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"good{i}.jpg").write_bytes(_jpeg(i))  # 32x64 = 2048 pixels, a few kB each
+    base = [sys.executable, "-m", "gadms", "index", "--images", str(folder), "--model", str(model_file)]
+    base += ["--device", "cpu", "--quiet"]
+    caps = {"defaults": [], "pixels": ["curation.source.max_image_pixels=2047"]}
+    caps["bytes"] = ["curation.source.max_member_bytes=100"]
+    outputs = {}
+    for name, sets in caps.items():
+        command = base + ["--out", str(tmp_path / name)] + [word for s in sets for word in ("--set", s)]
+        done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+        assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+        outputs[name] = done.stdout
+    assert "3 added + 0 changed + 0 skipped" in outputs["defaults"], outputs["defaults"]
+    for name in ("pixels", "bytes"):
+        assert "0 added + 0 changed + 3 skipped" in outputs[name], outputs[name]
+        assert "skipped 3 (too large)" in outputs[name], outputs[name]
