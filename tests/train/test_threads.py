@@ -99,3 +99,16 @@ def test_a_container_cpu_quota_caps_the_usable_cores(tmp_path):
     (v1 / "cpu.cfs_quota_us").write_text("-1\n")
     assert threads.quota_cores(tmp_path / "v1") is None
     assert threads.quota_cores(tmp_path / "nothing") is None
+
+
+def test_every_gadms_command_lets_idle_openmp_threads_sleep_unless_the_user_chose(monkeypatch):
+    """OMP_WAIT_POLICY=PASSIVE is set before torch loads OpenMP (a busy machine slows training in proportion, not
+    tenfold: see gadms.cli.SHARE_CORES); a user's own setting is kept."""
+    code = "import os, sys; from gadms.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+    code += "import torch; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    chosen = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert chosen.stdout.strip().splitlines()[-1] == "PASSIVE", chosen.stdout + chosen.stderr
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    kept = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert kept.stdout.strip().splitlines()[-1] == "ACTIVE", kept.stdout + kept.stderr
