@@ -46,6 +46,7 @@ CORRUPT = "corrupt_image"
 TRUNCATED = "truncated_image"
 TIMED_OUT = "read_timeout"
 CHANGED = "changed"
+NOT_TEXT = "not_utf8_text"
 
 PathLike = Union[str, os.PathLike, Location]
 
@@ -119,6 +120,25 @@ def read_file(
             return _read_bounded(path, handle, max_bytes, timeout_s)
     except OSError as err:
         raise UnsafeFile(MISSING, f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def read_text(path: PathLike, what: str = "text file", max_bytes: int | None = None) -> str:
+    """A UTF-8 text file (captions, queries, templates) read through :func:`read_file`: a FIFO or device never
+    blocks it, a file past the byte cap is refused unread.
+
+    Args:
+        path: the file.
+        what: what the file is, for the error (``captions file``).
+        max_bytes: as for :func:`read_file`.
+
+    Raises:
+        UnsafeFile: see :func:`read_file`; also ``not_utf8_text``.
+    """
+    data = read_file(path, max_bytes=max_bytes)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnsafeFile(NOT_TEXT, f"{path}: not UTF-8 text (expected a {what})") from None
 
 
 def open_image_file(

@@ -71,6 +71,10 @@ def prepare(
     out = Path(cfg.out_dir)
     data_dir = out / "data"
     corpus_key = str(corpus)
+    if corpus is not None:  # read before the base stage's minutes of work: a bad --corpus is one line at once
+        from gadms.train.runs import pretrain_dataset
+
+        pretrain_dataset(params, corpus_format, corpus)
     if corpus is None:
         built = build_corpus("corpus", cfg.corpus, params.synth, data_dir)
         corpus, corpus_format, corpus_key = built.root, "cuhk-pedes", built.key

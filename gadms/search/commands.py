@@ -139,12 +139,13 @@ def _gallery(
 
 def read_query_file(path: Path) -> list[str]:
     """One query per line; blank lines and lines starting with ``#`` are left out."""
+    from gadms.safe_files import UnsafeFile, read_text
     from gadms.search.model import SearchError
 
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SearchError(f"--queries {path}: cannot read ({type(exc).__name__})") from None
+        lines = read_text(path, "text file of one query per line").splitlines()
+    except UnsafeFile as exc:
+        raise SearchError(f"--queries {exc}") from None
     queries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not queries:
         raise SearchError(f"--queries {path}: no queries in the file")

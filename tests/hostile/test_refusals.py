@@ -54,3 +54,32 @@ def test_a_yaml_value_its_constructor_refuses_names_the_key_or_the_file(run_gadm
     params.write_text(f"seed: {value}\n")
     line = _one_line(run_gadms("params", "show", "--params", str(params)))
     assert line.startswith(f"error: {params}: a value that cannot be read (")
+
+
+@pytest.mark.timeout(120)
+def test_a_fifo_as_a_text_input_is_one_line_without_blocking(run_gadms, tmp_path):
+    """Captions to mine templates from and a file of search queries are read through the one way in."""
+    os.mkfifo(tmp_path / "captions.txt")
+    os.mkfifo(tmp_path / "queries.txt")
+    captions = ["curate", "templates", "--captions", str(tmp_path / "captions.txt"), "--out", str(tmp_path / "t.json")]
+    line = _one_line(run_gadms(*captions, "--quiet"))
+    assert line == f"error: {tmp_path / 'captions.txt'}: not a regular file (a FIFO)"
+    (tmp_path / "index").mkdir()
+    line = _one_line(run_gadms("search", str(tmp_path / "index"), "--queries", str(tmp_path / "queries.txt")))
+    assert line == f"error: --queries {tmp_path / 'queries.txt'}: not a regular file (a FIFO)"
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    captions[3] = str(tmp_path / "latin1.txt")
+    line = _one_line(run_gadms(*captions, "--quiet"))
+    assert line == f"error: {tmp_path / 'latin1.txt'}: not UTF-8 text (expected a text file of one caption per line)"
+
+
+@pytest.mark.timeout(120)
+def test_ablate_refuses_a_corpus_it_cannot_read_before_any_work(run_gadms, tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    for corpus in (tmp_path / "missing", tmp_path / "fifo"):
+        started = time.monotonic()
+        args = ["ablate", "--corpus", str(corpus), "--out", str(tmp_path / "out"), "--no-track", "--device", "cpu"]
+        line = _one_line(run_gadms(*args))
+        assert time.monotonic() - started < 20, "the base stage ran before the corpus was read"
+        assert line == f"error: annotation file not found: {corpus}/CUHK-PEDES/reid_raw.json"
+        assert not (tmp_path / "out").exists()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from gadms.data.problems import DataError
+from gadms.safe_files import read_text
 
 
 def _benchmark_captions(root: Path) -> list[str]:
@@ -26,7 +27,7 @@ def _benchmark_captions(root: Path) -> list[str]:
 def _json_captions(path: Path) -> list[str]:
     """A JSON list of caption strings."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(read_text(path, "JSON list of captions"))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
     if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
@@ -57,10 +58,8 @@ def captions_from_source(source: Path | str) -> list[str]:
     elif source.suffix.lower() == ".json":
         captions = _json_captions(source)
     else:
-        try:
-            captions = [line.strip() for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except UnicodeDecodeError:
-            raise DataError(f"{source}: not UTF-8 text (expected one caption per line)") from None
+        text = read_text(source, "text file of one caption per line")
+        captions = [line.strip() for line in text.splitlines() if line.strip()]
     if not captions:
         raise DataError(f"{source}: no captions found")
     return captions

@@ -12,6 +12,7 @@ from gadms.curation.records import Template
 from gadms.curation.templates.checks import template_problem
 from gadms.curation.templates.mining import TemplateSet
 from gadms.data.problems import DataError
+from gadms.safe_files import UnsafeFile, read_text
 
 FORMAT = "gadms-templates/1"
 DEFAULT_TEMPLATES_FILE = "default_templates.json"
@@ -120,10 +121,12 @@ def load_templates(path: Path | str) -> list[Template]:
             template with an unknown placeholder.
     """
     path = Path(path)
+    if not path.exists():
+        raise DataError(f"templates file not found: {path}")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"templates file not found: {path}") from None
+        raw = json.loads(read_text(path, "JSON templates file"))
+    except UnsafeFile:
+        raise
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
     except (UnicodeDecodeError, IsADirectoryError, OSError) as err:
