@@ -197,6 +197,7 @@ def _from_mlflow(uri: str, params: Params, root: Path | None) -> tuple[PersonRet
     from mlflow.exceptions import MlflowException
 
     from gadms.model.retrieval import load_model
+    from gadms.tracking.registry import pin_registry_uri
     from gadms.tracking.store import sqlite_path, tracking_uri, using_store
 
     database = sqlite_path(tracking_uri(params, root))
@@ -207,7 +208,7 @@ def _from_mlflow(uri: str, params: Params, root: Path | None) -> tuple[PersonRet
         )
     with using_store(params, root) as store:
         try:
-            label, pinned = _pin_registry_uri(MlflowClient(store), uri)
+            label, pinned = pin_registry_uri(MlflowClient(store), uri)
             with tempfile.TemporaryDirectory(prefix="gadms-model-") as scratch, _no_download_bar():
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=pinned, dst_path=scratch))
                 weights = sorted(local.rglob("*.safetensors"))
@@ -233,19 +234,3 @@ def _no_download_bar() -> Iterator[None]:
             os.environ.pop(_PROGRESS_ENV, None)
         else:
             os.environ[_PROGRESS_ENV] = saved
-
-
-def _pin_registry_uri(client, uri: str) -> tuple[str, str]:
-    """``(label, pinned uri)``: ``models:/NAME@ALIAS`` and ``models:/NAME/VERSION`` name a registered version."""
-    rest = uri[len("models:/") :] if uri.startswith("models:/") else None
-    if rest is None or rest.startswith("m-"):  # runs:/..., or a logged model id
-        return uri, uri
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        version = client.get_model_version_by_alias(name, alias).version
-    else:
-        name, _, version = rest.rpartition("/")
-        if not name or not version.isdigit():
-            return uri, uri
-        client.get_model_version(name, version)  # raises when it does not exist
-    return f"{name} v{version}", f"models:/{name}/{version}"

@@ -282,3 +282,24 @@ def _decide(client, params: Params, version: int, run_id: str, benchmark: str, r
     return PromotionResult(
         version, promoted, champion.version if champion else None, champion.r1 if champion else None, reason
     )
+
+
+def pin_registry_uri(client, uri: str) -> tuple[str, str]:
+    """``(label, pinned uri)``: ``models:/NAME@ALIAS`` and ``models:/NAME/VERSION`` name a registered version
+    (``models:/NAME/3``, which an alias moved later does not change); other URIs are returned unchanged.
+
+    Raises:
+        MlflowException: the registered model, version or alias does not exist.
+    """
+    rest = uri[len("models:/") :] if uri.startswith("models:/") else None
+    if rest is None or rest.startswith("m-"):  # runs:/..., or a logged model id
+        return uri, uri
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias).version
+    else:
+        name, _, version = rest.rpartition("/")
+        if not name or not version.isdigit():
+            return uri, uri
+        client.get_model_version(name, version)  # raises when it does not exist
+    return f"{name} v{version}", f"models:/{name}/{version}"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gadms.config import Params
+from gadms.tracking.registry import pin_registry_uri
 from gadms.tracking.store import ENV_URI, executable, sqlite_path, tracking_uri
 
 DEFAULT_PORT = 5001
@@ -78,7 +79,7 @@ def resolve_model(params: Params, uri: str | None = None) -> ServedModel:
             "first, which registers and promotes the champion"
         )
     try:
-        label, pinned = _pin(MlflowClient(store), uri)
+        label, pinned = pin_registry_uri(MlflowClient(store), uri)
     except MlflowException as exc:
         first = (exc.message.strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
         hint = "; gadms pipeline registers the model and promotes its champion" if _missing(exc) else ""
@@ -89,22 +90,6 @@ def resolve_model(params: Params, uri: str | None = None) -> ServedModel:
 def _missing(exc: Exception) -> bool:
     """Whether MLflow's error says the registered model, version or alias does not exist."""
     return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
-
-
-def _pin(client, uri: str) -> tuple[str, str]:
-    """``(label, pinned uri)`` of a registry URI; other URIs unchanged."""
-    rest = uri[len("models:/") :] if uri.startswith("models:/") else None
-    if rest is None or rest.startswith("m-"):  # not the registry: runs:/..., a path, a logged model id
-        return uri, uri
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        version = str(client.get_model_version_by_alias(name, alias).version)
-    else:
-        name, _, version = rest.rpartition("/")
-        if not name or not version.isdigit():
-            return uri, uri
-        client.get_model_version(name, version)  # raises when it does not exist
-    return f"{name} v{version}", f"models:/{name}/{version}"
 
 
 def check_port_free(host: str, port: int) -> None:
