@@ -16,7 +16,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -33,6 +32,7 @@ from gadms.model.retrieval import Architecture, PersonRetrievalModel, save_model
 from gadms.search.build import build_index
 from gadms.search.model import load_search_model
 from gadms.search.sources import folder_gallery
+from tests.serving import wait_until_served
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 15  # seconds any one request may take: a hang fails the example instead of the suite
@@ -70,21 +70,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_until_up(proc: subprocess.Popen, base: str, log: Path) -> None:
-    """Return once ``base/api/info`` answers 200; fail the module when the server exits or takes over 60 s."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/api/info", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            if proc.poll() is not None:
-                pytest.fail(f"gadms serve exited: {log.read_text(errors='replace')}")
-            time.sleep(0.2)
-    proc.kill()
-    pytest.fail("gadms serve did not answer within 60 s")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     """``gadms serve`` over an index of three images, once per module; yields a dict of what the tests need."""
@@ -106,7 +91,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     with open(log, "wb") as sink:
         proc = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    _wait_until_up(proc, base, log)
+    wait_until_served(proc, base, log)
     yield {"proc": proc, "port": port, "base": base, "log": log, "gallery": gallery, "index": index, "before": before}
     proc.terminate()
     proc.wait(timeout=10)

@@ -17,6 +17,7 @@ from gadms.search.index import open_index
 from gadms.search.model import load_search_model
 from gadms.search.query import run_queries
 from gadms.search.showcase import search_showcase
+from tests.serving import wait_until_served
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = params_from_dict({})
@@ -52,17 +53,8 @@ def _start(index_dir: Path, port: int, log: Path) -> subprocess.Popen:
     args = [sys.executable, "-m", "gadms", "serve", str(index_dir), "--port", str(port), "--device", "cpu"]
     with open(log, "w") as out:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/info", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            if proc.poll() is not None:
-                pytest.fail(f"gadms serve exited: {log.read_text()}")
-            time.sleep(0.2)
-    proc.kill()
-    pytest.fail("gadms serve did not answer within 90 s")
+    wait_until_served(proc, f"http://127.0.0.1:{port}", log, 90)
+    return proc
 
 
 class _Hammer(threading.Thread):
