@@ -31,9 +31,9 @@ def evaluate(
     """Evaluate ``model_path`` on ``benchmark`` and log ``<setting>/<benchmark>/*`` in a run of stage ``evaluate``."""
     import torch
 
-    from gadms.tracking.runs import tracked_run
+    from gadms.tracking.mlflow_run import tracked_run
     from gadms.tracking.stages import evaluate_and_log
-    from gadms.train.runs import load_any_model
+    from gadms.train.recipes import load_any_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_any_model(model_path).eval().to(device)

@@ -243,7 +243,7 @@ def run_stages(params_file: str, params: Params, overrides: list[str]) -> dict[s
     from prefect.runtime import flow_run
 
     from gadms.tracking.links import run_link
-    from gadms.tracking.runs import git_state, tracked_run
+    from gadms.tracking.mlflow_run import git_state, tracked_run
     from gadms.tracking.stages import present_benchmarks
     from gadms.tracking.store import ui_command
 

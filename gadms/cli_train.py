@@ -178,7 +178,7 @@ def train_pretrain(
     on the eval.benchmarks found under paths.benchmarks_dir.
     """
     from gadms.tracking.stages import track_pretrain
-    from gadms.train.runs import run_pretrain
+    from gadms.train.recipes import run_pretrain
 
     with user_errors():
         check_device(device, "--device")
@@ -224,7 +224,7 @@ def train_finetune(
     the fine-tuned model on the benchmark's test split and register it.
     """
     from gadms.tracking.stages import track_finetune_and_evaluate
-    from gadms.train.runs import run_finetune
+    from gadms.train.recipes import run_finetune
 
     with user_errors():
         check_device(device, "--device")
@@ -274,7 +274,7 @@ def evaluate(
 
     from gadms.data.benchmarks import load_benchmark
     from gadms.eval.evaluate import evaluate_split, format_table
-    from gadms.train.runs import load_any_model
+    from gadms.train.recipes import load_any_model
 
     with user_errors():
         p = cli_params(params, set_)

@@ -78,7 +78,7 @@ def ensure_base(params: Params, device: str = "cpu", progress: bool = False) -> 
     """
     from safetensors.torch import save_file
 
-    from gadms.train.runs import run_pretrain
+    from gadms.train.recipes import run_pretrain
 
     key, folder = base_key(params), base_dir(params)
     weights = folder / CLIP_WEIGHTS

@@ -84,7 +84,7 @@ def run_cell(plan: Plan, row: str, seed: int, device: str = "cpu", progress: boo
         return {**done, "reused": True}
     from gadms.data.benchmarks import load_benchmark
     from gadms.eval.evaluate import evaluate_split
-    from gadms.train.runs import run_pretrain
+    from gadms.train.recipes import run_pretrain
 
     key = cell_key(plan, row, seed)
     params = row_params(plan.params, row, seed, plan.pretrained)

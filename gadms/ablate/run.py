@@ -72,7 +72,7 @@ def prepare(
     data_dir = out / "data"
     corpus_key = str(corpus)
     if corpus is not None:  # read before the base stage's minutes of work: a bad --corpus is one line at once
-        from gadms.train.runs import pretrain_dataset
+        from gadms.train.recipes import pretrain_dataset
 
         pretrain_dataset(params, corpus_format, corpus)
     if corpus is None:

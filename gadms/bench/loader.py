@@ -42,7 +42,7 @@ from gadms.data.shardplan import curated_index
 from gadms.data.streaming import StreamingPairs
 from gadms.model.backbone import tokenizer
 from gadms.shards import ShardWriter, json_bytes
-from gadms.train.runs import corpus_pairs
+from gadms.train.recipes import corpus_pairs
 
 
 def write_crops(out: Path, count: int, size: tuple[int, int], noise: float, per_shard: int = 1000) -> int:

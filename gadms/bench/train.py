@@ -24,7 +24,7 @@ from gadms.model.backbone import BACKBONES, tokenizer
 from gadms.model.retrieval import Architecture, PersonRetrievalModel
 from gadms.model.step import TrainingStep
 from gadms.synth.benchmark import write_benchmark
-from gadms.train.runs import corpus_pairs
+from gadms.train.recipes import corpus_pairs
 
 
 def _loader_rate(dataset: PairDataset, batch: int, workers: int, batches: int) -> float:

@@ -371,7 +371,7 @@ def leaf_count(path: Location, footer: pq.FileMetaData, column: str) -> int:
 def _scanned_pairs(tar: Location) -> int:
     """Caption-image pairs of a curated shard counted by reading it (when its meta file is missing)."""
     from gadms.data.curated import _shard_samples
-    from gadms.data.stream import StreamTally
+    from gadms.data.samples import StreamTally
 
     logger.warning("%s: no %s/%s.parquet, counting its pairs by reading the shard", tar, META_DIR, tar.stem)
     return sum(len(sample.captions) for sample in _shard_samples(tar, StreamTally()))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from gadms.data.problems import DataError
-from gadms.data.stream import Sample, StreamTally
+from gadms.data.samples import Sample, StreamTally
 from gadms.safe_files import UnsafeFile, max_file_bytes, open_regular
 from gadms.storage import Location, location, open_binary
 

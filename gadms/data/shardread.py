@@ -27,8 +27,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from gadms.data.samples import Sample, StreamTally
 from gadms.data.shardplan import CURATED, Segment, Shard
-from gadms.data.stream import Sample, StreamTally
 from gadms.data.webperson import CAPTION_COLUMNS, row_group_tables, table_rows
 
 

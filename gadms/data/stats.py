@@ -9,7 +9,7 @@ from typing import Any
 from gadms.data.benchmarks import BENCHMARKS, read_benchmark
 from gadms.data.curated import count_curated
 from gadms.data.problems import DataError
-from gadms.data.stream import StreamTally
+from gadms.data.samples import StreamTally
 from gadms.data.webperson import count_webperson
 
 DATASETS = (*BENCHMARKS, "webperson", "curated")

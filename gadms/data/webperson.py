@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from gadms.data.problems import DataError
-from gadms.data.stream import Sample, StreamTally
+from gadms.data.samples import Sample, StreamTally
 from gadms.storage import Location, location, parquet_file
 
 logger = logging.getLogger(__name__)

@@ -174,7 +174,7 @@ def load_query_model(
 
 def _from_path(path: Path) -> tuple[PersonRetrievalModel, str, str]:
     """A model from a local file or run directory; its label is the path."""
-    from gadms.train.runs import load_any_model
+    from gadms.train.recipes import load_any_model
 
     if not path.exists():
         raise SearchError(

@@ -4,7 +4,7 @@ Modules, each importable on its own (nothing here imports MLflow until used):
 
 - :mod:`gadms.tracking.store`: where runs go (tracking URI precedence, the local
   SQLite store, the ``mlflow ui`` command that opens it).
-- :mod:`gadms.tracking.runs`: :func:`~gadms.tracking.runs.tracked_run`, one
+- :mod:`gadms.tracking.mlflow_run`: :func:`~gadms.tracking.mlflow_run.tracked_run`, one
   MLflow run with every parameter, provenance tags and logging helpers.
 - :mod:`gadms.tracking.redact`: keeps API keys out of everything logged.
 - :mod:`gadms.tracking.examples`: evaluation that also returns each query's top-k.

@@ -231,7 +231,7 @@ def pinned_requirements() -> list[str]:
 
 def _weights_file(model: PersonRetrievalModel | Path, scratch: Path) -> tuple[Path, Architecture]:
     """A safetensors file of the model (written to ``scratch`` unless given one) and its architecture."""
-    from gadms.train.runs import load_any_model
+    from gadms.train.recipes import load_any_model
 
     if isinstance(model, PersonRetrievalModel):
         return save_model(model, scratch / "model.safetensors"), model.arch

@@ -1,7 +1,7 @@
 """Tracked training stages: what the CLI and the flows call to train, evaluate and log in one go.
 
 :func:`track_pretrain` logs, in one run (stage ``pretrain``):
-  every parameter and provenance tag (see :func:`gadms.tracking.runs.tracked_run`);
+  every parameter and provenance tag (see :func:`gadms.tracking.mlflow_run.tracked_run`);
   tags ``corpus.format``, ``corpus.path``;
   per-epoch ``train/<loss>``, ``train/lr``, ``train/samples_per_s``, ``train/epoch_s`` at step = epoch number;
   ``figures/token_scores.png`` (GASS scores of a few captions of the last batch);
@@ -33,8 +33,8 @@ from gadms.data.benchmarks import benchmark_dir, benchmark_format, load_benchmar
 from gadms.model.retrieval import PersonRetrievalModel
 from gadms.storage import location
 from gadms.tracking.examples import evaluate_with_examples
+from gadms.tracking.mlflow_run import TrackedRun, tracked_run
 from gadms.tracking.registry import PromotionResult, register_and_maybe_promote
-from gadms.tracking.runs import TrackedRun, tracked_run
 
 if TYPE_CHECKING:
     from gadms.train.loop import EpochLog
@@ -175,7 +175,7 @@ def track_pretrain(
         torchrun launch only the training runs; run id and model URI are then empty.
     """
     from gadms.train.loop import FINAL_MODEL
-    from gadms.train.runs import run_pretrain
+    from gadms.train.recipes import run_pretrain
 
     if not _is_main_process():
         run_pretrain(params, data_dir, fmt, out_dir, resume, device, progress)
@@ -240,7 +240,7 @@ def track_finetune_and_evaluate(
         ranks of a torchrun launch only the training runs; run id and model URI are then empty).
     """
     from gadms.train.loop import FINAL_MODEL
-    from gadms.train.runs import run_finetune
+    from gadms.train.recipes import run_finetune
 
     if not _is_main_process():
         run_finetune(params, benchmark, benchmark_root, pretrained, out_dir, resume, device, progress)

@@ -5,7 +5,7 @@ A stop is Ctrl-C (``KeyboardInterrupt``), a SIGTERM inside a Prefect flow run (P
 ``CancelledRun``, and any other ``BaseException`` that is not an error (``asyncio.CancelledError``). An
 ``Exception`` or a ``SystemExit`` is a failure.
 
-:func:`gadms.tracking.runs.tracked_run` ends its run by :func:`end_status`. Every open run is also listed here
+:func:`gadms.tracking.mlflow_run.tracked_run` ends its run by :func:`end_status`. Every open run is also listed here
 (:func:`listed`), for the stops that never reach the run's ``with`` block: a guarded command's SIGTERM/SIGINT
 handler exits at once (it calls :func:`end_open_runs` through :func:`gadms.lifetime.on_stop` first), and a run
 open in another thread than the one the stop lands in (a flow ends those with :func:`end_open_runs`).

@@ -53,7 +53,7 @@ class TrainingDiverged(ValueError):
 
 @dataclass(frozen=True)
 class RunSettings:
-    """What one training run does (built from params.yaml by :mod:`gadms.train.runs`)."""
+    """What one training run does (built from params.yaml by :mod:`gadms.train.recipes`)."""
 
     mode: Mode
     epochs: int
@@ -131,7 +131,7 @@ class Trainer:
         device: ``auto``, ``cpu``, ``cuda``, ...
         progress: show a progress bar (main process only).
         on_epoch: called with each :class:`EpochLog` on the main process (e.g. MLflow logging).
-        record: the result-shaping settings by params key (:func:`gadms.train.runs.resume_settings`), kept in
+        record: the result-shaping settings by params key (:func:`gadms.train.recipes.resume_settings`), kept in
             the checkpoint with the number of pairs trained on; ``--resume`` refuses a change of any of them.
     """
 

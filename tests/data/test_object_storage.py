@@ -19,8 +19,8 @@ from gadms.config import AugmentConfig, StreamConfig, load_params
 from gadms.curation.run import curate
 from gadms.data.curated import curated_shards, iter_curated
 from gadms.data.pipeline import image_transform
+from gadms.data.samples import StreamTally
 from gadms.data.shardplan import curated_index, steps_per_epoch, webperson_index
-from gadms.data.stream import StreamTally
 from gadms.data.streaming import StreamingPairs
 from gadms.data.webperson import iter_webperson
 from gadms.model.backbone import tokenizer

@@ -25,7 +25,7 @@ def _crash_after_first_epoch(log):
 def test_pretraining_resumes_from_the_checkpoint_after_a_crash(tmp_path, monkeypatch):
     from flows.pretrain import pretrain, pretrain_dir
     from gadms.train.loop import CHECKPOINT, FINAL_MODEL
-    from gadms.train.runs import run_pretrain
+    from gadms.train.recipes import run_pretrain
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(yaml.safe_load((REPO / "params.yaml").read_text())))

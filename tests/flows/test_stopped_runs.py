@@ -22,7 +22,7 @@ GUARDED = textwrap.dedent(
     from pathlib import Path
     from gadms import lifetime
     from gadms.config import load_params
-    from gadms.tracking.runs import tracked_run
+    from gadms.tracking.mlflow_run import tracked_run
 
     lifetime.guard("gadms demo")
     lifetime.on_stop(lambda: Path(sys.argv[2]).write_text("hook ran"))
@@ -75,7 +75,7 @@ def _status(project: Path, run_id: str) -> str:
 def test_a_tracked_run_and_its_parent_end_killed_when_stopped_failed_on_error(project, raised, status):
     from prefect.exceptions import CancelledRun, TerminationSignal
 
-    from gadms.tracking.runs import tracked_run
+    from gadms.tracking.mlflow_run import tracked_run
     from gadms.tracking.stopped import open_runs
 
     exc = {"termination": TerminationSignal(signal.SIGTERM), "cancelled": CancelledRun("cancelled")}.get(raised, raised)  # type: ignore[call-overload]

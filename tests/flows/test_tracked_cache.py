@@ -8,7 +8,7 @@ from prefect import flow, task
 
 from flows.tracked_cache import recompute_if_gone, run_exists, version_exists
 from gadms.config import params_from_dict
-from gadms.tracking.runs import tracked_run
+from gadms.tracking.mlflow_run import tracked_run
 from gadms.tracking.store import tracking_uri
 
 KEY = uuid.uuid4().hex

@@ -32,8 +32,8 @@ from gadms.data.corpus_index import INDEX_NAME as CORPUS_INDEX
 from gadms.data.corpus_index import read_corpus_index
 from gadms.data.curated import iter_curated
 from gadms.data.pipeline import image_transform
+from gadms.data.samples import StreamTally
 from gadms.data.shardplan import curated_index, steps_per_epoch
-from gadms.data.stream import StreamTally
 from gadms.data.streaming import UNDECODABLE, StreamingPairs, tally_from_dict
 from gadms.model.backbone import tokenizer
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, save_model

@@ -293,7 +293,7 @@ def test_finetune_batch_larger_than_the_data_is_refused_before_a_model_is_writte
 
 
 def test_pretraining_refuses_a_batch_larger_than_the_data_only_where_no_step_would_run(run_gadms, defaults, bench):
-    from gadms.train.runs import pretrain_dataset
+    from gadms.train.recipes import pretrain_dataset
 
     pairs = _train_pairs(bench)
     too_big = f"train.batch_size={2 * pairs + 2}"

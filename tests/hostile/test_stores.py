@@ -20,7 +20,7 @@ from PIL import Image
 from gadms.config import ModelConfig, params_from_dict
 from gadms.model.retrieval import Architecture, PersonRetrievalModel
 from gadms.tracking import store
-from gadms.tracking.runs import tracked_run
+from gadms.tracking.mlflow_run import tracked_run
 from gadms.tracking.store import tracking_uri
 from gadms.versioning.dvc import ensure_repo, push, track
 

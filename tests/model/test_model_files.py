@@ -19,7 +19,7 @@ from gadms.model.backbone import BackboneError, build_clip, load_pretrained
 from gadms.model.files import ModelFileError
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, load_model, save_model
 from gadms.synth.benchmark import write_benchmark
-from gadms.train.runs import load_any_model
+from gadms.train.recipes import load_any_model
 
 ARCH = Architecture.from_config(ModelConfig())
 

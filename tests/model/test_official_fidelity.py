@@ -23,7 +23,7 @@ from gadms.model.step import TrainingStep
 from gadms.model.text_tower import LayerInternals
 from gadms.train.loop import RunSettings, Trainer
 from gadms.train.param_groups import GroupRule
-from gadms.train.runs import finetune_settings
+from gadms.train.recipes import finetune_settings
 from tests.test_config import REPO
 
 # -- 1. importance normalisation -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ def test_a_server_link_is_its_run_page_without_credentials(monkeypatch):
 def test_a_local_store_link_comes_with_the_command_that_serves_it(params):
     from mlflow import MlflowClient
 
-    from gadms.tracking.runs import tracked_run
+    from gadms.tracking.mlflow_run import tracked_run
     from gadms.tracking.store import tracking_uri
 
     with tracked_run(params, "linked", "pretrain", None) as run:

@@ -9,9 +9,9 @@ import pytest
 
 from gadms.data.benchmarks import load_benchmark
 from gadms.eval.evaluate import encode_images, encode_texts
+from gadms.tracking.mlflow_run import tracked_run
 from gadms.tracking.pyfunc import image_bytes
 from gadms.tracking.registry import register_and_maybe_promote
-from gadms.tracking.runs import tracked_run
 from gadms.tracking.store import using_store
 
 CAPTIONS = [

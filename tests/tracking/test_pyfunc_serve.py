@@ -16,9 +16,9 @@ import pytest
 
 from gadms.data.benchmarks import load_benchmark
 from gadms.eval.evaluate import encode_images, encode_texts
+from gadms.tracking.mlflow_run import tracked_run
 from gadms.tracking.pyfunc import embed_frame
 from gadms.tracking.registry import register_and_maybe_promote
-from gadms.tracking.runs import tracked_run
 from gadms.tracking.store import tracking_uri
 
 REPO = Path(__file__).resolve().parents[2]

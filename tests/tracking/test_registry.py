@@ -3,8 +3,8 @@
 import pytest
 from mlflow import MlflowClient
 
+from gadms.tracking.mlflow_run import tracked_run
 from gadms.tracking.registry import Champion, promotion_decision, register_and_maybe_promote
-from gadms.tracking.runs import tracked_run
 from gadms.tracking.store import tracking_uri
 
 

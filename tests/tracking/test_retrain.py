@@ -3,9 +3,9 @@
 import pytest
 
 from gadms.config import load_params
+from gadms.tracking.mlflow_run import tracked_run
 from gadms.tracking.registry import register_and_maybe_promote
 from gadms.tracking.retrain import Unchanged, find_unchanged, inputs_fingerprint, mark_version
-from gadms.tracking.runs import tracked_run
 
 
 def test_fingerprint_follows_data_code_and_result_shaping_params_only():

@@ -22,9 +22,9 @@ from mlflow.exceptions import MlflowException
 
 from gadms.data.benchmarks import load_benchmark
 from gadms.eval.evaluate import encode_images
+from gadms.tracking.mlflow_run import tracked_run
 from gadms.tracking.pyfunc import embed_frame
 from gadms.tracking.registry import register_and_maybe_promote
-from gadms.tracking.runs import tracked_run
 from gadms.tracking.store import ensure_experiment, tracking_uri, using_store
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from gadms.tracking.mlflow_run import tracked_run
 from gadms.tracking.registry import register_and_maybe_promote
-from gadms.tracking.runs import tracked_run
 from gadms.tracking.store import tracking_uri, ui_command
 
 

@@ -12,10 +12,10 @@ from mlflow import MlflowClient
 
 from gadms.data.benchmarks import load_benchmark
 from gadms.eval.evaluate import METRICS, evaluate_split
-from gadms.tracking.runs import tracked_run
+from gadms.tracking.mlflow_run import tracked_run
 from gadms.tracking.stages import track_finetune_and_evaluate, track_pretrain
 from gadms.tracking.store import tracking_uri, using_store
-from gadms.train.runs import load_any_model
+from gadms.train.recipes import load_any_model
 
 FAST = {
     "train": {"epochs": 1, "batch_size": 8, "num_workers": 0, "amp": False},

@@ -8,7 +8,7 @@ from gadms.config import SynthConfig, load_params
 from gadms.data.benchmarks import load_benchmark
 from gadms.eval.evaluate import evaluate_split
 from gadms.synth.benchmark import write_benchmark
-from gadms.train.runs import run_pretrain
+from gadms.train.recipes import run_pretrain
 
 
 def _chance_r1(split) -> float:

@@ -11,7 +11,7 @@ from gadms.model.backbone import tokenizer
 from gadms.model.retrieval import Architecture, PersonRetrievalModel
 from gadms.model.score_memory import ScoreMemory
 from gadms.train.loop import CHECKPOINT, RunSettings, Trainer
-from gadms.train.runs import finetune_loss, finetune_settings, pretrain_pairs
+from gadms.train.recipes import finetune_loss, finetune_settings, pretrain_pairs
 
 MODEL = ModelConfig(context_length=32)
 NO_ITC = {"itc": {"enabled": False}}
