@@ -45,6 +45,12 @@ test: lint
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
+# Write params.yaml from the schema in gadms/config/ (the defaults and their comments); run after changing a
+# default or a field's description there (tests/test_config.py fails while the two differ).
+.PHONY: params
+params: install
+	$(BIN)/python -m gadms.config params.yaml
+
 # Re-lock the working set after changing dependencies in pyproject.toml.
 lock: install
 	{ echo "# Locked working set for a fresh install (pip install -c constraints.txt ...)."; \

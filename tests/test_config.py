@@ -1,12 +1,28 @@
-"""params.yaml -> typed, validated, frozen parameters; one-line errors naming the key."""
+"""params.yaml -> typed, validated, frozen parameters; one-line errors naming the key; params.yaml and the
+overlays (params.full/paper/irra.yaml) against the schema that holds the defaults."""
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pydantic
 import pytest
 import yaml
 
-from gadms.config import ConfigError, Params, flatten, load_params, params_from_dict
+from gadms.config import (
+    ConfigError,
+    OptimizerConfig,
+    OrchestrationConfig,
+    Params,
+    PathsConfig,
+    Section,
+    TrainConfig,
+    flatten,
+    load_params,
+    params_from_dict,
+    render_params,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
@@ -190,9 +206,101 @@ def test_file_errors_are_one_line(tmp_path):
         load_params(listy)
 
 
-def test_defaults_match_the_file():
-    """The schema's built-in defaults are the repository's params.yaml."""
-    assert Params() == load_params(PARAMS)
+def test_params_yaml_is_the_schema_rendered():
+    """params.yaml is written from the schema (its defaults and descriptions), byte for byte, and loads to them."""
+    rendered = render_params()
+    assert PARAMS.read_bytes() == rendered.encode("utf-8"), (
+        "params.yaml differs from the schema in gadms/config/ (the one source of defaults and comments): "
+        "regenerate it with `make params` (or `.venv/bin/python -m gadms.config params.yaml`)"
+    )
+    assert load_params(PARAMS).model_dump(mode="json") == Params().model_dump(mode="json")
+
+
+def test_every_description_in_the_schema_is_the_comment_of_its_key_in_params_yaml():
+    text = PARAMS.read_text(encoding="utf-8")
+    described = {key: field.description for key, field in _schema_fields(Params, "") if field.description}
+    assert len(described) > 100
+    for key, description in described.items():
+        name = key.rsplit(".", 1)[-1]
+        assert re.search(rf"^ *{re.escape(name)}:.*  # {re.escape(description)}$", text, re.M), key
+
+
+def _schema_fields(model, prefix):
+    for name, field in model.model_fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        yield key, field
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Section):
+            yield from _schema_fields(field.annotation, key)
+
+
+def test_rendering_writes_any_values_back_as_yaml_that_loads_to_them(tmp_path):
+    """Changing a default in the schema changes params.yaml: floats, paths, URLs and odd strings round-trip."""
+    changed = Params().model_copy(
+        update={
+            "train": TrainConfig(epochs=3, optimizer=OptimizerConfig(lr=1.5e-7, eps=1e20)),
+            "paths": PathsConfig(web_dir="s3://bucket/shards #1"),
+            "orchestration": OrchestrationConfig(schedule_cron="null", retry_delays_s=(0.5, 1e-4)),
+        }
+    )
+    text = render_params(changed)
+    assert "  epochs: 3                     # paper: 30\n" in text
+    assert "    lr: 1.5e-7  " in text and "    eps: 1.0e+20  " in text
+    (tmp_path / "p.yaml").write_text(text)
+    assert load_params(tmp_path / "p.yaml") == changed
+
+
+def test_python_m_gadms_config_prints_params_yaml_or_writes_it(tmp_path):
+    run = [sys.executable, "-m", "gadms.config"]
+    shown = subprocess.run(run, capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert shown.stdout == PARAMS.read_text(encoding="utf-8")
+    subprocess.run([*run, "out.yaml"], check=True, cwd=tmp_path)
+    assert (tmp_path / "out.yaml").read_bytes() == PARAMS.read_bytes()
+    wrong = subprocess.run([*run, "a", "b"], capture_output=True, text=True, cwd=tmp_path)
+    assert wrong.returncode == 2 and wrong.stderr.startswith("usage: python -m gadms.config [FILE]")
+    unwritable = subprocess.run([*run, "missing/dir/p.yaml"], capture_output=True, text=True, cwd=tmp_path)
+    assert (unwritable.returncode, unwritable.stderr) == (
+        1,
+        "error: missing/dir/p.yaml: cannot write (No such file or directory)\n",
+    )
+
+
+@pytest.mark.parametrize("name", ["params.full.yaml", "params.paper.yaml", "params.irra.yaml"])
+def test_overlays_hold_only_what_differs_from_the_defaults(name):
+    """Each recipe file sets only the keys it changes; a header says what it is for and how to use it."""
+    text = (REPO / name).read_text(encoding="utf-8")
+    defaults = flatten(Params())
+    loaded = flatten(load_params(REPO / name))
+    in_file = set()
+
+    def walk(prefix, node):
+        for key, value in node.items():
+            dotted = f"{prefix}.{key}" if prefix else key
+            if isinstance(value, dict):
+                walk(dotted, value)
+            else:
+                in_file.add(dotted)
+
+    walk("", yaml.safe_load(text))
+    same = sorted(key for key in in_file if loaded[key] == defaults[key])
+    assert not same, f"{name} repeats the defaults of {same}"
+    assert text.startswith("# ") and f"--params {name}" in text and "An overlay" in text
+
+
+@pytest.mark.parametrize("name", ["params.full.yaml", "params.paper.yaml"])
+def test_full_scale_overlays_keep_the_spec_numbers_they_take_from_the_defaults(name):
+    """SPEC 2, 3 and 5.4 numbers that the overlays leave to the defaults."""
+    p = load_params(REPO / name)
+    f = p.curation.filter
+    assert (f.min_short_side, f.min_aspect, f.max_aspect, f.min_confidence) == (90, 0.25, 0.5, 0.85)
+    assert (f.min_keypoints, f.min_hip_keypoints, f.min_head_keypoints, f.keypoint_confidence) == (8, 1, 2, 0.5)
+    assert p.curation.templates.random_members == 5 and p.curation.captioning.captions_per_image == 2
+    o = p.train.optimizer
+    assert (o.betas, o.eps, o.weight_decay, p.train.schedule) == ((0.9, 0.999), 1e-3, 4e-5, "cosine")
+    assert (p.train.epochs, p.train.warmup_epochs, p.loss.temperature) == (30, 5, 0.02)
+    m = p.model
+    assert (m.image_height, m.image_width, m.context_length, m.gass.layers, m.gass.scales) == (384, 128, 77, 8, (1, 2))
+    assert (m.masking.score, m.masking.alpha_noise, m.masking.alpha_informative) == ("gass", 0.2, 0.3)
+    assert p.loss.sdm.enabled and p.loss.mtp.enabled and p.finetune.mlm_probability == 0.15
 
 
 def test_web_dir_may_be_a_url_and_stays_one():

@@ -243,7 +243,7 @@ def test_cli_recursion_error_is_a_last_resort_one_line_error(monkeypatch):
     def too_deep(*args, **kwargs):
         raise RecursionError("maximum recursion depth exceeded while getting the repr of an object")
 
-    monkeypatch.setattr("gadms.cli_common.load_params", too_deep)
+    monkeypatch.setattr("gadms.cli.common.load_params", too_deep)
     result = CliRunner().invoke(app, ["params", "show"])
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == [
