@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from gadms.cli import app
-from gadms.cli_help import reflow
+from gadms.cli.help_layout import reflow
 from gadms.config import ModelConfig, SynthConfig
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, save_model
 from gadms.synth.benchmark import write_benchmark
@@ -90,3 +90,29 @@ def test_printed_tool_commands_name_this_environments_executables():
     from gadms.tracking.store import ui_command
 
     assert shlex.split(ui_command(Params()))[0] == mlflow
+
+
+def test_importing_the_cli_changes_nothing_and_running_it_lays_out_the_help():
+    """Importing gadms.cli leaves typer as it is; the help layout is installed when a command line runs (once)."""
+    import subprocess
+
+    script = (
+        "import typer.core, typer.rich_utils\n"
+        "before = (typer.core.TyperOption.display_type_rich, typer.rich_utils._make_rich_text)\n"
+        "import gadms.cli\n"
+        "after = (typer.core.TyperOption.display_type_rich, typer.rich_utils._make_rich_text)\n"
+        "print('import patched' if after != before else 'import unpatched')\n"
+        "from gadms.cli import main\n"
+        "for _ in range(2):\n"
+        "    try:\n"
+        "        main(['synth', 'web', '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+    )
+    env = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("import unpatched\n")
+    text = " ".join(done.stdout.split())
+    assert text.count("the box [x0, y0, x1, y1] (x1, y1 exclusive)") == 2  # laid out the same on every run
+    assert "\\[" not in text and "<bool>" not in text

@@ -65,7 +65,7 @@ def test_the_headline_query_is_the_one_shown_everywhere():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert f'Type "{QUERY}", get the right person' in readme.replace("\n", " ")
     assert f'placeholder="{QUERY}"' in (REPO / "gadms" / "search" / "web.py").read_text(encoding="utf-8")
-    assert f'e.g. "{QUERY}"' in (REPO / "gadms" / "search" / "commands.py").read_text(encoding="utf-8")
+    assert f'e.g. "{QUERY}"' in (REPO / "gadms" / "cli" / "search.py").read_text(encoding="utf-8")
 
 
 def test_the_query_speaks_the_worlds_language_and_states_its_attributes():

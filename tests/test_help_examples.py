@@ -1,4 +1,4 @@
-"""Every ``--set KEY=VALUE`` example the project shows (CLI help of every command and option, README files,
+"""Every ``--set KEY=VALUE`` example the project shows (CLI help of every command and option, README and docs/ files,
 parameter files, error messages) is checked against the real schema: it loads, or, where the README shows the
 error it gives, gives exactly that error."""
 
@@ -46,7 +46,8 @@ def _examples(texts) -> list[tuple[str, str]]:
 
 
 def _documents() -> list[tuple[str, str]]:
-    files = [REPO / "README.md", REPO / "flows" / "README.md", REPO / "params.yaml", REPO / "params.full.yaml"]
+    files = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "flows" / "README.md"]
+    files += [REPO / "params.yaml", REPO / "params.full.yaml"]
     return [(f.name, f.read_text(encoding="utf-8")) for f in files if f.is_file()]
 
 

@@ -112,7 +112,7 @@ def test_help_documents_the_exit_statuses(run_gadms):
 def test_python_dash_m_gadms_reports_a_failed_import_in_one_line(tmp_path):
     script = (
         "import runpy, sys\n"
-        "sys.modules['gadms.cli_data'] = None  # importing gadms.cli now fails\n"
+        "sys.modules['gadms.cli.data'] = None  # importing gadms.cli now fails\n"
         "sys.argv = ['gadms', 'params', 'show']\n"
         "runpy.run_module('gadms', run_name='__main__')\n"
     )

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gadms.cli_train import OUT_LOCK_ENV, _out_lock
+from gadms.cli.train import OUT_LOCK_ENV, _out_lock
 from gadms.config import ModelConfig
 from gadms.locks import OutputBusy, writer_lock
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, save_model

@@ -1,5 +1,8 @@
-"""The ``gadms index``, ``gadms search`` and ``gadms serve`` commands (added to the main app by
-:func:`add_search_commands`).
+"""``gadms index``, ``gadms search`` and ``gadms serve``: a searchable gallery, queried from the command line or a
+web page.
+
+Imports stay inside the commands: ``gadms search`` starts without loading the libraries it does not need
+(mlflow, open_clip, matplotlib, pandas, fastapi, prefect; see ``python -m gadms.bench.search_cold``).
 """
 
 from __future__ import annotations
@@ -10,11 +13,9 @@ from typing import Optional
 
 import typer
 
-from gadms.cli_common import cli_params, user_errors
+from gadms.cli.common import cli_params, user_errors
+from gadms.cli.options import DeviceOpt, ParamsOpt, QuietOpt, SearchSetOpt
 
-ParamsOpt = typer.Option(None, "--params", help="Parameter file (default: ./params.yaml, else built-in defaults).")
-SetOpt = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override one parameter (repeatable).")
-DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N.")
 SearchModelOpt = typer.Option(
     None, "--model", help="Model for the queries (default: the one the index was built with); another model is refused."
 )
@@ -45,9 +46,9 @@ def index_command(
         False, "--prune", help="Remove indexed images that are gone from the --images folder or --curated directory."
     ),
     device: str = DeviceOpt,
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = QuietOpt,
     params: Optional[Path] = ParamsOpt,
-    set_: Optional[list[str]] = SetOpt,
+    set_: Optional[list[str]] = SearchSetOpt,
 ) -> None:
     """Encode a gallery into a search index (embeddings, each image's source, the model's identity).
 
@@ -60,9 +61,8 @@ def index_command(
     one (while an index is extended, searches see the rows committed so far).
     """
     from gadms.lifetime import guard
-    from gadms.search.build import build_index
     from gadms.search.model import SearchError, load_search_model
-    from gadms.search.publish import check_target, index_writer, is_index, staged
+    from gadms.search.publish import check_target
 
     guard("gadms index")  # no child process outlives the command
     with user_errors():
@@ -75,18 +75,29 @@ def index_command(
         searcher = load_search_model(
             model or f"models:/{p.tracking.registered_model}@{p.tracking.champion_alias}", p, device
         )
-        with index_writer(out, "gadms index"):  # one build per --out: two would interleave their rows
-            args = (gallery, searcher, batch, workers, approx_threshold, p.seed)
-            if is_index(out):  # extended in place, batch by batch (each batch committed)
-                report = build_index(out, *args, progress=not quiet, prune=prune)
-            else:  # built beside --out, then renamed into place: never seen half-written
-                with staged(out, searcher) as new:
-                    report = build_index(new, *args, progress=not quiet, prune=prune)
+        report = _build(out, gallery, searcher, (batch, workers, approx_threshold, p.seed), not quiet, prune)
         typer.echo(
             f"index {out}: {report.count} images, model {searcher.identity.label} (weights "
             f"{searcher.identity.digest[:12]})"
         )
         typer.echo("\n".join(build_summary(report, searcher.device)))
+
+
+def _build(out: Path, gallery, searcher, args: tuple[int, int, int, int], progress: bool, prune: bool):
+    """Build the index at --out, or extend the one there, holding its lock; ``args`` are the rest of
+    :func:`~gadms.search.build.build_index`'s (batch, workers, approx_threshold, seed).
+
+    Returns:
+        The :class:`~gadms.search.build.BuildReport`.
+    """
+    from gadms.search.build import build_index
+    from gadms.search.publish import index_writer, is_index, staged
+
+    with index_writer(out, "gadms index"):  # one build per --out: two would interleave their rows
+        if is_index(out):  # extended in place, batch by batch (each batch committed)
+            return build_index(out, gallery, searcher, *args, progress=progress, prune=prune)
+        with staged(out, searcher) as new:  # built beside --out, then renamed into place: never seen half-written
+            return build_index(new, gallery, searcher, *args, progress=progress, prune=prune)
 
 
 def build_summary(report, device: str) -> list[str]:
@@ -200,7 +211,7 @@ def search_command(
     model: Optional[str] = SearchModelOpt,
     device: str = DeviceOpt,
     params: Optional[Path] = ParamsOpt,
-    set_: Optional[list[str]] = SetOpt,
+    set_: Optional[list[str]] = SearchSetOpt,
 ) -> None:
     """Rank the indexed images for text queries: the top-k with cosine scores, as a table, JSON or a figure."""
     from gadms.search.model import SearchError
@@ -233,7 +244,7 @@ def serve_command(
     model: Optional[str] = SearchModelOpt,
     device: str = DeviceOpt,
     params: Optional[Path] = ParamsOpt,
-    set_: Optional[list[str]] = SetOpt,
+    set_: Optional[list[str]] = SearchSetOpt,
 ) -> None:
     """A search page on http://127.0.0.1:PORT/: type a query, see the ranked images with scores and the model
     version.
@@ -256,10 +267,3 @@ def serve_command(
     typer.echo(f"serving {index_dir} ({len(index)} images, model {index.meta.model.label}) on http://127.0.0.1:{port}/")
     typer.echo(f"  follows {index_dir}: a rebuilt or extended index is served within {live.every:g} s, no restart")
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
-
-
-def add_search_commands(app: typer.Typer) -> None:
-    """Register ``index``, ``search`` and ``serve`` on the main ``gadms`` app."""
-    app.command("index")(index_command)
-    app.command("search")(search_command)
-    app.command("serve")(serve_command)

@@ -9,7 +9,8 @@ from typing import Iterator, Optional
 
 import typer
 
-from gadms.cli_common import ParamsOpt, RootOpt, SetOpt, cli_params, user_errors
+from gadms.cli.common import cli_params, user_errors
+from gadms.cli.options import BenchmarkOpt, DeviceOpt, ParamsOpt, RootOpt, SetOpt
 from gadms.config import Params
 from gadms.devices import check_device
 
@@ -40,6 +41,8 @@ def _maybe_torchrun(p: Params) -> None:
         raise typer.Exit(subprocess.call(cmd))
 
 
+# The options train pretrain and train finetune share (with --device, --params and --set of gadms.cli.options).
+ResumeOpt = typer.Option(False, "--resume", help="Continue from --out/checkpoint.pt.")
 TrackOpt = typer.Option(
     True,
     "--track/--no-track",
@@ -85,6 +88,8 @@ def _tracked_report(p: Params, result, result_json: Optional[Path]) -> None:
 
 
 def _train(
+    command: str,
+    device: str,
     params: Optional[Path],
     overrides: Optional[list[str]],
     out: Path,
@@ -92,15 +97,16 @@ def _train(
     plain,
     tracked,
     result_json: Optional[Path],
-    command: str = "gadms train",
 ) -> None:
-    """Load params, hold --out, relaunch under torchrun if asked, run (tracked or not), report on the main process
-    only.
+    """Check --device, load params, hold --out, relaunch under torchrun if asked, run (tracked or not), report on
+    the main process only.
     """
     import os
 
     from gadms.lifetime import guard
 
+    with user_errors():
+        check_device(device, "--device")
     guard(command)  # no child process (loader workers, torchrun and its ranks) outlives the command
     with user_errors():
         p = cli_params(params, overrides)
@@ -162,8 +168,8 @@ def train_pretrain(
     out: Path = typer.Option(
         ..., "--out", help="Run directory: checkpoint.pt after each epoch, model.safetensors at the end."
     ),
-    resume: bool = typer.Option(False, "--resume", help="Continue from --out/checkpoint.pt."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    resume: bool = ResumeOpt,
+    device: str = DeviceOpt,
     track: bool = TrackOpt,
     data_hash: Optional[str] = DataHashOpt,
     parent_run_id: Optional[str] = ParentRunOpt,
@@ -180,9 +186,9 @@ def train_pretrain(
     from gadms.tracking.stages import track_pretrain
     from gadms.train.recipes import run_pretrain
 
-    with user_errors():
-        check_device(device, "--device")
     _train(
+        "gadms train pretrain",
+        device,
         params,
         set_,
         out,
@@ -192,20 +198,19 @@ def train_pretrain(
             p, data, out, data_hash, fmt=fmt, parent_run_id=parent_run_id, resume=resume, device=device, progress=True
         ),
         result_json,
-        "gadms train pretrain",
     )
 
 
 @train_app.command("finetune")
 def train_finetune(
-    benchmark: str = typer.Option(..., "--benchmark", help="cuhk-pedes | icfg-pedes | rstpreid."),
+    benchmark: str = BenchmarkOpt,
     root: Optional[Path] = RootOpt,
     init: Optional[Path] = typer.Option(
         None, "--init", help="Pre-trained model (model.safetensors, checkpoint.pt or a run directory)."
     ),
     out: Path = typer.Option(..., "--out", help="Run directory."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from --out/checkpoint.pt."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    resume: bool = ResumeOpt,
+    device: str = DeviceOpt,
     track: bool = TrackOpt,
     register: bool = typer.Option(
         True,
@@ -226,9 +231,9 @@ def train_finetune(
     from gadms.tracking.stages import track_finetune_and_evaluate
     from gadms.train.recipes import run_finetune
 
-    with user_errors():
-        check_device(device, "--device")
     _train(
+        "gadms train finetune",
+        device,
         params,
         set_,
         out,
@@ -248,17 +253,16 @@ def train_finetune(
             progress=True,
         ),
         result_json,
-        "gadms train finetune",
     )
 
 
 def evaluate(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="model.safetensors, checkpoint.pt or a run directory."),
-    benchmark: str = typer.Option(..., "--benchmark", help="cuhk-pedes | icfg-pedes | rstpreid."),
+    benchmark: str = BenchmarkOpt,
     root: Optional[Path] = RootOpt,
     split: str = typer.Option("test", "--split", help="Split to evaluate on."),
     image_to_text: bool = typer.Option(False, "--image-to-text", help="Also rank captions for each image."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    device: str = DeviceOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,

@@ -6,6 +6,9 @@ markup (``[x0, y0, x1, y1]`` vanishes) and keeps the docstrings' own line
 breaks, so sentences break mid-line wherever the terminal is narrower or wider
 than the source. :func:`install` changes those three things for every command.
 
+Nothing changes when this module is imported: the ``gadms`` app is a :class:`LaidOutGroup`, which installs the
+layout when the command line runs (``gadms ...``, ``python -m gadms``, or typer's ``CliRunner`` in the tests).
+
 Text layout rules (per paragraph, paragraphs separated by a blank line):
 lines are joined into one flowing paragraph, except lines starting with ``- ``
 (list items) or indented lines (examples), which keep their own line; a
@@ -16,6 +19,10 @@ from __future__ import annotations
 
 import re
 from typing import Any
+
+from rich.markup import escape
+from typer import core, rich_utils  # imported with the CLI: rich_utils reads TERMINAL_WIDTH once, on import
+from typer.core import TyperGroup
 
 _KEEP_LINE = re.compile(r"^(\s+|- )")
 _installed = False
@@ -52,9 +59,6 @@ def install() -> None:
         return
     import inspect
 
-    from rich.markup import escape
-    from typer import core, rich_utils
-
     plain_type = core.TyperOption.display_type_rich
 
     def display_type_rich(self: Any, ctx: Any) -> str | None:
@@ -74,3 +78,14 @@ def install() -> None:
     core.TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
     rich_utils._make_rich_text = literal_text
     _installed = True
+
+
+class LaidOutGroup(TyperGroup):
+    """The ``gadms`` command group: installs the help layout (:func:`install`) each time it runs, before it parses
+    the command line, so that every help it or a subcommand prints is laid out the same way.
+    """
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Install the help layout (once per process), then run the command line as typer does."""
+        install()
+        return super().main(*args, **kwargs)

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from gadms.cli_common import ParamsOpt, SetOpt, UserError, cli_params, user_errors
+from gadms.cli.common import UserError, cli_params, user_errors
+from gadms.cli.options import ParamsOpt, SetOpt
 from gadms.config import Params
 
 data_app = typer.Typer(
@@ -15,6 +16,18 @@ data_app = typer.Typer(
     "(data.dvc at the repository root tracks paths.data_dir; the default remote is the local directory "
     "versioning.remote_url, any DVC remote URL works).",
     no_args_is_help=True,
+)
+
+# The options the data subcommands (and gadms validate) share.
+CuratedOpt = typer.Option(None, "--data", help="The curated corpus (default: paths.data_dir).")
+CorpusDirOpt = typer.Option(None, "--data", help="The corpus directory (default: paths.data_dir).")
+RemoteOpt = typer.Option(
+    None,
+    "--remote",
+    metavar="URL",
+    help="Fetch from this DVC remote instead of the configured one: a folder (e.g. another machine's remote, "
+    "mounted or copied) or any URL DVC understands (s3://, gs://, ssh://, ...). No tracked file changes (.dvc/config, "
+    "data.dvc): the remote is added to the git-ignored .dvc/config.local for this command only.",
 )
 
 
@@ -71,7 +84,7 @@ def data_index(
 
 
 def validate(
-    data: Optional[Path] = typer.Option(None, "--data", help="The curated corpus (default: paths.data_dir)."),
+    data: Optional[Path] = CuratedOpt,
     report: Optional[Path] = typer.Option(
         None,
         "--report",
@@ -130,7 +143,7 @@ def _data_dir(data: Optional[Path], p: Params) -> Path:
 
 @data_app.command("version")
 def data_version(
-    data: Optional[Path] = typer.Option(None, "--data", help="The curated corpus (default: paths.data_dir)."),
+    data: Optional[Path] = CuratedOpt,
     push_: bool = typer.Option(True, "--push/--no-push", help="Also push it to the DVC remote."),
     skip_gate: bool = typer.Option(
         False, "--skip-gate", help="Version even without a passing quality gate on this exact data."
@@ -171,19 +184,9 @@ def data_push(params: Optional[Path] = ParamsOpt, set_: Optional[list[str]] = Se
         typer.echo(f"pushed to DVC remote '{p.versioning.remote_name}'")
 
 
-RemoteOpt = typer.Option(
-    None,
-    "--remote",
-    metavar="URL",
-    help="Fetch from this DVC remote instead of the configured one: a folder (e.g. another machine's remote, "
-    "mounted or copied) or any URL DVC understands (s3://, gs://, ssh://, ...). No tracked file changes (.dvc/config, "
-    "data.dvc): the remote is added to the git-ignored .dvc/config.local for this command only.",
-)
-
-
 @data_app.command("pull")
 def data_pull(
-    data: Optional[Path] = typer.Option(None, "--data", help="The corpus directory (default: paths.data_dir)."),
+    data: Optional[Path] = CorpusDirOpt,
     remote: Optional[str] = RemoteOpt,
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
@@ -209,7 +212,7 @@ def data_checkout(
         help="The DVC directory hash of the corpus (as printed by `gadms data version`, "
         "logged in MLflow as dvc.data_hash).",
     ),
-    data: Optional[Path] = typer.Option(None, "--data", help="The corpus directory (default: paths.data_dir)."),
+    data: Optional[Path] = CorpusDirOpt,
     remote: Optional[str] = RemoteOpt,
     force: bool = typer.Option(
         False, "--force", help="Overwrite files in the corpus directory that are not in the DVC cache."

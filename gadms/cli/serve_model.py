@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from gadms.cli_common import ParamsOpt, SetOpt, cli_params, user_errors
+from gadms.cli.common import cli_params, user_errors
+from gadms.cli.options import ParamsOpt, SetOpt
 
 
 def serve_model(

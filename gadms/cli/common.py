@@ -1,4 +1,4 @@
-"""What every ``gadms`` command shares: the --params/--set options, parameter loading and one-line user errors."""
+"""What every ``gadms`` command shares: parameter loading, the ``--seed`` check and one-line user errors."""
 
 from __future__ import annotations
 
@@ -9,14 +9,6 @@ from typing import Iterator, Mapping, Optional
 import typer
 
 from gadms.config import MAX_SEED, ConfigError, Params, load_params
-
-ParamsOpt = typer.Option(None, "--params", help="Parameter file (default: ./params.yaml, else built-in defaults).")
-SetOpt = typer.Option(
-    None, "--set", metavar="KEY=VALUE", help="Override one parameter, e.g. --set train.optimizer.lr=3e-4 (repeatable)."
-)
-
-
-RootOpt = typer.Option(None, "--root", help="The benchmark directory or its parent (default: paths.benchmarks_dir).")
 
 
 class UserError(Exception):
