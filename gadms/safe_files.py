@@ -28,8 +28,8 @@ from typing import IO, Any, BinaryIO, Optional, Union, cast
 
 from PIL import Image, UnidentifiedImageError
 
-from gadms.data.problems import DataError
 from gadms.file_rules import file_kind, max_file_bytes, max_image_pixels
+from gadms.problems import DataError
 from gadms.storage import Location, is_url, open_binary
 
 READ_TIMEOUT_S = 60.0  # a single file read (remote ones included) that takes longer is an error

@@ -21,7 +21,7 @@ import fsspec
 import pyarrow.parquet as pq
 from upath import UPath
 
-from gadms.data.problems import DataError
+from gadms.problems import DataError
 
 Location = Union[Path, UPath]
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")

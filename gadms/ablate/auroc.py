@@ -19,14 +19,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from gadms.bench.gass_noise import ATTRIBUTE_WORDS, NoisyCaption, _load_image, auroc
 from gadms.config import Params, load_params
+from gadms.eval.metrics import auroc
 from gadms.model.backbone import tokenizer
 from gadms.model.figures import word_scores
 from gadms.model.gass import GassScorer, cosine_token_scores, random_token_scores
 from gadms.model.retrieval import Architecture, PersonRetrievalModel
 from gadms.synth.attributes import Identity
 from gadms.synth.captions import build_pieces, inject_noise
+from gadms.synth.noise import ATTRIBUTE_WORDS, NoisyCaption, load_image
 
 SCORERS = ("gass-paper", "gass-official", "cosine", "random", "occlusion")
 
@@ -129,7 +130,7 @@ def caption_aurocs(
     bench = Path(root) / "CUHK-PEDES" / "imgs"
     used = sorted({item.image for item in items})
     position = {image: k for k, image in enumerate(used)}
-    images = torch.stack([_load_image(bench / records[i]["file_path"], m.image_height, m.image_width) for i in used])
+    images = torch.stack([load_image(bench / records[i]["file_path"], m.image_height, m.image_width) for i in used])
     model.eval()
     with torch.no_grad():
         features = model.encode_image(images)[0]
@@ -172,7 +173,7 @@ def measure(params: Params, models: dict[str, PersonRetrievalModel], limit: int 
 
 
 def format_rows(rows: list[Any], paired: bool = False) -> str:
-    """The AUROC table for a terminal / README (``paired``: the within-caption AUROC)."""
+    """The AUROC table for a terminal / docs/ablation.md (``paired``: the within-caption AUROC)."""
     suffix = "/paired" if paired else ""
     lines = [f"{'model':<28} {'captions':<34} " + " ".join(f"{s:>13}" for s in SCORERS)]
     for name, set_name, values in rows:

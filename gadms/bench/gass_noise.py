@@ -18,50 +18,22 @@ import argparse
 import json
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from gadms.config import LossConfig, ModelConfig, SynthConfig
+from gadms.eval.metrics import auroc
 from gadms.model.backbone import tokenizer
 from gadms.model.figures import token_score_figure, word_scores
 from gadms.model.gass import GassScorer, cosine_token_scores, random_token_scores
 from gadms.model.retrieval import Architecture, PersonRetrievalModel
 from gadms.model.step import TrainingStep
-from gadms.synth.attributes import VOCABULARY, Identity
+from gadms.synth.attributes import Identity
 from gadms.synth.benchmark import write_benchmark
-from gadms.synth.captions import GENDER_WORDS, build_pieces, inject_noise
-
-_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
-_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
-ATTRIBUTE_WORDS = (
-    {w for values in VOCABULARY.values() for w in values} | set(GENDER_WORDS["man"]) | set(GENDER_WORDS["woman"])
-)
-
-
-def auroc(negatives: list[float], positives: list[float]) -> float:
-    """P(positive > negative), ties counted half (Mann-Whitney U / (n_pos * n_neg))."""
-    neg, pos = np.asarray(negatives), np.asarray(positives)
-    greater = (pos[:, None] > neg[None, :]).sum()
-    ties = (pos[:, None] == neg[None, :]).sum()
-    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
-
-
-@dataclass
-class NoisyCaption:
-    """A caption, its image index and the character spans of its wrong words."""
-
-    image: int
-    caption: str
-    wrong_starts: list[int]
-
-
-def _load_image(path: Path, height: int, width: int) -> torch.Tensor:
-    image = Image.open(path).convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
-    return (torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255 - _MEAN) / _STD
+from gadms.synth.captions import build_pieces, inject_noise
+from gadms.synth.noise import ATTRIBUTE_WORDS, NoisyCaption, load_image
 
 
 def _train(model, images, tokens, identities, steps: int, batch: int, lr: float, seed: int, progress: bool) -> float:
@@ -129,7 +101,7 @@ def noise_detection_auroc(
         model_cfg = ModelConfig(context_length=context_length)
         images = torch.stack(
             [
-                _load_image(bench.root / "imgs" / r["file_path"], model_cfg.image_height, model_cfg.image_width)
+                load_image(bench.root / "imgs" / r["file_path"], model_cfg.image_height, model_cfg.image_width)
                 for r in records
             ]
         )

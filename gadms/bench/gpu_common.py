@@ -20,8 +20,7 @@ from gadms.bench.step import CAPTIONS
 from gadms.config import LossConfig, ModelConfig, OptimizerConfig, load_params
 from gadms.model.backbone import tokenizer
 from gadms.model.retrieval import Architecture, PersonRetrievalModel
-from gadms.model.step import Mode, TrainingStep
-from gadms.train.loop import StepModule
+from gadms.model.step import Mode, StepModule, TrainingStep
 
 FULL_PARAMS = Path(__file__).resolve().parents[2] / "params.full.yaml"
 # gadms.train.loop wraps the forward in float16 autocast on CUDA and scales the loss with a GradScaler.

@@ -3,10 +3,10 @@
     python -m gadms.bench.scale_manifest [--rows 100000 1000000] [--shards 100] [--tmp DIR]
 
 For each size, writes ``--shards`` synthetic per-shard manifests (the columns
-of :data:`gadms.curation.run.MANIFEST_SCHEMA`, synthetic ids, two captions of
+of :data:`gadms.curation.manifest.MANIFEST_SCHEMA`, synthetic ids, two captions of
 about 300 characters per row, as a VLM writes them) and merges them into one
 ``manifest.parquet`` in a fresh process, twice: ``stream`` is
-:func:`gadms.curation.run.merge_manifests` (what ``finalize_curation`` runs),
+:func:`gadms.curation.manifest.merge_manifests` (what ``finalize_curation`` runs),
 ``concat`` the earlier merge (every shard read, concatenated in memory,
 written at once). Each process reports its peak resident set size
 (``VmHWM``, the process's own high-water mark; ``ru_maxrss`` is reported too,
@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gadms.curation.run import MANIFEST_ROW_GROUP, MANIFEST_SCHEMA
+from gadms.curation.manifest import MANIFEST_ROW_GROUP, MANIFEST_SCHEMA
 
 EXTRAPOLATE_TO = (5_000_000, 15_000_000)
 METHODS = ("stream", "concat")
@@ -48,7 +48,7 @@ _CHILD = """
 import hashlib, json, re, resource, sys, time
 from pathlib import Path
 import pyarrow as pa, pyarrow.parquet as pq
-from gadms.curation.run import merge_manifests
+from gadms.curation.manifest import merge_manifests
 
 def peak_kb():  # the process's own peak (ru_maxrss also counts the parent's resident set at fork)
     status = Path("/proc/self/status")

@@ -256,7 +256,7 @@ def match_keypoints(
     return out
 
 
-def _import_yolo() -> Any:
+def import_yolo() -> Any:
     """ultralytics' YOLO class, with PIL left as it was.
 
     Importing ultralytics replaces ``PIL.Image.open`` with a wrapper that, on the
@@ -282,7 +282,7 @@ class YoloDetector:
     """
 
     def __init__(self, cfg: DetectorConfig, min_score: float = 0.25, max_people: int = 50):
-        YOLO = _import_yolo()
+        YOLO = import_yolo()
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.min_score = min_score

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
@@ -36,6 +37,10 @@ REASONS = (
     TOO_LARGE,
     CORRUPT_ROW_GROUP,
 )
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # image files of a source sample
+# Text and JSON sidecars are small; a JSON of many MB can expand tenfold as Python objects, so they get a fixed cap.
+MAX_SIDECAR_BYTES = 1 << 20
 
 SourceKind = Literal["webdataset", "folder", "parquet"]
 
@@ -134,3 +139,63 @@ class CaptionResult:
 def failed_record(key: str, reason: str, detail: str) -> SourceRecord:
     """A record for a sample that cannot be used."""
     return SourceRecord(key=key, image=None, error=reason, detail=detail)
+
+
+@dataclass
+class Crop:
+    """A person who passed the filter, waiting for captions."""
+
+    key: str
+    shard: str
+    record: SourceRecord
+    person_index: int
+    person: PersonDetection
+    box: tuple[int, int, int, int]
+    jpeg: bytes
+    templates: tuple[Template, ...]
+    seed: int
+
+
+def sample_record(
+    key: str, image: Optional[bytes], image_name: str, text: Optional[bytes], meta: Optional[bytes]
+) -> SourceRecord:
+    """The record of one sample from its raw image, text and JSON bytes (``None`` when absent).
+
+    Args:
+        key: the sample's key.
+        image: the image bytes.
+        image_name: the image's name, for messages.
+        text: the text sidecar's bytes.
+        meta: the JSON sidecar's bytes.
+
+    Returns:
+        A usable record, or a failed one naming what is wrong.
+    """
+    if image is None:
+        return failed_record(key, MISSING_IMAGE, f"sample {key!r} has no image ({', '.join(IMAGE_EXTENSIONS)})")
+    if not image:
+        return failed_record(key, EMPTY_FILE, f"{image_name} is empty")
+    try:
+        decoded_text = None if text is None else text.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return failed_record(key, BAD_TEXT, f"text of {key!r} is not UTF-8 (byte {err.start})")
+    parsed = {} if meta is None else json_object(meta)
+    if parsed is None:
+        return failed_record(key, BAD_JSON, f"json of {key!r} is not a JSON object")
+    return SourceRecord(key=key, image=image, text=decoded_text, meta=parsed)
+
+
+def json_object(data: bytes) -> Optional[dict[str, Any]]:
+    """The JSON object in ``data``, or ``None`` when it is malformed or not an object.
+
+    Args:
+        data: the encoded JSON.
+
+    Returns:
+        The object, or ``None``.
+    """
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    return value if isinstance(value, dict) else None

@@ -26,25 +26,29 @@ reproducible.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
-import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from gadms.config import Params
 from gadms.curation.decoding import ImageDecodeError, decode_image, open_image
-from gadms.curation.detect import BadDetectionRecord, Detector, build_detector, precomputed_detections
-from gadms.curation.filter import KEEP, crop_box, crop_image, filter_decision, visible_keypoints
+from gadms.curation.detect import BadDetectionRecord, precomputed_detections
+from gadms.curation.filter import KEEP, crop_box, crop_image, filter_decision
+from gadms.curation.manifest import (
+    DECISIONS_SCHEMA,
+    MANIFEST_SCHEMA,
+    decision_row,
+    manifest_row,
+    merge_manifests,
+    parquet_bytes,
+    sample_json,
+)
 from gadms.curation.output import (
     MANIFEST,
     META_DIR,
@@ -58,140 +62,18 @@ from gadms.curation.output import (
     replacement_reason,
     shard_fingerprint,
 )
-from gadms.curation.records import CaptionRequest, CaptionResult, PersonDetection, SourceRecord, SourceShard, Template
+from gadms.curation.records import CaptionRequest, CaptionResult, Crop, SourceRecord, SourceShard
 from gadms.curation.report import CurationReport, ShardReport
 from gadms.curation.sources import iter_source, list_source_shards
+from gadms.curation.stages import CurationStages, choose_templates, curated_key, sample_seed, stages_for
 from gadms.data.corpus_index import curated_index_entry, write_corpus_index
-from gadms.shards import ShardWriter, atomic_path, jpeg_bytes, json_bytes, write_bytes_atomic
+from gadms.shards import ShardWriter, jpeg_bytes, json_bytes, write_bytes_atomic
 from gadms.storage import Location, location
 
 CAPTION_FAILED = "caption_failed"
 BAD_DETECTIONS = "bad_detections"
 CAPTION_BATCH = 64
-_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-_KEY_BASE_CHARS = 48  # readable part of a curated key; the hash after it keeps keys unique (tar names stay short)
 _SHARD_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-@dataclass
-class _Crop:
-    """A person who passed the filter, waiting for captions."""
-
-    key: str
-    shard: str
-    record: SourceRecord
-    person_index: int
-    person: PersonDetection
-    box: tuple[int, int, int, int]
-    jpeg: bytes
-    templates: tuple[Template, ...]
-    seed: int
-
-
-class CurationStages:
-    """The models and templates a curation run needs, built once and shared by the shards of a process."""
-
-    def __init__(self, params: Params):
-        self.params = params
-        self.detector: Detector = build_detector(params.curation.detector)
-        self.templates = _load_templates(params)
-        self.captioner = build_captioner(params)
-        self._lock = threading.Lock()  # models are not guaranteed to be thread-safe
-
-    def detect(self, images: Sequence[np.ndarray], records: Sequence[SourceRecord]) -> list[list[PersonDetection]]:
-        """Detections per image, one batch at a time."""
-        with self._lock:
-            return self.detector.detect(images, records)
-
-    def fingerprint(self) -> str:
-        """Hash of everything besides the input that decides the output bytes."""
-        curation = self.params.curation.model_dump(mode="json")
-        for key in ("batch_size", "device"):  # how inference runs, not what it finds
-            curation["detector"].pop(key)
-        curation["captioning"].pop("concurrency")
-        templates = [[t.id, t.text] for t in self.templates]
-        return hashlib.sha256(
-            json_bytes({"seed": self.params.seed, "curation": curation, "templates": templates})
-        ).hexdigest()
-
-
-def build_captioner(params: Params) -> Any:
-    """The captioner named by ``curation.captioning.backend`` (``attributes`` offline, ``vlm`` over HTTP)."""
-    cfg = params.curation.captioning
-    if cfg.backend == "vlm":
-        from gadms.curation.vlm import VlmCaptioner
-
-        return VlmCaptioner(cfg)
-    from gadms.curation.attribute_captions import AttributeCaptioner
-
-    return AttributeCaptioner(cfg)
-
-
-def captioner_name(params: Params) -> str:
-    """What wrote the captions, stored with each sample."""
-    cfg = params.curation.captioning
-    return f"vlm:{cfg.vlm_model}" if cfg.backend == "vlm" else "attributes"
-
-
-def _load_templates(params: Params) -> list[Template]:
-    from gadms.curation.templates import default_templates, load_templates
-
-    path = params.curation.captioning.templates_file
-    templates = load_templates(path) if path is not None else default_templates()
-    if not templates:
-        raise CurationError(f"no caption templates in {path or 'the built-in templates'}")
-    return templates
-
-
-_STAGES: dict[str, CurationStages] = {}
-_STAGES_LOCK = threading.Lock()
-
-
-def stages_for(params: Params) -> CurationStages:
-    """The (cached, per process) :class:`CurationStages` of ``params``."""
-    key = hashlib.sha256(json_bytes(params.model_dump(mode="json"))).hexdigest()
-    with _STAGES_LOCK:
-        if key not in _STAGES:
-            _STAGES[key] = CurationStages(params)
-        return _STAGES[key]
-
-
-def sample_seed(seed: int, *parts: object) -> np.random.Generator:
-    """A generator that depends only on the run seed and the given identifiers."""
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode("utf-8")).digest()
-    return np.random.default_rng([seed, *np.frombuffer(digest[:16], dtype=np.uint32).tolist()])
-
-
-def choose_templates(templates: Sequence[Template], count: int, rng: np.random.Generator) -> tuple[Template, ...]:
-    """``count`` distinct templates (repeats only when there are fewer templates than captions)."""
-    picks = rng.choice(len(templates), size=count, replace=len(templates) < count)
-    return tuple(templates[int(i)] for i in picks)
-
-
-def curated_key(shard: str, source_key: str, person_index: int, used: set[str]) -> str:
-    """A WebDataset-safe key for one person crop, unique in the corpus and the same on every run.
-
-    ``BASE_HASH_INDEX``: the source key with unsafe characters replaced (cut to
-    48 characters, for reading), 16 hex digits of SHA-256 of the exact shard name
-    and source key (so ``a b`` and ``a+b`` differ), and the person's index. No dots
-    or slashes; at most about 70 characters, whatever the source key.
-
-    Args:
-        shard: the source shard's name.
-        source_key: the sample's key in its source shard.
-        person_index: the person's index among the sample's detections.
-        used: keys already given in this shard (a clash of the hash, never seen in practice, gets a suffix).
-
-    Returns:
-        The key.
-    """
-    base = _KEY_UNSAFE.sub("_", source_key).strip("_")[:_KEY_BASE_CHARS].strip("_") or "sample"
-    digest = hashlib.sha256(f"{shard}/{source_key}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    key, n = f"{base}_{digest}_{person_index}", 1
-    while key in used:
-        key, n = f"{base}_{digest}_{person_index}_{n}", n + 1
-    used.add(key)
-    return key
 
 
 def curate_shard(shard: SourceShard, out: Path, params: Params, progress: bool = False) -> ShardReport:
@@ -224,21 +106,21 @@ def curate_shard(shard: SourceShard, out: Path, params: Params, progress: bool =
     records = iter_source(shard, report.problems, source.max_member_bytes, source.max_row_group_bytes)
     bar = tqdm(desc=f"curate {shard.name}", unit="img", disable=not progress, leave=False)
     with ShardWriter(out / f"{name}.tar") as tar:
-        for batch in _batches(records, stages, report):
+        for batch in decoded_batches(records, stages, report):
             crops = _detect_and_crop(batch, shard, stages, report, decisions, used)
             _caption_and_write(crops, batch, stages, tar, report, manifest)
             bar.update(len(batch))
             del batch, crops  # free the decoded pixels before the next batch is decoded
     bar.close()
     meta = out / META_DIR
-    write_bytes_atomic(meta / f"{name}.parquet", _parquet_bytes(manifest, MANIFEST_SCHEMA))
-    write_bytes_atomic(meta / f"{name}.decisions.parquet", _parquet_bytes(decisions, DECISIONS_SCHEMA))
+    write_bytes_atomic(meta / f"{name}.parquet", parquet_bytes(manifest, MANIFEST_SCHEMA))
+    write_bytes_atomic(meta / f"{name}.decisions.parquet", parquet_bytes(decisions, DECISIONS_SCHEMA))
     assert report.seen == report.kept + report.rejected + report.failed, report
     write_bytes_atomic(marker_path(out, name), json_bytes({**fingerprint, "report": report.to_dict()}))
     return report
 
 
-def _batches(
+def decoded_batches(
     records: Iterable[SourceRecord], stages: CurationStages, report: ShardReport
 ) -> Iterator[list[tuple[SourceRecord, np.ndarray | None]]]:
     """Decode records into batches of ``(record, image)``; unusable records come with ``None``.
@@ -307,7 +189,7 @@ def _detect_and_crop(
     report: ShardReport,
     decisions: list[dict[str, Any]],
     used: set[str],
-) -> list[_Crop]:
+) -> list[Crop]:
     """Detect, filter and crop the people of a batch; record every decision (``used``: the shard's keys so far)."""
     usable = [(r, im) for r, im in batch if im is not None]
     start = time.perf_counter()
@@ -315,13 +197,13 @@ def _detect_and_crop(
     report.timings["detect"] += time.perf_counter() - start
     start = time.perf_counter()
     params = stages.params
-    crops: list[_Crop] = []
+    crops: list[Crop] = []
     crop_seconds = 0.0
     for (record, image), people in zip(usable, found):
         assert image is not None
         for index, person in enumerate(people):
             decision = filter_decision(person, params.curation.filter)
-            decisions.append(_decision_row(record.key, index, person, decision, params))
+            decisions.append(decision_row(record.key, index, person, decision, params))
             report.boxes[decision] += 1
             if decision != KEEP:
                 continue
@@ -332,14 +214,14 @@ def _detect_and_crop(
             jpeg = jpeg_bytes(np.ascontiguousarray(crop_image(image, box)), params.curation.crop.jpeg_quality)
             crop_seconds += time.perf_counter() - crop_start
             key = curated_key(report.shard, record.key, index, used)
-            crops.append(_Crop(key, shard.name, record, index, person, box, jpeg, templates, int(rng.integers(2**31))))
+            crops.append(Crop(key, shard.name, record, index, person, box, jpeg, templates, int(rng.integers(2**31))))
     report.timings["crop_encode"] += crop_seconds
     report.timings["filter"] += time.perf_counter() - start - crop_seconds
     return crops
 
 
 def _caption_and_write(
-    crops: list[_Crop],
+    crops: list[Crop],
     batch: list[tuple[SourceRecord, np.ndarray | None]],
     stages: CurationStages,
     tar: ShardWriter,
@@ -362,10 +244,10 @@ def _caption_and_write(
             report.boxes[CAPTION_FAILED] += 1
             caption_failures.setdefault(crop.record.key, result.error or CAPTION_FAILED)
             continue
-        meta = _sample_json(crop, result.captions, stages.params)
+        meta = sample_json(crop, result.captions, stages.params)
         tar.add(f"{crop.key}.jpg", crop.jpeg)
         tar.add(f"{crop.key}.json", json_bytes(meta))
-        manifest.append(_manifest_row(crop, result.captions))
+        manifest.append(manifest_row(crop, result.captions))
         written[crop.record.key] += 1
         report.crops += 1
         report.captions += len(result.captions)
@@ -380,151 +262,6 @@ def _caption_and_write(
             report.rejected += 1
     report.boxes = +report.boxes  # drop zero counts
     report.timings["write"] += time.perf_counter() - start
-
-
-def _rounded(values: Iterable[float], digits: int = 2) -> list[float]:
-    return [round(float(v), digits) for v in values]
-
-
-def _sample_json(crop: _Crop, captions: list[str], params: Params) -> dict[str, Any]:
-    """The ``KEY.json`` of a curated sample."""
-    x0, y0, x1, y1 = crop.box
-    return {
-        "captions": captions,
-        "template_ids": [t.id for t in crop.templates],
-        "source_key": crop.record.key,
-        "source_shard": crop.shard,
-        "person_index": crop.person_index,
-        "box": _rounded(crop.person.box),
-        "crop_box": [x0, y0, x1, y1],
-        "crop_size": [x1 - x0, y1 - y0],
-        "score": round(crop.person.score, 4),
-        "keypoints": [_rounded(k, 3) for k in np.asarray(crop.person.keypoints)],
-        "captioner": captioner_name(params),
-    }
-
-
-MANIFEST_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("source_key", pa.string()),
-        ("person_index", pa.int32()),
-        ("crop_width", pa.int32()),
-        ("crop_height", pa.int32()),
-        ("box", pa.list_(pa.float64())),
-        ("score", pa.float64()),
-        ("captions", pa.list_(pa.string())),
-        ("template_ids", pa.list_(pa.int32())),
-    ]
-)
-DECISIONS_SCHEMA = pa.schema(
-    [
-        ("source_key", pa.string()),
-        ("person_index", pa.int32()),
-        ("decision", pa.string()),
-        ("box", pa.list_(pa.float64())),
-        ("score", pa.float64()),
-        ("visible_keypoints", pa.int32()),
-    ]
-)
-
-
-def _manifest_row(crop: _Crop, captions: list[str]) -> dict[str, Any]:
-    x0, y0, x1, y1 = crop.box
-    return {
-        "key": crop.key,
-        "source_key": crop.record.key,
-        "person_index": crop.person_index,
-        "crop_width": x1 - x0,
-        "crop_height": y1 - y0,
-        "box": _rounded(crop.person.box),
-        "score": round(crop.person.score, 4),
-        "captions": captions,
-        "template_ids": [t.id for t in crop.templates],
-    }
-
-
-def _decision_row(key: str, index: int, person: PersonDetection, decision: str, params: Params) -> dict[str, Any]:
-    seen = visible_keypoints(person.keypoints, params.curation.filter.keypoint_confidence)
-    return {
-        "source_key": key,
-        "person_index": index,
-        "decision": decision,
-        "box": _rounded(person.box),
-        "score": round(person.score, 4),
-        "visible_keypoints": int(seen.sum()),
-    }
-
-
-def _parquet_bytes(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
-    """Rows as a Parquet file with a fixed schema (the same rows give the same bytes)."""
-    table = pa.Table.from_pylist(rows, schema=schema)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue().to_pybytes()
-
-
-# Rows per row group of manifest.parquet: what the streamed merge holds at once (about 0.4 GB at two long captions a
-# row). Manifests up to this size keep the bytes of the earlier in-memory write (pyarrow's default, 1M rows).
-MANIFEST_ROW_GROUP = 128 * 1024
-
-
-def merge_manifests(paths: Sequence[Path], dest: Path, row_group_rows: int = MANIFEST_ROW_GROUP) -> int:
-    """Append the per-shard manifests ``paths``, in order, into one Parquet file, written atomically.
-
-    Streams: one shard's manifest and at most one output row group are in
-    memory at a time, never the whole corpus. The bytes are those of
-    ``pq.write_table(pa.concat_tables(tables), compression="zstd")`` (how the
-    manifest was written before it streamed): each row group holds the same
-    rows, cut from the same per-shard chunks, so a corpus keeps its DVC hash.
-
-    Args:
-        paths: the per-shard manifests (``OUT/meta/NAME.parquet``), in the corpus's order.
-        dest: the merged manifest to write.
-        row_group_rows: rows per row group (the last holds the rest).
-
-    Returns:
-        The number of rows written.
-
-    Raises:
-        CurationError: a manifest's columns differ from the first one's.
-    """
-    rows, pending, held = 0, [], 0
-    with atomic_path(Path(dest)) as tmp:
-        writer: pq.ParquetWriter | None = None
-        try:
-            for path in paths:
-                table = pq.read_table(path)
-                writer = writer or pq.ParquetWriter(tmp, table.schema, compression="zstd")
-                if not table.schema.equals(writer.schema):
-                    raise CurationError(f"{path}: its columns differ from the other shards' manifests")
-                for piece in _row_group_pieces(table, row_group_rows, held):
-                    pending.append(piece)
-                    held += piece.num_rows
-                    if held == row_group_rows:
-                        writer.write_table(pa.concat_tables(pending), row_group_size=row_group_rows)
-                        rows, pending, held = rows + held, [], 0
-            writer = writer or pq.ParquetWriter(tmp, MANIFEST_SCHEMA, compression="zstd")
-            if held or not rows:  # the rest; an empty corpus gets one empty row group, as write_table gives
-                writer.write_table(_concat_or_empty(pending, writer.schema), row_group_size=row_group_rows)
-                rows += held
-        finally:
-            if writer is not None:
-                writer.close()
-    return rows
-
-
-def _row_group_pieces(table: pa.Table, row_group_rows: int, held: int) -> Iterator[pa.Table]:
-    """``table`` cut where row groups end, the first row group already holding ``held`` rows."""
-    start = 0
-    while start < table.num_rows:
-        size = min(row_group_rows - held, table.num_rows - start)
-        yield table.slice(start, size)
-        start, held = start + size, (held + size) % row_group_rows
-
-
-def _concat_or_empty(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
-    return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 def finalize_curation(out: Path, reports: Sequence[ShardReport], params: Params | None = None) -> CurationReport:

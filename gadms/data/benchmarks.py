@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Sequence
 
-from gadms.data.problems import DataError, Problem, describe_problems
+from gadms.problems import DataError, Problem, describe_problems
 from gadms.safe_files import CORRUPT, EMPTY, MISSING, TRUNCATED, UnsafeFile, open_image_file, read_file
 
 logger = logging.getLogger(__name__)

@@ -45,7 +45,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gadms.data.problems import DataError
+from gadms.problems import DataError
 from gadms.storage import Location, file_size, is_url, location, open_binary, parquet_metadata
 
 logger = logging.getLogger(__name__)
@@ -370,11 +370,11 @@ def leaf_count(path: Location, footer: pq.FileMetaData, column: str) -> int:
 
 def _scanned_pairs(tar: Location) -> int:
     """Caption-image pairs of a curated shard counted by reading it (when its meta file is missing)."""
-    from gadms.data.curated import _shard_samples
+    from gadms.data.curated import read_curated_shard
     from gadms.data.samples import StreamTally
 
     logger.warning("%s: no %s/%s.parquet, counting its pairs by reading the shard", tar, META_DIR, tar.stem)
-    return sum(len(sample.captions) for sample in _shard_samples(tar, StreamTally()))
+    return sum(len(sample.captions) for sample in read_curated_shard(tar, StreamTally()))
 
 
 def corpus_kind(root: Path | str | Location) -> str:

@@ -15,8 +15,8 @@ import tarfile
 from pathlib import Path
 from typing import Iterator
 
-from gadms.data.problems import DataError
 from gadms.data.samples import Sample, StreamTally
+from gadms.problems import DataError
 from gadms.safe_files import UnsafeFile, max_file_bytes, open_regular
 from gadms.storage import Location, location, open_binary
 
@@ -65,7 +65,7 @@ def iter_curated(directory: Path | str, tally: StreamTally | None = None) -> Ite
     """
     tally = StreamTally() if tally is None else tally
     for shard in curated_shards(directory):
-        yield from _shard_samples(shard, tally)
+        yield from read_curated_shard(shard, tally)
     if tally.problems:
         logger.warning(tally.report(f"curated shards {directory}"))
 
@@ -80,7 +80,7 @@ def iter_shard(shard: Path | str, tally: StreamTally | None = None) -> Iterator[
     Returns:
         An iterator of ``Sample``.
     """
-    return _shard_samples(Path(shard), StreamTally() if tally is None else tally)
+    return read_curated_shard(Path(shard), StreamTally() if tally is None else tally)
 
 
 def count_curated(directory: Path | str) -> StreamTally:
@@ -113,8 +113,16 @@ def split_member_name(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), extension.lower()
 
 
-def _shard_samples(shard: Location, tally: StreamTally) -> Iterator[Sample]:
-    """The samples of one shard; a truncated or unreadable shard stops early and is recorded."""
+def read_curated_shard(shard: Location, tally: StreamTally) -> Iterator[Sample]:
+    """The samples of one shard (local or remote); a truncated or unreadable shard stops early and is recorded.
+
+    Args:
+        shard: the ``.tar`` shard.
+        tally: receives the samples yielded and skipped, and a shard break.
+
+    Returns:
+        An iterator of ``Sample`` in file order.
+    """
     tally.shards += 1
     key: str | None = None
     members: dict[str, bytes] = {}

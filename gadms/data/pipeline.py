@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
 from gadms.config import AugmentConfig
-from gadms.data.problems import ImageError
+from gadms.problems import ImageError
 from gadms.safe_files import UnsafeFile, decode_image, read_file
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from gadms.data.corpus_index import CURATED, WEBPERSON, CorpusIndexEntry, indexed_entries, list_shards, webperson_entry
-from gadms.data.problems import DataError
+from gadms.problems import DataError
 from gadms.storage import Location, location
 
 

@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 
 from gadms.data.samples import Sample, StreamTally
 from gadms.data.shardplan import CURATED, Segment, Shard
-from gadms.data.webperson import CAPTION_COLUMNS, row_group_tables, table_rows
+from gadms.data.webperson import CAPTION_COLUMNS, read_webperson_shard, row_group_tables, table_rows
 
 
 @dataclass(frozen=True)
@@ -56,14 +56,11 @@ def shard_samples(shard: Shard, tally: StreamTally) -> Iterator[Sample]:
         An iterator of samples in file order.
     """
     if shard.kind == CURATED:
-        from gadms.data.curated import _shard_samples
+        from gadms.data.curated import read_curated_shard
 
-        yield from _shard_samples(shard.path, tally)
+        yield from read_curated_shard(shard.path, tally)
         return
-    from gadms.data.webperson import _row_groups, _samples
-
-    for table, first_row in _row_groups(shard.path, tally, columns=None):
-        yield from _samples(shard.path, table, first_row, tally)
+    yield from read_webperson_shard(shard.path, tally)
 
 
 def _delta(tally: StreamTally, seen: tuple[Counter, int]) -> tuple[Counter, list[str], tuple[Counter, int]]:

@@ -8,9 +8,9 @@ from typing import Any
 
 from gadms.data.benchmarks import BENCHMARKS, read_benchmark
 from gadms.data.curated import count_curated
-from gadms.data.problems import DataError
 from gadms.data.samples import StreamTally
 from gadms.data.webperson import count_webperson
+from gadms.problems import DataError
 
 DATASETS = (*BENCHMARKS, "webperson", "curated")
 _COLUMNS = ("identities", "images", "captions")

@@ -29,10 +29,10 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from gadms.config import StreamConfig
-from gadms.data.problems import DataError
 from gadms.data.samples import StreamTally
 from gadms.data.shardplan import Segment, Shard, epoch_order, order_ends, slot_batches, slot_segments
 from gadms.data.shardread import StreamPair, read_segment
+from gadms.problems import DataError
 from gadms.safe_files import UnsafeFile, decode_image
 
 UNDECODABLE = "pairs with undecodable images"

@@ -17,8 +17,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from upath import UPath
 
-from gadms.data.problems import DataError
 from gadms.data.samples import Sample, StreamTally
+from gadms.problems import DataError
 from gadms.storage import Location, location, parquet_file
 
 logger = logging.getLogger(__name__)
@@ -79,8 +79,7 @@ def iter_webperson(
     """
     tally = StreamTally() if tally is None else tally
     for path in parquet_files(root_or_files):
-        for table, first_row in _row_groups(path, tally, columns=None):
-            yield from _samples(path, table, first_row, tally)
+        yield from read_webperson_shard(path, tally)
     if tally.problems:
         logger.warning(tally.report(f"WebPerson {root_or_files}"))
 
@@ -101,6 +100,20 @@ def count_webperson(root_or_files: Path | str | Iterable[Path | str]) -> StreamT
             for row, ok in enumerate(has_bytes):
                 _kept_captions(tally, ok, [col[row] for col in caption_ok])
     return tally
+
+
+def read_webperson_shard(path: Location, tally: StreamTally) -> Iterator[Sample]:
+    """The good samples of one WebPerson shard, in row order; bad rows and unreadable row groups are counted.
+
+    Args:
+        path: the Parquet shard (local or remote).
+        tally: receives the samples yielded and skipped, and the shard's problems.
+
+    Returns:
+        An iterator of ``Sample``.
+    """
+    for table, first_row in _row_groups(path, tally, columns=None):
+        yield from _samples(path, table, first_row, tally)
 
 
 def _row_groups(path: Location, tally: StreamTally, columns: list[str] | None) -> Iterator[tuple[pa.Table, int]]:

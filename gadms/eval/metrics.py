@@ -131,6 +131,22 @@ def _check_options(ks: Sequence[int], chunk: int) -> None:
         raise ValueError(f"chunk must be >= 1 query, got {chunk}")
 
 
+def auroc(negatives: list[float], positives: list[float]) -> float:
+    """The area under the ROC curve: P(positive > negative), ties counted half (Mann-Whitney U / (n_pos * n_neg)).
+
+    Args:
+        negatives: scores of the negatives.
+        positives: scores of the positives.
+
+    Returns:
+        A value in [0, 1]; 0.5 is chance.
+    """
+    neg, pos = np.asarray(negatives), np.asarray(positives)
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
 @dataclass(frozen=True)
 class _Positives:
     """Where the positives of each kept query are, queries ordered by positive count, most first."""

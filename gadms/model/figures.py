@@ -3,6 +3,9 @@
 Low-scoring words (red) are what the model treats as noise and masks for the
 alignment loss; high-scoring words (green) are what it masks for masked-token
 prediction. Words of known-wrong spans can be underlined.
+
+Drawn on a bare :class:`matplotlib.figure.Figure` with an Agg canvas (no pyplot, no backend chosen at import):
+it renders the same with or without a display.
 """
 
 from __future__ import annotations
@@ -10,12 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from gadms.model.backbone import EOT_TOKEN_ID, SOT_TOKEN_ID  # noqa: E402
+from gadms.model.backbone import EOT_TOKEN_ID, SOT_TOKEN_ID
 
 
 def word_scores(token_ids: list[int], scores: list[float], decoder: dict[int, str]) -> list[tuple[str, float]]:
@@ -61,7 +65,7 @@ def token_score_figure(
         ``path``.
     """
     rows = [word_scores(t.tolist(), s.tolist(), decoder) for t, s in zip(tokens, scores)]
-    cmap = plt.get_cmap("RdYlGn")
+    cmap = matplotlib.colormaps["RdYlGn"]
     line_height = 0.42
     lines: list[list[tuple[str, float, bool]]] = []
     for r, words in enumerate(rows):
@@ -77,12 +81,14 @@ def token_score_figure(
         lines.append(current)
         lines.append([])  # gap between captions
     fig_h = 0.9 + line_height * len(lines)
-    fig, ax = plt.subplots(figsize=(11, fig_h))
+    fig = Figure(figsize=(11, fig_h))
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.subplots()
     ax.set_xlim(0, 1)
     ax.set_ylim(0, len(lines) * line_height)
     ax.axis("off")
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # Agg canvas
+    canvas.draw()
+    renderer = canvas.get_renderer()
     for i, line in enumerate(lines):
         y = (len(lines) - i - 0.5) * line_height
         x = 0.005
@@ -104,7 +110,7 @@ def token_score_figure(
             )
             box = text.get_window_extent(renderer=renderer).transformed(ax.transData.inverted())
             x = box.x1 + 0.008
-    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
+    sm = ScalarMappable(cmap=cmap, norm=Normalize(0, 1))
     fig.colorbar(
         sm,
         ax=ax,
@@ -118,5 +124,4 @@ def token_score_figure(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return path

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from gadms.config import LossConfig, ModelConfig
 from gadms.model import losses
@@ -204,6 +204,19 @@ class TrainingStep:
             raise ValueError("loss: every loss term is disabled; enable at least one of sdm, itc, mtp, id, tic")
         total: torch.Tensor = sum(weights[name] * value for name, value in out.items())  # type: ignore[assignment]
         return StepOutput(out, total, scores, noise_mask, informative_mask, {"scoring_s": self.last_scoring_s})
+
+
+class StepModule(nn.Module):
+    """Makes the training step a module forward so DDP can hook it."""
+
+    def __init__(self, model: PersonRetrievalModel, step: TrainingStep):
+        super().__init__()
+        self.model = model
+        self.step = step
+
+    def forward(self, images, tokens, identities, partners=None, indices=None, epoch=0):
+        out = self.step(self.model, images, tokens, identities, partners, indices, epoch)
+        return out.total, out.losses, out.scores
 
 
 def count_valid(tokens: torch.Tensor) -> int:

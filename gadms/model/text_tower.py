@@ -45,14 +45,14 @@ class TextOutput:
     layers: list[LayerInternals] = field(default_factory=list)
 
 
-def _tower(model: nn.Module) -> Any:
+def tower_parts(model: nn.Module) -> Any:
     """The module holding the text tower's parts (CLIP itself, or CustomTextCLIP.text)."""
     return model.text if hasattr(model, "text") and hasattr(model.text, "transformer") else model
 
 
 def text_layers(model: nn.Module) -> int:
     """Number of transformer blocks in the text tower."""
-    return len(_tower(model).transformer.resblocks)
+    return len(tower_parts(model).transformer.resblocks)
 
 
 def _attention(
@@ -106,7 +106,7 @@ def encode_text(
     Returns:
         Features, final token states and the requested layer internals.
     """
-    tower = _tower(model)
+    tower = tower_parts(model)
     blocks = tower.transformer.resblocks
     if internals > len(blocks):
         raise ValueError(f"model.gass.layers: {internals} exceeds the text tower's {len(blocks)} layers")
@@ -141,7 +141,7 @@ def encode_text(
 
 def project_tokens(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """Map per-token final states into the joint embedding space (as [EOS] is)."""
-    proj = _tower(model).text_projection
+    proj = tower_parts(model).text_projection
     if proj is None:
         return tokens
     return proj(tokens) if isinstance(proj, nn.Linear) else tokens @ proj

@@ -129,6 +129,34 @@ def checked_checkpoint(state: object, path: Path) -> dict:
     return state
 
 
+def rank_entry(state: dict, path: Path, world_size: int, rank: int) -> dict:
+    """This rank's RNG states and input position (checkpoints before mid-epoch ones kept a single set).
+
+    Args:
+        state: a checkpoint that passed :func:`checked_checkpoint`.
+        path: the checkpoint file, for messages.
+        world_size: processes of this run.
+        rank: this process's rank.
+
+    Returns:
+        ``{"step_generator": ..., "torch_rng": ..., "feed": ...}``.
+
+    Raises:
+        ModelFileError: the checkpoint was written by another number of processes (and cannot be resumed so).
+    """
+    if "ranks" not in state:
+        require_entries(state, path, ("step_generator", "torch_rng"), "gadms training checkpoint")
+        ranks = [{"step_generator": state["step_generator"], "torch_rng": state["torch_rng"], "feed": {}}]
+    else:
+        ranks = state["ranks"]
+    if len(ranks) != world_size and (state.get("batch") is not None or world_size > 1):
+        raise ModelFileError(
+            f"{path}: checkpoint was written by {len(ranks)} process(es), this run has {world_size}; "
+            "resume with the same number of processes"
+        )
+    return ranks[rank if len(ranks) > 1 else 0]
+
+
 def check_resume_settings(recorded: object, current: dict[str, Any], path: Path) -> None:
     """Refuse to resume a run whose result-shaping settings changed since ``path`` was written.
 

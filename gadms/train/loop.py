@@ -7,17 +7,16 @@ scheduler, scaler, every rank's RNG states and input position; the score memory
 as one copy of its file beside it) written atomically, and exact resumption, also mid-epoch. Under torchrun it
 wraps the step in DDP and computes SDM over the global batch. The input is an
 in-memory dataset or a stream of shards (:mod:`gadms.train.feed`). A non-finite loss term or gradient stops the run
-at once with :class:`TrainingDiverged` (the checkpoint of the last good epoch
+at once with :class:`~gadms.train.divergence.TrainingDiverged` (the checkpoint of the last good epoch
 stays as it was); no checkpoint or model is written whose weights (or optimiser state) are not finite, nor
-one whose weights are so large (past :data:`LARGEST_WEIGHT`) that using them overflows.
+one whose weights are so large (past :data:`gadms.train.divergence.LARGEST_WEIGHT`) that using them overflows
+(:mod:`gadms.train.divergence`). The run's settings and per-epoch log are in :mod:`gadms.train.settings`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,92 +25,26 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from gadms.config import LossConfig, ModelConfig, OptimizerConfig
+from gadms.config import LossConfig, ModelConfig
 from gadms.data.pipeline import PairDataset
 from gadms.data.shardplan import steps_per_epoch as stream_steps
 from gadms.data.streaming import StreamingPairs
-from gadms.model.files import ModelFileError, read_torch_file, require_entries
+from gadms.model.files import ModelFileError, read_torch_file
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, save_model
 from gadms.model.score_memory import drop_stale_copies, prepare_store, store_path
-from gadms.model.step import Mode, TrainingStep
+from gadms.model.step import StepModule, TrainingStep
 from gadms.shards import atomic_path
 from gadms.train import distributed, threads
-from gadms.train.checkpoint_checks import check_resume_settings, checked_checkpoint, failure_reason
+from gadms.train.checkpoint_checks import check_resume_settings, checked_checkpoint, failure_reason, rank_entry
+from gadms.train.divergence import check_gradients, check_losses, require_finite_weights
 from gadms.train.feed import MemoryFeed, StreamFeed
-from gadms.train.param_groups import GroupRule, param_groups
+from gadms.train.param_groups import param_groups
+from gadms.train.settings import EpochLog, RunSettings, warmup_cosine
 
 CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.safetensors"
-LARGEST_WEIGHT = 1e19  # about sqrt of float32's largest value: a weight past it overflows when squared
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingDiverged(ValueError):
-    """A loss term, gradient or weight became infinite or NaN; the message is one line naming the step."""
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """What one training run does (built from params.yaml by :mod:`gadms.train.recipes`)."""
-
-    mode: Mode
-    epochs: int
-    batch_size: int
-    optimizer: OptimizerConfig
-    warmup_epochs: int
-    schedule: str = "cosine"
-    grad_clip: float = 0.0
-    grad_accumulation: int = 1
-    amp: bool = True
-    num_workers: int = 0
-    sampler: str = "random"  # random | identity
-    instances: int = 2
-    mlm_probability: float = 0.15
-    seed: int = 0
-    lr_step: str = "step"  # step | epoch: how often the schedule advances
-    checkpoint_every_steps: int = 0  # 0: only after each epoch
-    groups: GroupRule = GroupRule()  # per-parameter lr factors and bias decay (fine-tuning: IRRA's rule)
-
-
-@dataclass
-class EpochLog:
-    """Mean losses, last learning rate and throughput of one epoch."""
-
-    epoch: int
-    losses: dict[str, float]
-    lr: float
-    samples_per_s: float
-    seconds: float
-    scores: torch.Tensor | None = field(default=None, repr=False)  # token scores of the epoch's last batch
-    tokens: torch.Tensor | None = field(default=None, repr=False)
-
-
-def warmup_cosine(total_steps: int, warmup_steps: int, schedule: str = "cosine") -> Callable[[int], float]:
-    """LR factor: linear warm-up from 0.1 to 1 over ``warmup_steps``, then cosine to 0 (or constant)."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return 0.1 + 0.9 * step / max(warmup_steps, 1)
-        if schedule == "constant":
-            return 1.0
-        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
-
-
-class StepModule(nn.Module):
-    """Makes the training step a module forward so DDP can hook it."""
-
-    def __init__(self, model: PersonRetrievalModel, step: TrainingStep):
-        super().__init__()
-        self.model = model
-        self.step = step
-
-    def forward(self, images, tokens, identities, partners=None, indices=None, epoch=0):
-        out = self.step(self.model, images, tokens, identities, partners, indices, epoch)
-        return out.total, out.losses, out.scores
 
 
 class _Stopped(Exception):
@@ -300,7 +233,7 @@ class Trainer:
                 f"{path}: checkpoint was made for another architecture; use a new --out or matching params"
             )
         check_resume_settings(state.get("settings"), self.record, path)
-        mine = self._my_rank_state(state, path)
+        mine = rank_entry(state, path, self.dist.world_size, self.dist.rank)
         self._restore(state, mine, path)
         if state.get("batch") is None:
             return state["epoch"] + 1, 0, {}, None
@@ -325,21 +258,6 @@ class Trainer:
                     f"{path}: checkpoint entry {entry!r} does not fit this run ({failure_reason(exc)}); "
                     "use a new --out or matching params"
                 ) from None
-
-    def _my_rank_state(self, state: dict, path: Path) -> dict:
-        """This rank's RNG states and input position (checkpoints before mid-epoch ones kept a single set)."""
-        if "ranks" not in state:
-            require_entries(state, path, ("step_generator", "torch_rng"), "gadms training checkpoint")
-            ranks = [{"step_generator": state["step_generator"], "torch_rng": state["torch_rng"], "feed": {}}]
-        else:
-            ranks = state["ranks"]
-        world = self.dist.world_size
-        if len(ranks) != world and (state.get("batch") is not None or world > 1):
-            raise ModelFileError(
-                f"{path}: checkpoint was written by {len(ranks)} process(es), this run has {world}; "
-                "resume with the same number of processes"
-            )
-        return ranks[self.dist.rank if len(ranks) > 1 else 0]
 
     # -- the loop ----------------------------------------------------------------
 
@@ -384,53 +302,9 @@ class Trainer:
 
     # -- divergence ----------------------------------------------------------------
 
-    def _last_good(self) -> str:
-        path = self.out_dir / CHECKPOINT
-        return f"last good checkpoint kept: {path}" if path.is_file() else "no checkpoint was written"
-
-    def _diverged(self, where: str, what: str) -> TrainingDiverged:
-        advice = "lower the learning rate or check the data"
-        return TrainingDiverged(f"training diverged {where}: {what}; stopped, {self._last_good()} ({advice})")
-
-    def _check_losses(self, losses: dict[str, torch.Tensor], total: torch.Tensor, where: str) -> None:
-        """Raise at the first non-finite loss term (or a total that overflows)."""
-        named = {**losses, "total loss": total}
-        values = torch.stack([v.detach().float().reshape(()) for v in named.values()])
-        finite = torch.isfinite(values)
-        if not bool(finite.all()):
-            first = int((~finite).nonzero()[0])
-            raise self._diverged(where, f"{list(named)[first]} is {float(values[first])}")
-
-    def _check_gradients(self, norm: torch.Tensor, where: str) -> None:
-        if not bool(torch.isfinite(norm)):
-            raise self._diverged(where, f"gradient norm of the total loss is {float(norm)}")
-
-    def _unusable_tensors(self) -> list[str]:
-        """Weights holding inf, NaN or a value past :data:`LARGEST_WEIGHT`, then optimiser state that is not finite.
-
-        One device sync. A step at a huge learning rate can leave weights of 1e30: finite, yet every product
-        with them overflows, so they count as not finite here.
-        """
-        named = [(n, t.detach()) for n, t in self.model.state_dict().items() if t.is_floating_point() and t.numel()]
-        checks = [t.abs().amax() <= LARGEST_WEIGHT for _, t in named]  # amax keeps a NaN, which compares False
-        for index, slots in enumerate(self.optimizer.state.values()):
-            for key, value in slots.items():
-                if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel():
-                    named.append((f"optimizer state {key} of parameter {index}", value))
-                    checks.append(torch.isfinite(value).all())
-        if not checks:
-            return []
-        flags = torch.stack([c.to(self.dist.device) for c in checks]).tolist()  # Adam's step counts live on the CPU
-        return [n for (n, _), ok in zip(named, flags, strict=True) if not ok]
-
     def _require_finite_weights(self, where: str) -> None:
         """Raise :class:`TrainingDiverged` when a weight or the optimiser state is unusable (nothing is written)."""
-        names = self._unusable_tensors()
-        if names:
-            raise self._diverged(
-                where,
-                f"weights are not finite ({len(names)} tensor(s) hold inf, NaN or values past 1e19, e.g. {names[0]})",
-            )
+        require_finite_weights(self.model, self.optimizer, self.dist.device, where, self.out_dir / CHECKPOINT)
 
     def _epoch(self, epoch: int, start: int = 0, position: dict | None = None, partial: dict | None = None) -> EpochLog:
         s = self.settings
@@ -459,7 +333,7 @@ class Trainer:
                 indices = indices.to(self.dist.device)
                 total, losses, scores = self.runner(images, tokens, identities, partner, indices, epoch)
             where = f"at epoch {epoch + 1}, batch {i + 1} (step {epoch * self.feed.batches + i + 1})"
-            self._check_losses(losses, total, where)
+            check_losses(losses, total, where, self.out_dir / CHECKPOINT)
             self.scaler.scale(total / s.grad_accumulation).backward()
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
@@ -518,7 +392,7 @@ class Trainer:
         elif not self.use_amp:
             norm = nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
         if not self.use_amp:
-            self._check_gradients(norm, where)
+            check_gradients(norm, where, self.out_dir / CHECKPOINT)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.settings.lr_step == "step":

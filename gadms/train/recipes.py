@@ -25,8 +25,9 @@ from gadms.model.backbone import tokenizer
 from gadms.model.files import read_torch_file, require_entries
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, build_with_weights, load_model
 from gadms.storage import local_path, location
-from gadms.train.loop import CHECKPOINT, FINAL_MODEL, EpochLog, RunSettings, Trainer
+from gadms.train.loop import CHECKPOINT, FINAL_MODEL, Trainer
 from gadms.train.param_groups import GroupRule
+from gadms.train.settings import EpochLog, RunSettings
 
 CORPUS_FORMATS = ("curated", "webperson", *BENCHMARKS)
 # what --resume may change: how long a run trains (the schedule stretches to the new length: "train longer"),

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, Generator, Iterable, Iterator
 import pandas as pd
 
 from gadms.data.curated import IMAGE_EXTENSIONS, curated_shards, split_member_name
-from gadms.data.problems import DataError
+from gadms.problems import DataError
 from gadms.safe_files import UnsafeFile, open_regular
 from gadms.storage import local_path
 from gadms.validation.results import GateError

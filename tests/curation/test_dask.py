@@ -134,7 +134,7 @@ def _stages_built_on_workers(address: str) -> int:
     from distributed import Client
 
     def built() -> int:
-        module = sys.modules.get("gadms.curation.run")
+        module = sys.modules.get("gadms.curation.stages")
         return len(module._STAGES) if module is not None else 0
 
     with Client(address, timeout=30) as client:
@@ -196,7 +196,7 @@ FLOW = """
 import sys
 from flows.curate import run_curation
 result = run_curation(sys.argv[1], sys.argv[2:4], input_dir=sys.argv[4], out_dir=sys.argv[5])
-print("seen", result["totals"]["seen"])
+print("seen", result.totals["seen"])
 """
 
 

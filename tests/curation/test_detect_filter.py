@@ -134,10 +134,10 @@ def test_loading_the_yolo_detector_leaves_pil_untouched():
     """ultralytics patches PIL.Image.open to pip-install a HEIF plugin on unknown files; ours must not."""
     from PIL import Image
 
-    from gadms.curation.detect import _import_yolo
+    from gadms.curation.detect import import_yolo
 
     before = Image.open
-    _import_yolo()
+    import_yolo()
     assert Image.open is before
 
     assert Image.open is before

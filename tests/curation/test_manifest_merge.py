@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from gadms.curation.manifest import MANIFEST_ROW_GROUP, MANIFEST_SCHEMA, merge_manifests
 from gadms.curation.output import CurationError
-from gadms.curation.run import MANIFEST_ROW_GROUP, MANIFEST_SCHEMA, merge_manifests
 
 
 def _reference(paths: list[Path], row_group_rows: int | None = None) -> bytes:

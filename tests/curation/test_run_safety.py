@@ -323,16 +323,18 @@ def test_max_member_bytes_refuses_larger_images_without_reading_them(tmp_path: P
 
 def test_a_batch_never_holds_more_decoded_pixels_than_the_cap(tmp_path: Path, params: Params) -> None:
     from gadms.curation.report import ShardReport
-    from gadms.curation.run import _batches, stages_for
+    from gadms.curation.run import decoded_batches
     from gadms.curation.sources import iter_source, list_source_shards
+    from gadms.curation.stages import stages_for
 
     entries = [m for i in range(6) for m in person_sample(f"s{i}", seed=i)]  # six images of 80000 pixels
     write_tar(tmp_path / "web" / "00000.tar", entries)
     (shard,) = list_source_shards(tmp_path / "web")
     capped = _with(_with(params, "source", max_image_pixels=180_000), "detector", batch_size=8)
-    batches = list(_batches(iter_source(shard), stages_for(capped), ShardReport("00000")))
+    batches = list(decoded_batches(iter_source(shard), stages_for(capped), ShardReport("00000")))
     assert [len(b) for b in batches] == [2, 2, 2]
-    batches = list(_batches(iter_source(shard), stages_for(_with(params, "detector", batch_size=8)), ShardReport("x")))
+    uncapped = stages_for(_with(params, "detector", batch_size=8))
+    batches = list(decoded_batches(iter_source(shard), uncapped, ShardReport("x")))
     assert [len(b) for b in batches] == [6]
 
 

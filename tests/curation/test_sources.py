@@ -20,7 +20,7 @@ from gadms.curation import parquet_source, records, sources
 from gadms.curation.decoding import ImageDecodeError, decode_image
 from gadms.curation.records import SourceShard
 from gadms.curation.sources import iter_source, list_source_shards
-from gadms.data.problems import DataError
+from gadms.problems import DataError
 from gadms.synth.web import write_web_shards
 
 from .bad_inputs import (

@@ -27,7 +27,7 @@ from gadms.curation.templates import (
     validate_llm_template,
     write_templates,
 )
-from gadms.data.problems import DataError
+from gadms.problems import DataError
 
 from .chat_server import ChatServer, completion, error
 

@@ -17,10 +17,10 @@ from gadms.cli import app
 from gadms.config import AugmentConfig, ModelConfig, SynthConfig
 from gadms.data.benchmarks import BENCHMARKS, FORMATS, load_benchmark
 from gadms.data.pipeline import Pair, PairDataset, image_transform
-from gadms.data.problems import DataError, ImageError
 from gadms.eval.evaluate import encode_images
 from gadms.model.backbone import tokenizer
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, save_model
+from gadms.problems import DataError, ImageError
 from gadms.synth.benchmark import write_benchmark
 
 

@@ -24,10 +24,10 @@ from gadms.data.corpus_index import (
     write_corpus_index,
 )
 from gadms.data.pipeline import image_transform
-from gadms.data.problems import DataError
 from gadms.data.shardplan import curated_index, steps_per_epoch, webperson_index
 from gadms.data.streaming import StreamingPairs
 from gadms.model.backbone import tokenizer
+from gadms.problems import DataError
 
 SIZES = [7, 4, 9, 3]
 

@@ -18,10 +18,10 @@ from PIL import Image
 from gadms.config import SynthConfig
 from gadms.data.benchmarks import BENCHMARKS, FORMATS, load_benchmark, read_benchmark
 from gadms.data.curated import count_curated, iter_curated, split_member_name
-from gadms.data.problems import DataError
 from gadms.data.samples import StreamTally
 from gadms.data.stats import dataset_stats, format_stats
 from gadms.data.webperson import count_webperson, iter_webperson
+from gadms.problems import DataError
 from gadms.shards import ShardWriter, json_bytes
 from gadms.synth.benchmark import write_benchmark
 

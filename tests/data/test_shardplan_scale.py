@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gadms.data.problems import DataError
 from gadms.data.shardplan import Segment, Shard, epoch_order, numbered, order_ends, slot_segments
+from gadms.problems import DataError
 
 
 def reference_segments(order: list[Shard], start: int, length: int) -> list[Segment]:

@@ -11,10 +11,10 @@ from torch.utils.data import DataLoader
 from gadms.config import AugmentConfig, StreamConfig
 from gadms.data.curated import iter_curated
 from gadms.data.pipeline import image_transform
-from gadms.data.problems import DataError
 from gadms.data.shardplan import curated_index, steps_per_epoch, webperson_index
 from gadms.data.streaming import UNDECODABLE, StreamingPairs, tally_from_dict
 from gadms.model.backbone import tokenizer
+from gadms.problems import DataError
 
 SIZES = [13, 7, 19, 11]  # uneven shards: 50 samples, 100 pairs
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from gadms.bench.gass_noise import auroc, noise_detection_auroc
+from gadms.bench.gass_noise import noise_detection_auroc
+from gadms.eval.metrics import auroc
 
 
 def test_auroc_against_a_hand_count():

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from gadms.model.gass import GassScorer, valid_token_mask
-from gadms.model.text_tower import LayerInternals, _tower, encode_text
+from gadms.model.text_tower import LayerInternals, encode_text, tower_parts
 
 SQRT_HALF = 1 / math.sqrt(2)
 
@@ -92,7 +92,7 @@ def test_single_head_rerun_matches_a_hand_written_block(tiny_model, batch):
     """The official variant re-runs the last layer as one head of the full width: checked from the block's weights."""
     _, tokens = batch
     clip = tiny_model.clip
-    tower = _tower(clip)
+    tower = tower_parts(clip)
     with torch.no_grad():
         out = encode_text(clip, tokens, internals=1, single_head=True)
         x = tower.token_embedding(tokens) + tower.positional_embedding[: tokens.shape[1]]

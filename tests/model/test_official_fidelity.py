@@ -21,9 +21,10 @@ from gadms.model.losses import same_image_pairs, tic_loss
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, load_model, save_model
 from gadms.model.step import TrainingStep
 from gadms.model.text_tower import LayerInternals
-from gadms.train.loop import RunSettings, Trainer
+from gadms.train.loop import Trainer
 from gadms.train.param_groups import GroupRule
 from gadms.train.recipes import finetune_settings
+from gadms.train.settings import RunSettings
 from tests.test_config import REPO
 
 # -- 1. importance normalisation -------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ from mlflow import MlflowClient
 
 from gadms.tracking.stages import track_finetune_and_evaluate
 from gadms.tracking.store import tracking_uri
-from gadms.train.loop import FINAL_MODEL, TrainingDiverged
+from gadms.train.divergence import TrainingDiverged
+from gadms.train.loop import FINAL_MODEL
 
 FAST = {
     "train": {"epochs": 1, "batch_size": 8, "num_workers": 0, "amp": False},

@@ -13,7 +13,8 @@ from gadms.data.streaming import StreamingPairs
 from gadms.model.backbone import tokenizer
 from gadms.model.retrieval import Architecture, PersonRetrievalModel
 from gadms.synth.benchmark import write_benchmark
-from gadms.train.loop import RunSettings, Trainer
+from gadms.train.loop import Trainer
+from gadms.train.settings import RunSettings
 
 MODEL = ModelConfig(context_length=32)
 

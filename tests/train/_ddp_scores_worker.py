@@ -13,7 +13,8 @@ from gadms.config import AugmentConfig, LossConfig, ModelConfig, OptimizerConfig
 from gadms.data.pipeline import PairDataset, image_transform  # noqa: E402
 from gadms.model.backbone import tokenizer  # noqa: E402
 from gadms.model.retrieval import Architecture, PersonRetrievalModel  # noqa: E402
-from gadms.train.loop import RunSettings, Trainer  # noqa: E402
+from gadms.train.loop import Trainer  # noqa: E402
+from gadms.train.settings import RunSettings  # noqa: E402
 
 CFG = ModelConfig(context_length=32, masking={"score_timing": "previous_epoch"})
 

@@ -14,7 +14,8 @@ from gadms.data.pipeline import PairDataset, image_transform
 from gadms.model.backbone import tokenizer
 from gadms.model.files import ModelFileError
 from gadms.model.retrieval import Architecture, PersonRetrievalModel
-from gadms.train.loop import CHECKPOINT, RunSettings, Trainer
+from gadms.train.loop import CHECKPOINT, Trainer
+from gadms.train.settings import RunSettings
 
 
 def _trainer(out) -> Trainer:

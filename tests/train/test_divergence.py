@@ -15,7 +15,9 @@ from gadms.data.pipeline import PairDataset, image_transform
 from gadms.model.backbone import tokenizer
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, save_model
 from gadms.synth.benchmark import write_benchmark
-from gadms.train.loop import CHECKPOINT, FINAL_MODEL, RunSettings, Trainer, TrainingDiverged
+from gadms.train.divergence import TrainingDiverged
+from gadms.train.loop import CHECKPOINT, FINAL_MODEL, Trainer
+from gadms.train.settings import RunSettings
 
 
 def _trainer(

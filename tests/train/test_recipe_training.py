@@ -10,8 +10,9 @@ from gadms.data.pipeline import Pair, PairDataset, image_transform, open_image, 
 from gadms.model.backbone import tokenizer
 from gadms.model.retrieval import Architecture, PersonRetrievalModel
 from gadms.model.score_memory import ScoreMemory
-from gadms.train.loop import CHECKPOINT, RunSettings, Trainer
+from gadms.train.loop import CHECKPOINT, Trainer
 from gadms.train.recipes import finetune_loss, finetune_settings, pretrain_pairs
+from gadms.train.settings import RunSettings
 
 MODEL = ModelConfig(context_length=32)
 NO_ITC = {"itc": {"enabled": False}}

@@ -19,7 +19,8 @@ from gadms.data.pipeline import PairDataset, image_transform
 from gadms.model.backbone import tokenizer
 from gadms.model.retrieval import Architecture, PersonRetrievalModel
 from gadms.model.score_memory import COPY_PREFIX, store_path
-from gadms.train.loop import CHECKPOINT, RunSettings, Trainer
+from gadms.train.loop import CHECKPOINT, Trainer
+from gadms.train.settings import RunSettings
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "model"))
 from test_score_memory import ReferenceScoreMemory  # noqa: E402

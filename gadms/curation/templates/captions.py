@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gadms.data.problems import DataError
+from gadms.problems import DataError
 from gadms.safe_files import read_text
 
 

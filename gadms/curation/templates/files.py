@@ -11,7 +11,7 @@ from typing import Any
 from gadms.curation.records import Template
 from gadms.curation.templates.checks import template_problem
 from gadms.curation.templates.mining import TemplateSet
-from gadms.data.problems import DataError
+from gadms.problems import DataError
 from gadms.safe_files import UnsafeFile, read_text
 
 FORMAT = "gadms-templates/1"

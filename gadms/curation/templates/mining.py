@@ -21,7 +21,7 @@ from gadms.curation.templates.llm import (
     parse_diversified,
 )
 from gadms.curation.templates.rules import extract_template_rule
-from gadms.data.problems import DataError
+from gadms.problems import DataError
 
 if TYPE_CHECKING:  # chat pulls in httpx; only the llm paths need it at run time
     from gadms.curation.chat import ChatClient

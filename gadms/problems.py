@@ -1,4 +1,8 @@
-"""What a reader says about bad data: a one-line error, or a skipped record with its reason."""
+"""What a reader says about bad data: a one-line error, or a skipped record with its reason.
+
+Below every reader (:mod:`gadms.storage`, :mod:`gadms.safe_files`, :mod:`gadms.data`, ...), so each can raise
+:class:`DataError` without importing the others.
+"""
 
 from __future__ import annotations
 
