@@ -16,23 +16,18 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import gadms_flow, load, run_logger
+from flows.common import gadms_flow, load_run_params, run_logger
 from gadms.ablate.run import Ablation
+from gadms.config import Params
 
 
 @task(name="ablate-prepare", cache_policy=NO_CACHE, persist_result=False)  # the files are the cache
 def prepare(
-    params_file: str,
-    overrides: Sequence[str],
-    corpus: Optional[str],
-    corpus_format: str,
-    benchmarks_root: Optional[str],
-    device: str,
+    params: Params, corpus: Optional[str], corpus_format: str, benchmarks_root: Optional[str], device: str
 ) -> Ablation:
     """Build or reuse the corpora and the base weights; open the MLflow parent run."""
     from gadms.ablate.run import prepare as prepare_plan
 
-    params = load(params_file, overrides)
     return prepare_plan(
         params,
         Path(corpus) if corpus else None,
@@ -79,8 +74,8 @@ def ablate_flow(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Every row x seed of ``ablate`` in ``params_file``; returns the markdown table and the MLflow parent run."""
-    params = load(params_file, overrides)
-    ablation = prepare(params_file, list(overrides), corpus, corpus_format, benchmarks_root, device)
+    params = load_run_params(params_file, overrides)
+    ablation = prepare(params, corpus, corpus_format, benchmarks_root, device)
     results = []
     try:
         for row in params.ablate.rows:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable, ParamSpec, Sequence, TypeVar
+from typing import Any, Callable, ParamSpec, Sequence, TypeVar, cast
 
 from prefect import Flow
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -139,11 +141,17 @@ class CredentialSafeFlow(Flow[P, R]):
     parameter) that is not already a ``[REDACTED:GADMS_SET_SECRET_<n>]`` stand-in
     is stored as ``[REDACTED]``, however the flow is called (the CLI's wrappers
     hide them already; a direct call from Python may not). The function itself
-    still receives the parameters as given.
+    still receives the parameters as given. A copy made with ``with_options``
+    (e.g. to pick the task runner) stays one.
     """
 
     def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
         return {key: _without_credentials(value) for key, value in super().serialize_parameters(parameters).items()}
+
+    def with_options(self, *args: Any, **options: Any) -> CredentialSafeFlow[P, R]:
+        copy = super().with_options(*args, **options)  # Prefect makes a plain Flow: it would record credentials
+        copy.__class__ = type(self)
+        return cast("CredentialSafeFlow[P, R]", copy)
 
 
 def _without_credentials(value: Any) -> Any:
@@ -166,8 +174,12 @@ def gadms_flow(**options: Any) -> Callable[[Callable[P, R]], CredentialSafeFlow[
     return decorate
 
 
-def load(params_file: str | Path, overrides: Sequence[str] = ()) -> Params:
-    """The validated parameters of a flow run (file + ``section.key=value`` overrides, credentials revealed)."""
+def load_run_params(params_file: str | Path, overrides: Sequence[str] = ()) -> Params:
+    """The validated parameters of a flow run (file + ``section.key=value`` overrides, credentials revealed).
+
+    Called once per run, by the flow that starts it (``pipeline_flow``, or a stage run on its own); the stage flows
+    take the :class:`Params` it returns.
+    """
     from gadms.file_rules import use_limits
 
     params = load_params(Path(params_file), reveal_override_secrets(overrides))
@@ -208,12 +220,17 @@ def task_runner(params: Params) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    """Inputs as JSON-able values for hashing (parameters as their dump, paths as text)."""
+    """Inputs as JSON-able values for hashing (parameters as their dump, stage results field by field, paths as
+    text).
+    """
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return {"type": type(value).__name__, **_plain(fields)}
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
@@ -221,7 +238,9 @@ def _plain(value: Any) -> Any:
 
 
 def cache_on_inputs(ignore: Sequence[str] = ()) -> Callable[[Any, dict[str, Any]], str | None]:
-    """A ``cache_key_fn``: the task name plus its inputs (parameters, paths, data hash).
+    """A ``cache_key_fn``: the task's name and result type plus its inputs (parameters, paths, stage results).
+
+    The result type is part of the key, so a result cached in another shape (an earlier version's) is not reused.
 
     Args:
         ignore: inputs that do not change the result (e.g. the MLflow parent run).
@@ -232,13 +251,24 @@ def cache_on_inputs(ignore: Sequence[str] = ()) -> Callable[[Any, dict[str, Any]
 
     def key(context: Any, parameters: dict[str, Any]) -> str | None:
         inputs = {k: v for k, v in parameters.items() if k not in ignore}
-        text = json.dumps({"task": context.task.name, "inputs": _plain(inputs)}, sort_keys=True, default=str)
+        returns = str(getattr(context.task.fn, "__annotations__", {}).get("return", ""))
+        text = json.dumps(
+            {"task": context.task.name, "returns": returns, "inputs": _plain(inputs)}, sort_keys=True, default=str
+        )
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     return key
 
 
-def unless_missing(task: Any, output: Path) -> Any:
+def with_retries(task: Any, params: Params) -> Any:
+    """``task`` retried ``orchestration.retries`` times with ``orchestration.retry_delays_s`` between tries (for a
+    task that calls a service: a DVC remote, a captioning server).
+    """
+    cfg = params.orchestration
+    return task.with_options(retries=cfg.retries, retry_delay_seconds=list(cfg.retry_delays_s))
+
+
+def rerun_if_missing(task: Any, output: Path) -> Any:
     """``task`` that ignores (and overwrites) its cached result when ``output`` is gone, e.g. a deleted run
     directory.
     """

@@ -6,14 +6,14 @@ On Dask the shards run as plain Dask tasks, so the workers never call the Prefec
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import as_completed
 from tqdm import tqdm
 
-from flows.common import gadms_flow, load, markdown_table, safe_overrides, task_runner
+from flows.common import gadms_flow, load_run_params, markdown_table, task_runner, with_retries
 from gadms.config import Params
 from gadms.curation.cluster import finished_reports, submit_shards
 from gadms.curation.output import open_output
@@ -21,6 +21,7 @@ from gadms.curation.records import SourceShard
 from gadms.curation.report import CurationReport, ShardReport
 from gadms.curation.run import curate_shard, finalize_curation
 from gadms.curation.sources import list_source_shards
+from gadms.results import CuratedCorpus
 from gadms.storage import Location, location
 
 
@@ -43,37 +44,35 @@ def finalize(out: Path, reports: list[ShardReport], params: Params) -> CurationR
 
 
 @gadms_flow(name="curate", log_prints=True, flow_run_name="curate")
-def curate_flow(
-    params_file: str = "params.yaml",
-    overrides: Sequence[str] = (),
-    input_dir: Optional[str] = None,
-    out_dir: Optional[str] = None,
-) -> dict[str, Any]:
+def curate_flow(params: Params, input_dir: Optional[str] = None, out_dir: Optional[str] = None) -> CuratedCorpus:
     """Curate ``input_dir`` (default paths.web_dir) into ``out_dir`` (default paths.data_dir)."""
-    params = load(params_file, overrides)
     source = location(input_dir or params.paths.web_dir)
     out = Path(out_dir or params.paths.data_dir)
-    logger = get_run_logger()
     shards = list_shards(source, params)
     with open_output(source, out, shards):  # refuses an unsafe --out, and a second run on the same one
-        bar = tqdm(total=len(shards), desc="curate", unit="shard")
-
-        def finished(report: ShardReport) -> None:
-            bar.update(1)
-            state = "already done" if report.skipped else f"{sum(report.timings.values()):.1f}s"
-            logger.info(
-                f"shard {report.shard}: {report.seen} seen, {report.kept} kept, {report.rejected} rejected, "
-                f"{report.failed} failed, {report.crops} crops ({state})"
-            )
-
-        reports = _curate_shards(shards, out, params, finished)
-        bar.close()
+        with tqdm(total=len(shards), desc="curate", unit="shard") as bar:
+            reports = _curate_shards(shards, out, params, _progress(bar))
         result = finalize(out, reports, params)
-    logger.info(result.summary())
+    get_run_logger().info(result.summary())
     create_markdown_artifact(
         key="curation-report", description="Curation: counts per shard", markdown=_report_markdown(result)
     )
-    return {"out": str(out), "totals": result.totals(), "summary": result.summary()}
+    return CuratedCorpus(out, result.totals(), result.summary())
+
+
+def _progress(bar: tqdm) -> Callable[[ShardReport], None]:
+    """Each finished shard: one step of ``bar`` and one line in the run log."""
+    logger = get_run_logger()
+
+    def finished(report: ShardReport) -> None:
+        bar.update(1)
+        state = "already done" if report.skipped else f"{sum(report.timings.values()):.1f}s"
+        logger.info(
+            f"shard {report.shard}: {report.seen} seen, {report.kept} kept, {report.rejected} rejected, "
+            f"{report.failed} failed, {report.crops} crops ({state})"
+        )
+
+    return finished
 
 
 def _curate_shards(
@@ -96,8 +95,7 @@ def _curate_shards(
     runner = context.task_runner if context is not None else None
     if isinstance(runner, DaskTaskRunner):
         return finished_reports(submit_shards(runner.client, shards, out, params), on_shard)
-    retries = params.orchestration.retries if params.curation.captioning.backend == "vlm" else 0
-    shard_task = curate_one.with_options(retries=retries, retry_delay_seconds=list(params.orchestration.retry_delays_s))
+    shard_task = with_retries(curate_one, params) if params.curation.captioning.backend == "vlm" else curate_one
     reports = []
     for future in as_completed([shard_task.submit(shard, out, params) for shard in shards]):
         reports.append(future.result())
@@ -126,8 +124,7 @@ def run_curation(
     overrides: Sequence[str] = (),
     input_dir: Optional[str] = None,
     out_dir: Optional[str] = None,
-) -> dict[str, Any]:
+) -> CuratedCorpus:
     """Run :func:`curate_flow` with the task runner params.yaml asks for (threads or Dask)."""
-    overrides = safe_overrides(overrides)
-    params = load(params_file, overrides)
-    return curate_flow.with_options(task_runner=task_runner(params))(params_file, overrides, input_dir, out_dir)
+    params = load_run_params(params_file, overrides)
+    return curate_flow.with_options(task_runner=task_runner(params))(params, input_dir, out_dir)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional
 
 from prefect import task
 
@@ -11,16 +12,16 @@ from flows.common import (
     cache_on_inputs,
     epoch_logger,
     gadms_flow,
-    load,
     log_run_link,
+    rerun_if_missing,
     run_logger,
     stage_dir,
-    unless_missing,
 )
-from flows.pretrain import launch_torchrun
-from flows.tracked_cache import recompute_if_gone, run_exists
+from flows.tracked_cache import recompute_if_gone
 from gadms.config import Params
-from gadms.train.loop import CHECKPOINT, FINAL_MODEL
+from gadms.results import ParamsSource, TrainedModel
+from gadms.tracking.pipeline_stages import finetune_stage, run_exists
+from gadms.train.loop import FINAL_MODEL
 
 
 @task(
@@ -31,102 +32,41 @@ from gadms.train.loop import CHECKPOINT, FINAL_MODEL
 )
 def finetune(
     params: Params,
-    params_file: str,
-    overrides: Sequence[str],
+    source: ParamsSource,
     benchmark: str,
-    benchmark_root: Path,
     pretrained: Path,
     out_dir: Path,
     data_hash: str,
     parent_run_id: Optional[str],
-) -> dict[str, Any]:
-    """Fine-tune and evaluate (``finetuned/<benchmark>/*``); resumes from ``out_dir/checkpoint.pt`` after a crash."""
-    resume = (out_dir / CHECKPOINT).is_file()
-    if resume:
-        run_logger().info(f"resuming fine-tuning from {out_dir / CHECKPOINT}")
-    if params.train.gpus > 1:
-        command = [
-            "train",
-            "finetune",
-            "--benchmark",
-            benchmark,
-            "--root",
-            str(benchmark_root),
-            "--init",
-            str(pretrained),
-            "--out",
-            str(out_dir),
-            "--data-hash",
-            data_hash,
-            "--no-register",
-            *(["--parent-run-id", parent_run_id] if parent_run_id else []),
-            *(["--resume"] if resume else []),
-        ]
-        return launch_torchrun(command, params_file, overrides, out_dir / "result.json")
-    from gadms.tracking.stages import track_finetune_and_evaluate
-
-    result = track_finetune_and_evaluate(
-        params,
-        benchmark,
-        benchmark_root,
-        pretrained,
-        out_dir,
-        data_hash,
-        parent_run_id=parent_run_id,
-        register=False,
-        resume=resume,
-        progress=True,
-        on_epoch=epoch_logger(f"finetune {benchmark}", params.finetune.epochs),
-    )
-    return {
-        "run_id": result.run_id,
-        "model": str(result.model_path),
-        "model_uri": result.model_uri,
-        "metrics": result.metrics,
-    }
+) -> TrainedModel:
+    """Fine-tune and evaluate (``<benchmark>/*``); resumes from ``out_dir/checkpoint.pt`` after a crash."""
+    on_epoch = epoch_logger(f"finetune {benchmark}", params.finetune.epochs)
+    log = run_logger().info
+    return finetune_stage(params, source, benchmark, pretrained, out_dir, data_hash, parent_run_id, on_epoch, log)
 
 
 def finetune_dir(params: Params, benchmark: str, pretrained: Path) -> Path:
     """Where the fine-tuning of this pre-trained model on this benchmark lives."""
-    return stage_dir(
-        params.paths.work_dir,
-        f"finetune-{benchmark}",
-        str(pretrained),
-        params.seed,
-        params.model,
-        params.loss,
-        params.finetune,
-        params.augment,
-    )
+    settings = (params.seed, params.model, params.loss, params.finetune, params.augment)
+    return stage_dir(params.paths.work_dir, f"finetune-{benchmark}", str(pretrained), *settings)
 
 
 @gadms_flow(name="finetune", log_prints=True, flow_run_name="finetune {benchmark}")
 def finetune_flow(
+    params: Params,
+    source: ParamsSource,
     benchmark: str,
-    pretrained: str,
-    params_file: str = "params.yaml",
-    overrides: Sequence[str] = (),
+    pretrained: TrainedModel,
     data_hash: str = "unknown",
     parent_run_id: Optional[str] = None,
-) -> dict[str, Any]:
-    """Fine-tune the model at ``pretrained`` on ``benchmark`` (found under paths.benchmarks_dir)."""
-    params = load(params_file, overrides)
-    init = Path(pretrained)
-    out = finetune_dir(params, benchmark, init)
-    result = recompute_if_gone(
-        unless_missing(finetune, out / FINAL_MODEL),
-        lambda cached: run_exists(params, cached["run_id"]),
-        params,
-        params_file,
-        list(overrides),
-        benchmark,
-        params.paths.benchmarks_dir,
-        init,
-        out,
-        data_hash,
-        parent_run_id,
+) -> TrainedModel:
+    """Fine-tune the pre-trained model on ``benchmark`` (found under paths.benchmarks_dir)."""
+    out = finetune_dir(params, benchmark, pretrained.path)
+    model = recompute_if_gone(
+        rerun_if_missing(finetune, out / FINAL_MODEL),
+        lambda cached: run_exists(params, cached.run_id),
+        *(params, source, benchmark, pretrained.path, out, data_hash, parent_run_id),
     )
-    r1, mean_ap = result["metrics"][f"{benchmark}/R1"], result["metrics"][f"{benchmark}/mAP"]
-    run_logger().info(f"finetuned on {benchmark}: R1 {r1:.2f}, mAP {mean_ap:.2f} (MLflow run {result['run_id']})")
-    result["link"] = log_run_link(params, f"finetune {benchmark}", result["run_id"])
-    return result
+    r1, mean_ap = model.metric(benchmark, "R1"), model.metric(benchmark, "mAP")
+    run_logger().info(f"finetuned on {benchmark}: R1 {r1:.2f}, mAP {mean_ap:.2f} (MLflow run {model.run_id})")
+    return dataclasses.replace(model, link=log_run_link(params, f"finetune {benchmark}", model.run_id))

@@ -7,9 +7,11 @@ gets one too, saying so and naming the champion that stays.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 from flows.common import markdown_table
+from gadms.results import PipelineResult
+from gadms.tracking.pipeline_run import RESULTS_HEADER, PipelineRun
 
 ARTIFACT_KEY = "gadms-pipeline"
 
@@ -20,23 +22,13 @@ def _link(label: str, url: str) -> str:
 
 
 def pipeline_summary(
-    title: str,
-    data_hash: str,
-    gate_report: str,
-    model: str,
-    promotion: dict[str, Any] | None,
-    links: Sequence[tuple[str, str, str]],
-    results: str,
-    ui_command: str = "",
+    title: str, result: PipelineResult, links: Sequence[tuple[str, str, str]], results: str, ui_command: str = ""
 ) -> str:
     """The artifact's markdown.
 
     Args:
         title: the pipeline run's name.
-        data_hash: the corpus's DVC hash.
-        gate_report: where the quality gate's report is.
-        model: the registered model's name.
-        promotion: the register task's result (``version``, ``promoted``, ``reason``), None when nothing was registered.
+        result: the pipeline's result (the corpus version and gate, the registry decision).
         links: ``(stage, run id, url)`` per MLflow run, the pipeline run first.
         results: the results table (markdown).
         ui_command: the ``mlflow ui`` command that serves the links (local store), empty for a server.
@@ -44,14 +36,14 @@ def pipeline_summary(
     Returns:
         Markdown text.
     """
+    promotion = result.promotion
     if promotion is None:
         version, decision = "none registered", "no benchmark to fine-tune on"
     else:
-        version = f"{model} v{promotion['version']}"
-        decision = ("promoted to champion" if promotion["promoted"] else "not promoted") + f": {promotion['reason']}"
+        version, decision = f"{promotion.model} v{promotion.version}", f"{promotion.decision}: {promotion.reason}"
     facts = [
-        ("DVC hash (corpus)", f"`{data_hash}`"),
-        ("quality gate", f"passed, report `{gate_report}`"),
+        ("DVC hash (corpus)", f"`{result.version.md5}`"),
+        ("quality gate", f"passed, report `{result.version.gate.report}`"),
         ("model version", version),
         ("decision", decision),
     ]
@@ -82,3 +74,18 @@ def publish(markdown: str, description: str) -> None:
     from prefect.artifacts import create_markdown_artifact
 
     create_markdown_artifact(key=ARTIFACT_KEY, description=description, markdown=markdown)
+
+
+def publish_trained(title: str, result: PipelineResult, parent: PipelineRun) -> PipelineResult:
+    """Publish the artifact of a pipeline run that trained (see :func:`pipeline_summary`); return ``result``."""
+    summary = pipeline_summary(
+        title, result, parent.links, markdown_table(RESULTS_HEADER, parent.rows), parent.ui_command()
+    )
+    publish(summary, "GA-DMS pipeline: data version, model version and decision, MLflow runs, results")
+    return result
+
+
+def publish_unchanged(title: str, result: PipelineResult) -> PipelineResult:
+    """Publish the artifact of a pipeline run whose inputs were unchanged; return ``result``."""
+    publish(unchanged_summary(title, result.version.md5, result.unchanged), "GA-DMS pipeline: inputs unchanged")
+    return result

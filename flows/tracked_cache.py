@@ -2,7 +2,8 @@
 
 A stage's cached result holds MLflow run ids (pretrain, finetune, evaluate) or a model version (promote). When
 the store lost them (a deleted run, a garbage-collected or new ``mlflow.db``), reusing the result would make
-every later pipeline fail on the missing run; instead the stage runs again with its cache refreshed.
+every later pipeline fail on the missing run; instead the stage runs again with its cache refreshed. Whether
+they are still there is asked with :func:`gadms.tracking.pipeline_stages.run_exists` and ``version_exists``.
 """
 
 from __future__ import annotations
@@ -10,36 +11,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from flows.common import run_logger
-from gadms.config import Params
-
-
-def run_exists(params: Params, run_id: str) -> bool:
-    """Whether MLflow run ``run_id`` is in the store and not deleted."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from gadms.tracking.store import using_store
-
-    with using_store(params) as uri:
-        try:
-            return MlflowClient(uri).get_run(run_id).info.lifecycle_stage == "active"
-        except MlflowException:
-            return False
-
-
-def version_exists(params: Params, version: int | str) -> bool:
-    """Whether version ``version`` of ``tracking.registered_model`` is in the registry."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from gadms.tracking.store import using_store
-
-    with using_store(params) as uri:
-        try:
-            MlflowClient(uri).get_model_version(params.tracking.registered_model, str(version))
-            return True
-        except MlflowException:
-            return False
 
 
 def recompute_if_gone(task: Any, still_there: Callable[[Any], bool], *args: Any) -> Any:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Optional, Sequence
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import gadms_flow, load
-from gadms.config import ValidationConfig
+from flows.common import gadms_flow
+from gadms.config import Params, ValidationConfig
+from gadms.results import CuratedCorpus, GatedCorpus
 from gadms.validation import GateResult, run_quality_gate
 from gadms.validation.report import HISTORY_DIR, history_name
 
@@ -34,14 +34,10 @@ def run_gate(data_dir: Path, cfg: ValidationConfig, report_dir: Path) -> GateRes
 
 
 @gadms_flow(name="validate", log_prints=True, flow_run_name="quality gate")
-def validate_flow(
-    params_file: str = "params.yaml", overrides: Sequence[str] = (), data_dir: Optional[str] = None
-) -> dict[str, Any]:
-    """Gate the corpus in ``data_dir`` (default paths.data_dir); raise :class:`QualityGateFailed` when it fails."""
-    params = load(params_file, overrides)
-    data = Path(data_dir or params.paths.data_dir)
+def validate_flow(params: Params, corpus: CuratedCorpus) -> GatedCorpus:
+    """Gate the curated corpus; raise :class:`QualityGateFailed` when it fails (nothing downstream runs)."""
     report_dir = params.paths.reports_dir / "gate"
-    result = run_gate(data, params.validation, report_dir)
+    result = run_gate(corpus.path, params.validation, report_dir)
     summary = code_block(result.summary)  # shown as text in the Prefect UI, whatever the captions hold
     create_markdown_artifact(key="quality-gate", description="Caption quality gate", markdown=summary)
     get_run_logger().info(result.summary)
@@ -50,10 +46,4 @@ def validate_flow(
             f"quality gate failed ({', '.join(result.failed_checks)}); nothing downstream runs.\n{result.summary}"
         )
     kept = report_dir.resolve() / HISTORY_DIR / history_name(result.fingerprint, params.validation)
-    return {
-        "passed": True,
-        "summary": result.summary,
-        "fingerprint": result.fingerprint,
-        "report_dir": str(report_dir),
-        "report": str(kept),
-    }
+    return GatedCorpus(corpus.path, result.summary, result.fingerprint, report_dir, kept)

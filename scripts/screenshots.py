@@ -126,7 +126,7 @@ def fresh_repo(work: Path) -> None:
     shutil.copy(REPO / "params.yaml", work / "params.yaml")
 
 
-def run_pipelines(work: Path) -> list[dict[str, Any]]:
+def run_pipelines(work: Path) -> list[Any]:
     """Two pipeline runs in ``work``, the second with ``SECOND`` (so both train and their results differ)."""
     os.chdir(work)
     sys.path.insert(0, str(REPO))
@@ -289,7 +289,7 @@ def main() -> None:
             wait_for("the MLflow UI", lambda: answers(f"{base}/health"), 180, mlflow_log)
             deployment_id = wait_for("the deployment's upcoming runs", lambda: served_deployment(api), 180, deploy_log)
             experiment = mlflow_experiment(work)
-            run_ids = [r["pipeline_run"] for r in results]
+            run_ids = [r.pipeline_run for r in results]
             prefect_ui = f"http://127.0.0.1:{prefect_port}"
             shots = photograph(
                 lambda page: [

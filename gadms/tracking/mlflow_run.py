@@ -23,18 +23,17 @@ logs epochs, benchmark metrics, figures, texts and the model.
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from gadms.config import Params, flatten
+from gadms.tracking.provenance import UNKNOWN, provenance_tags
 from gadms.tracking.redact import Redactor
 from gadms.tracking.stopped import end_run, end_status, listed
 from gadms.tracking.store import ensure_experiment, using_store
@@ -67,47 +66,7 @@ KEY_PARAMS = (
 )
 UNSHOWN_PREFIXES = ("paths.",)  # where things are, not what was trained: in params.yaml only
 TRUNCATED = "...[truncated]"
-UNKNOWN = "unknown"
 TRAIN_PREFIX = "train"
-
-
-@dataclass(frozen=True)
-class GitState:
-    """The commit the code runs from and whether tracked files were changed since."""
-
-    commit: str
-    dirty: str  # "true", "false" or "unknown"
-
-
-def git_state(directory: Path | None = None) -> GitState:
-    """``git rev-parse HEAD`` and the dirty flag of the repository holding ``directory``.
-
-    Args:
-        directory: a directory inside the repository (default: where the ``gadms`` package lives).
-
-    Returns:
-        The state; ``unknown`` for both outside a git repository or without git.
-    """
-    if directory is None:
-        import gadms
-
-        directory = Path(gadms.__file__).parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-        if commit.returncode != 0:
-            return GitState(UNKNOWN, UNKNOWN)
-        status = subprocess.run(
-            ["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return GitState(UNKNOWN, UNKNOWN)
-    dirty = UNKNOWN if status.returncode != 0 else str(bool(status.stdout.strip())).lower()
-    return GitState(commit.stdout.strip(), dirty)
 
 
 def param_text(value: Any) -> str:
@@ -420,26 +379,6 @@ def tracked_run(
             except BaseException as exc:
                 end_run(run.info.run_id, uri, end_status(exc))
                 raise
-
-
-def provenance_tags(stage: str, data_hash: str | None) -> dict[str, str]:
-    """Tags saying what ran on which data with which code.
-
-    Args:
-        stage: the pipeline stage.
-        data_hash: the dataset's DVC hash, or None when unknown.
-
-    Returns:
-        ``stage``, ``dvc.data_hash``, ``git.commit``, ``mlflow.source.git.commit``, ``git.dirty``.
-    """
-    git = git_state()
-    return {
-        "stage": stage,
-        "dvc.data_hash": data_hash or UNKNOWN,
-        "git.commit": git.commit,
-        "mlflow.source.git.commit": git.commit,
-        "git.dirty": git.dirty,
-    }
 
 
 def log_all_params(run: TrackedRun, params: Params, data_hash: str | None = None) -> None:

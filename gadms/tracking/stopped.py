@@ -101,3 +101,16 @@ def end_open_runs(status: str = KILLED) -> list[str]:
             _open.pop(run_id, None)
         ended.append(run_id)
     return ended
+
+
+@contextmanager
+def killed_when_stopped() -> Iterator[None]:
+    """Run the ``with`` block; when a stop ends it (Ctrl-C, SIGTERM, a cancellation), every run still open in this
+    process (another thread's included) ends KILLED before the stop goes on.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        if is_stop(exc):
+            end_open_runs()
+        raise

@@ -50,7 +50,7 @@ def test_curation_on_a_two_worker_dask_cluster_gives_the_same_bytes(project, pre
     result = run_curation("params.yaml", dask, out_dir="dask")
     run_curation("params.yaml", [], out_dir="threads")
     curate(Path("work/web"), Path("single"), load_params("params.yaml"), progress=False)
-    assert result["totals"]["seen"] == 80
+    assert result.totals["seen"] == 80
     assert _tree(project / "dask") == _tree(project / "single") == _tree(project / "threads")
 
 

@@ -23,7 +23,9 @@ def _crash_after_first_epoch(log):
 
 @pytest.mark.slow
 def test_pretraining_resumes_from_the_checkpoint_after_a_crash(tmp_path, monkeypatch):
-    from flows.pretrain import pretrain, pretrain_dir
+    from flows.pretrain import pretrain_dir
+    from gadms.results import CorpusVersion, GatedCorpus, ParamsSource
+    from gadms.tracking.pipeline_stages import pretrain_stage
     from gadms.train.loop import CHECKPOINT, FINAL_MODEL
     from gadms.train.recipes import run_pretrain
 
@@ -38,8 +40,12 @@ def test_pretraining_resumes_from_the_checkpoint_after_a_crash(tmp_path, monkeyp
         run_pretrain(params, Path("data"), "curated", out, progress=False, on_epoch=_crash_after_first_epoch)
     assert (out / CHECKPOINT).is_file() and not (out / FINAL_MODEL).exists()
 
-    result = pretrain.fn(params, "params.yaml", SMALL, Path("data"), out, "abc123", None, None)
-    assert Path(result["model"]) == out / FINAL_MODEL and result["run_id"]
+    gated = GatedCorpus(Path("data"), "passed", "f" * 64, Path("reports"), Path("reports/kept.html"))
+    corpus = CorpusVersion(gated, "abc123", Path("data"), 0, 0)
+    said: list[str] = []
+    result = pretrain_stage(params, ParamsSource("params.yaml", tuple(SMALL)), corpus, out, log=said.append)
+    assert said == [f"resuming pre-training from {out / CHECKPOINT}"]
+    assert result.path == out / FINAL_MODEL and result.run_id
 
     clean = tmp_path / "clean"
     run_pretrain(params, Path("data"), "curated", clean, progress=False)

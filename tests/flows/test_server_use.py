@@ -84,7 +84,7 @@ def test_a_run_that_starts_late_is_named_by_its_slot_not_by_when_it_starts(prefe
 
 
 def _notice(sets: list[str], present: list[str]) -> tuple[int, str] | None:
-    from flows.pipeline import benchmarks_notice
+    from gadms.tracking.pipeline_run import benchmarks_notice
 
     return benchmarks_notice(load_params(REPO / "params.yaml", sets), sets, present)
 

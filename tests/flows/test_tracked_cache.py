@@ -6,9 +6,10 @@ import pytest
 from mlflow import MlflowClient
 from prefect import flow, task
 
-from flows.tracked_cache import recompute_if_gone, run_exists, version_exists
+from flows.tracked_cache import recompute_if_gone
 from gadms.config import params_from_dict
 from gadms.tracking.mlflow_run import tracked_run
+from gadms.tracking.pipeline_stages import run_exists, version_exists
 from gadms.tracking.store import tracking_uri
 
 KEY = uuid.uuid4().hex

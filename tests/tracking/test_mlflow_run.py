@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
 from gadms.config import Params, flatten, params_from_dict
-from gadms.tracking.mlflow_run import KEY_PARAMS, MAX_PARAM_LENGTH, git_state, metric_name, tracked_run
+from gadms.tracking.mlflow_run import KEY_PARAMS, MAX_PARAM_LENGTH, metric_name, tracked_run
+from gadms.tracking.provenance import git_state
 from gadms.tracking.redact import REDACTED
 from gadms.tracking.store import tracking_uri
 from gadms.train.loop import EpochLog
