@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import Protocol
 
-from gadms.config import SourceConfig
-
-_DEFAULTS = SourceConfig()
-MAX_FILE_BYTES = _DEFAULTS.max_member_bytes  # curation.source.max_member_bytes, unless use_limits() set another
-MAX_IMAGE_PIXELS = _DEFAULTS.max_image_pixels  # curation.source.max_image_pixels, unless use_limits() set another
+MAX_FILE_BYTES = 32 * 2**20  # curation.source.max_member_bytes's default, unless use_limits() set another
+MAX_IMAGE_PIXELS = 16_000_000  # curation.source.max_image_pixels's default, unless use_limits() set another
 FILE_BYTES_VARIABLE = "GADMS_MAX_FILE_BYTES"
 IMAGE_PIXELS_VARIABLE = "GADMS_MAX_IMAGE_PIXELS"
 
 
-def use_limits(source: SourceConfig) -> None:
+class Caps(Protocol):
+    """What :func:`use_limits` reads: params' ``curation.source`` (:class:`gadms.config.SourceConfig`)."""
+
+    @property
+    def max_member_bytes(self) -> int: ...
+
+    @property
+    def max_image_pixels(self) -> int: ...
+
+
+def use_limits(source: Caps) -> None:
     """Make ``source``'s byte and pixel caps (params' ``curation.source``) those of every reader of this process
     and of the processes it starts; each command calls it once its parameters are loaded."""
     os.environ[FILE_BYTES_VARIABLE] = str(source.max_member_bytes)

@@ -110,7 +110,7 @@ def _train(
     guard(command)  # no child process (loader workers, torchrun and its ranks) outlives the command
     with user_errors():
         p = cli_params(params, overrides)
-        with _out_lock(out, command), _lock_env(out):
+        with out_lock(out, command), _lock_env(out):
             _maybe_torchrun(p)
             if not track:
                 _, history = plain(p)
@@ -125,7 +125,7 @@ def _train(
 OUT_LOCK_ENV = "GADMS_TRAIN_OUT_LOCKED"  # set for the ranks the launching process started: it holds --out for them
 
 
-def _out_lock(out: Path, command: str) -> AbstractContextManager:
+def out_lock(out: Path, command: str) -> AbstractContextManager:
     """The one-writer lock of --out, taken once per run: by the launching process, or by global rank 0 of a
     torchrun started by hand. The ranks of one run share --out; a second, independent run is refused.
     """

@@ -9,6 +9,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from gadms.config.base import DEVICE_NAME, Section, SplitFractions
+from gadms.file_rules import MAX_FILE_BYTES, MAX_IMAGE_PIXELS
 from gadms.safe_yaml import shorten
 
 
@@ -64,12 +65,14 @@ class SourceConfig(Section):
     )
     folder_shard_size: int = Field(1000, ge=1, description="images per shard when reading a folder of images")
     max_member_bytes: int = Field(
-        32 * 2**20,
+        MAX_FILE_BYTES,
         ge=1,
         description="an image of more bytes (tar member, file, Parquet cell) fails as too_large, unread",
     )
     max_image_pixels: int = Field(
-        16_000_000, ge=1, description="an image of more width*height pixels fails as too_large before it is decoded"
+        MAX_IMAGE_PIXELS,
+        ge=1,
+        description="an image of more width*height pixels fails as too_large before it is decoded",
     )
     max_row_group_bytes: int = Field(
         64 * 2**20,

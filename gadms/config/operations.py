@@ -23,7 +23,7 @@ class TrackingConfig(Section):
 
     @model_validator(mode="after")
     def _no_credentials_in_names(self) -> "TrackingConfig":
-        from gadms.tracking.credentials import find_credential
+        from gadms.credentials import find_credential
 
         for key in ("experiment", "registered_model", "champion_alias"):
             kind = find_credential(getattr(self, key))

@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable, Coroutine, Optional, Sequence, Type
 
 import httpx
 
-from gadms.tracking.credentials import replace_credentials
+from gadms.credentials import replace_credentials
 
 log = logging.getLogger(__name__)
 

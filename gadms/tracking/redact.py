@@ -6,7 +6,7 @@ never the keys. A :class:`Redactor` reads those variables once and replaces
 any occurrence of their values in a parameter, tag or text before it is
 logged (a URL with an embedded key, an error message quoting a header, ...);
 it also replaces every credential written into a URL (see
-:mod:`gadms.tracking.credentials`).
+:mod:`gadms.credentials`).
 
 Prefect stores flow-run parameters in its database and shows them in its UI,
 so ``--set`` overrides never reach it in clear: :func:`hide_override_secrets`
@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
 from gadms.config import Params
-from gadms.tracking.credentials import find_credential, replace_credentials
+from gadms.credentials import find_credential, replace_credentials
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gadms.cli.train import OUT_LOCK_ENV, _out_lock
+from gadms.cli.train import OUT_LOCK_ENV, out_lock
 from gadms.config import ModelConfig
 from gadms.locks import OutputBusy, writer_lock
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, save_model
@@ -114,15 +114,15 @@ def test_the_ranks_a_run_launched_share_its_out_and_only_rank_0_of_a_hand_starte
     out = tmp_path / "run"
     with writer_lock(out, "gadms train pretrain"):
         monkeypatch.setenv(OUT_LOCK_ENV, str(out.resolve()))  # a rank started by the holder
-        with _out_lock(out, "gadms train pretrain"):
+        with out_lock(out, "gadms train pretrain"):
             pass
         monkeypatch.delenv(OUT_LOCK_ENV)
         monkeypatch.setenv("RANK", "1")  # not rank 0 of a torchrun started by hand
-        with _out_lock(out, "gadms train pretrain"):
+        with out_lock(out, "gadms train pretrain"):
             pass
         monkeypatch.setenv("RANK", "0")
         with pytest.raises(OutputBusy, match="being written by another gadms train pretrain"):
-            with _out_lock(out, "gadms train pretrain"):
+            with out_lock(out, "gadms train pretrain"):
                 pass
 
 

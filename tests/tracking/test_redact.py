@@ -3,7 +3,7 @@
 import pytest
 
 from gadms.config import ConfigError, load_params
-from gadms.tracking.credentials import find_credential
+from gadms.credentials import find_credential
 from gadms.tracking.redact import REDACTED, Redactor, hide_override_secrets, reveal_override_secrets
 
 KEY = "sk-live-0123456789abcdef"
