@@ -313,10 +313,13 @@ def test_web_dir_may_be_a_url_and_stays_one():
 
 
 def test_ablate_testbed_params():
-    """params.ablate.yaml: 6 Table-4 rows x 3 seeds from a base stage, a noisy corpus, unseen identities."""
+    """params.ablate.yaml (issue 22): the bounds and 4 masking rows x 5 seeds from a hard-negative base on words
+    the tiny model can check, every masking row at the same noise-mask rate, unseen identities."""
     p = load_params(REPO / "params.ablate.yaml")
     a = p.ablate
-    assert a.rows == ("none", "random", "cosine", "gass", "gass-official", "gass-no-mtp") and a.seeds == (0, 1, 2)
+    assert a.rows == ("clean", "none", "random", "cosine", "gass", "gass-official") and a.seeds == (0, 1, 2, 3, 4)
+    assert {a.corpus.vocabulary, a.held_out.vocabulary, a.base.corpus.vocabulary} == {"checkable"}
+    assert a.base.hard_negatives and a.noise_mask_rate == 0.1
     assert a.base.enabled and p.model.pretrained is None and a.base.corpus.caption_noise == 0.0
     assert a.corpus.caption_noise > 0 and a.held_out.caption_noise == 0.0
     assert len({a.corpus.seed, a.held_out.seed, a.base.corpus.seed}) == 3

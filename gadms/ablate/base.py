@@ -14,11 +14,13 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from gadms.ablate.rows import derive, digest, result_shaping
 from gadms.ablate.testbed import build_corpus
 from gadms.config import Params
 from gadms.shards import atomic_path, write_bytes_atomic
+from gadms.synth.checkable import WORLD_VERSION
 
 CLIP_WEIGHTS = "clip.safetensors"
 INFO = "base.json"
@@ -57,7 +59,16 @@ def base_params(params: Params) -> Params:
 def base_key(params: Params) -> str:
     """The digest of every input of the base stage (its corpus settings and training parameters)."""
     shaped = result_shaping(base_params(params))
-    return digest({"corpus": params.ablate.base.corpus.model_dump(mode="json"), "params": shaped})
+    b = params.ablate.base
+    corpus = b.corpus.model_dump(mode="json")
+    if b.corpus.vocabulary == "full":  # keys of bases built before the field existed stay valid
+        corpus.pop("vocabulary")
+    else:
+        corpus["vocabulary"] = f"{b.corpus.vocabulary}-v{WORLD_VERSION}"
+    inputs: dict[str, object] = {"corpus": corpus, "params": shaped}
+    if b.hard_negatives:
+        inputs["hard_negatives"] = True
+    return digest(inputs)
 
 
 def base_dir(params: Params) -> Path:
@@ -65,13 +76,16 @@ def base_dir(params: Params) -> Path:
     return Path(params.ablate.base.cache_dir) / f"base-{base_key(params)[:16]}"
 
 
-def ensure_base(params: Params, device: str = "cpu", progress: bool = False) -> BaseModel:
+def ensure_base(
+    params: Params, device: str = "cpu", progress: bool = False, log: Callable[[str], None] = lambda _: None
+) -> BaseModel:
     """The base CLIP weights of ``params``: reused when built before, else trained now (resuming a killed build).
 
     Args:
         params: ``ablate.base`` and the training settings.
         device: where to train.
         progress: show the training progress bar.
+        log: where the hard-negative base's per-epoch lines go.
 
     Returns:
         The base model's weights file and key.
@@ -87,20 +101,26 @@ def ensure_base(params: Params, device: str = "cpu", progress: bool = False) -> 
     started = time.perf_counter()
     train = base_params(params)
     corpus = build_corpus("corpus", params.ablate.base.corpus, params.synth, folder)
-    run = folder / "run"
-    model, history = run_pretrain(
-        train,
-        corpus.root,
-        "cuhk-pedes",
-        run,
-        resume=(run / "checkpoint.pt").is_file(),
-        device=device,
-        progress=progress,
-    )
+    if params.ablate.base.hard_negatives:
+        from gadms.ablate.grounding import train_grounded
+
+        model, epochs = train_grounded(train, corpus.root, log)
+    else:
+        run = folder / "run"
+        model, history = run_pretrain(
+            train,
+            corpus.root,
+            "cuhk-pedes",
+            run,
+            resume=(run / "checkpoint.pt").is_file(),
+            device=device,
+            progress=progress,
+        )
+        epochs = [{"epoch": h.epoch + 1, **h.losses} for h in history]
     state = {k: v.detach().contiguous().cpu() for k, v in model.clip.state_dict().items()}
     with atomic_path(weights) as tmp:
         save_file(state, str(tmp), metadata={"gadms.ablate.base_key": key})
     seconds = time.perf_counter() - started
-    info = {"key": key, "seconds": seconds, "epochs": [{"epoch": h.epoch + 1, **h.losses} for h in history]}
+    info = {"key": key, "seconds": seconds, "epochs": epochs}
     write_bytes_atomic(folder / INFO, json.dumps(info, indent=1).encode("utf-8"))
     return BaseModel(weights, key, built=True, seconds=seconds)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from gadms.ablate.rows import ROWS, digest, result_shaping, row_params
 from gadms.config import Params
 from gadms.shards import write_bytes_atomic
 
+CLEAN_ROW = "clean"  # trained on Plan.clean_corpus instead of Plan.corpus
 RESULTS_DIR = "results"
 RUNS_DIR = "runs"
 
@@ -33,6 +34,9 @@ class Plan:
     pretrained: str | None
     out: Path
     key: str  # digest of all of the above that shapes a result
+    extra: dict[str, tuple[str, ...]] = field(default_factory=dict)  # row -> calibrated overrides (noise midpoint)
+    notes: tuple[str, ...] = ()  # lines the table carries (the calibration, the ceiling's verdict)
+    clean_corpus: Path | None = None  # the corpus without its wrong words (the clean row's)
 
 
 def plan_key(params: Params, corpus_key: str, benchmarks: dict[str, str], base_key: str | None) -> str:
@@ -47,7 +51,8 @@ def cell_name(row: str, seed: int) -> str:
 
 def cell_key(plan: Plan, row: str, seed: int) -> str:
     """The digest of one cell's inputs."""
-    return digest({"plan": plan.key, "row": row, "overrides": list(ROWS[row]), "seed": seed})
+    overrides = [*ROWS[row], *plan.extra.get(row, ())]
+    return digest({"plan": plan.key, "row": row, "overrides": overrides, "seed": seed})
 
 
 def result_path(out: Path, row: str, seed: int) -> Path:
@@ -86,13 +91,16 @@ def run_cell(plan: Plan, row: str, seed: int, device: str = "cpu", progress: boo
     from gadms.eval.evaluate import evaluate_split
     from gadms.train.recipes import run_pretrain
 
+    corpus = plan.clean_corpus if row == CLEAN_ROW else plan.corpus
+    if corpus is None:
+        raise ValueError("row clean needs the synthetic corpus (not --corpus): it trains on its clean copy")
     key = cell_key(plan, row, seed)
-    params = row_params(plan.params, row, seed, plan.pretrained)
+    params = row_params(plan.params, row, seed, plan.pretrained, plan.extra.get(row, ()))
     run_dir = plan.out / RUNS_DIR / f"{cell_name(row, seed)}-{key[:12]}"
     started = time.perf_counter()
     resume = (run_dir / "checkpoint.pt").is_file()
     model, history = run_pretrain(
-        params, plan.corpus, plan.corpus_format, run_dir, resume=resume, device=device, progress=progress
+        params, corpus, plan.corpus_format, run_dir, resume=resume, device=device, progress=progress
     )
     train_s = time.perf_counter() - started
     model.eval()
@@ -104,7 +112,7 @@ def run_cell(plan: Plan, row: str, seed: int, device: str = "cpu", progress: boo
         "row": row,
         "seed": seed,
         "key": key,
-        "overrides": list(ROWS[row]),
+        "overrides": [*ROWS[row], *plan.extra.get(row, ())],
         "metrics": metrics,
         "epochs": [{"epoch": h.epoch + 1, "lr": h.lr, "seconds": h.seconds, **h.losses} for h in history],
         "train_s": train_s,

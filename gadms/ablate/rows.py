@@ -4,7 +4,8 @@ A row is a name and the ``--set`` overrides that make it. Masking scores: ``mode
 masks nothing, so MTP has no targets either); MTP on/off: ``loss.mtp.enabled``; the GASS formulas:
 ``model.gass.variant``. ``gass-official`` is the released code's whole masking setting (issue 22): its formulas,
 slope 20, midpoints 0.9 (noise, on 1 - s) and 0.1 (informative, on s), and at least one masked token in both
-captions.
+captions. ``clean`` is ``none`` trained on the corpus without its wrong words (the same images and identities):
+the upper bound, against which ``none`` on the noisy corpus is the lower one.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ ROWS: dict[str, tuple[str, ...]] = {
     ),
     "gass-no-mtp": ("model.masking.score=gass", "model.gass.variant=paper", "loss.mtp.enabled=false"),
     "random-no-mtp": ("model.masking.score=random", "loss.mtp.enabled=false"),
+    # the upper bound: no masking on the same corpus with every caption clean (gadms.ablate.cells.CLEAN_ROW)
+    "clean": ("model.masking.score=none", "loss.mtp.enabled=false"),
 }
 
 DESCRIPTIONS = {
@@ -42,6 +45,7 @@ DESCRIPTIONS = {
     "gass-official": "GASS (official code's formulas, slope 20, midpoints 0.9/0.1, >= 1 mask), dual masking + MTP",
     "gass-no-mtp": "GASS (paper), noise masking only",
     "random-no-mtp": "random scores, noise masking only",
+    "clean": "no masking, no MTP, on the corpus without its wrong words (upper bound)",
 }
 
 
@@ -59,7 +63,7 @@ def derive(params: Params, overrides: Sequence[str], source: str) -> Params:
     return params_from_dict(apply_overrides(params.model_dump(mode="json"), overrides), source)
 
 
-def row_params(params: Params, row: str, seed: int, pretrained: str | None) -> Params:
+def row_params(params: Params, row: str, seed: int, pretrained: str | None, extra: Sequence[str] = ()) -> Params:
     """The parameters of one (row, seed) cell.
 
     Args:
@@ -67,11 +71,12 @@ def row_params(params: Params, row: str, seed: int, pretrained: str | None) -> P
         row: a key of :data:`ROWS`.
         seed: the cell's seed (weights of the new layers, masks, batch order, augmentation).
         pretrained: the base weights every row starts from (``model.pretrained``), or None.
+        extra: the row's calibrated overrides (``gadms.ablate.calibrate``), applied last.
 
     Returns:
         The cell's parameters.
     """
-    sets = [*ROWS[row], f"seed={seed}"]
+    sets = [*ROWS[row], *extra, f"seed={seed}"]
     if pretrained is not None:
         sets.append(f"model.pretrained={json.dumps(pretrained)}")
     return derive(params, sets, f"ablate row {row}")

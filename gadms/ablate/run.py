@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from gadms.ablate.cells import Plan, plan_key, run_cell
+from gadms.ablate.compare import comparison
 from gadms.ablate.report import RowSummary, bar_chart, summarise, to_csv, to_markdown, to_text
 from gadms.ablate.rows import row_params
 from gadms.config import Params
@@ -75,9 +76,14 @@ def prepare(
         from gadms.train.recipes import pretrain_dataset
 
         pretrain_dataset(params, corpus_format, corpus)
+    clean = None
     if corpus is None:
         built = build_corpus("corpus", cfg.corpus, params.synth, data_dir)
         corpus, corpus_format, corpus_key = built.root, "cuhk-pedes", built.key
+        if "clean" in cfg.rows:  # the same identities and images, every caption as written before the noise
+            clean = build_corpus(
+                "corpus-clean", cfg.corpus.model_copy(update={"caption_noise": 0.0}), params.synth, data_dir
+            ).root
     held_out = build_corpus("held-out", cfg.held_out, params.synth, data_dir).root if benchmarks_root is None else None
     benchmarks = _benchmarks(params, held_out, benchmarks_root)
     pretrained, base_key, base_s, base_built = params.model.pretrained, None, 0.0, False
@@ -87,7 +93,8 @@ def prepare(
         pretrained, base_key, base_s, base_built = str(base.weights.absolute()), base.key, base.seconds, base.built
         log(f"base weights {base.weights} ({'built in %.0fs' % base.seconds if base.built else 'reused'})")
     key = plan_key(params, corpus_key, {k: str(v) for k, v in benchmarks.items()}, base_key or pretrained)
-    plan = Plan(params, Path(corpus), corpus_format, benchmarks, pretrained, out, key)
+    extra, notes = fairness(params, Path(corpus), pretrained, base_key is not None, device, log)
+    plan = Plan(params, Path(corpus), corpus_format, benchmarks, pretrained, out, key, extra, notes, clean)
     tracker = None
     if track:
         from gadms.ablate.tracking import AblationTracker
@@ -95,6 +102,40 @@ def prepare(
         tracker = AblationTracker(params, out, key)
         log(f"MLflow parent run {tracker.parent_id} ({'reopened' if tracker.reopened else 'new'})")
     return Ablation(plan, tracker, base_s, base_built)
+
+
+def fairness(
+    params: Params, corpus: Path, pretrained: str | None, from_base: bool, device: str, log: Callable[[str], None]
+) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
+    """The rows' calibrated overrides (``ablate.noise_mask_rate``) and the lines the table carries with them.
+
+    With a checkable held-out corpus and the base stage, the ceiling check (cached) adds one line when it fails.
+    """
+    cfg = params.ablate
+    extra: dict[str, tuple[str, ...]] = {}
+    notes: list[str] = []
+    if cfg.noise_mask_rate is not None:
+        from gadms.ablate.calibrate import calibrate, format_calibrations
+
+        if pretrained is None:
+            raise ValueError(
+                "ablate.noise_mask_rate calibrates on the base weights: needs the base stage or model.pretrained"
+            )
+        found = calibrate(params, cfg.rows, Path(pretrained), corpus)
+        extra = {row: (c.override(),) for row, c in found.items()}
+        notes.append(
+            f"noise midpoints calibrated on the base to a mean noise-mask probability of {cfg.noise_mask_rate}:"
+        )
+        notes.append(format_calibrations(found))
+        log("\n".join(notes))
+    if from_base and cfg.held_out.vocabulary == "checkable":
+        from gadms.ablate.ceiling import ceiling_line, check_ceiling
+
+        line = ceiling_line(check_ceiling(params, device))
+        if line is not None:
+            notes.append(line)
+            log(line)
+    return extra, tuple(notes)
 
 
 def run_and_log(ablation: Ablation, row: str, seed: int, device: str = "cpu") -> dict[str, Any]:
@@ -112,7 +153,8 @@ def run_and_log(ablation: Ablation, row: str, seed: int, device: str = "cpu") ->
     result = run_cell(ablation.plan, row, seed, device)
     tracker = ablation.tracker
     if tracker is not None and (row, seed) not in tracker.children():
-        tracker.log_child(row_params(ablation.plan.params, row, seed, ablation.plan.pretrained), result)
+        plan = ablation.plan
+        tracker.log_child(row_params(plan.params, row, seed, plan.pretrained, plan.extra.get(row, ())), result)
     return result
 
 
@@ -124,10 +166,12 @@ def finish(ablation: Ablation, results: Sequence[dict[str, Any]]) -> tuple[list[
     """
     rows = ablation.plan.params.ablate.rows
     summary = summarise(results, rows)
-    text = to_text(summary)
+    text = "\n".join([to_text(summary), *ablation.plan.notes, *comparison(results, rows)])
     out = ablation.plan.out
     write_bytes_atomic(out / "results.csv", to_csv(summary).encode("utf-8"))
-    write_bytes_atomic(out / "results.md", to_markdown(summary).encode("utf-8"))
+    notes = "\n".join([*ablation.plan.notes, *comparison(results, rows)])
+    markdown = to_markdown(summary) + (f"\n```\n{notes}\n```\n" if notes else "")
+    write_bytes_atomic(out / "results.md", markdown.encode("utf-8"))
     write_bytes_atomic(out / "results.txt", (text + "\n").encode("utf-8"))
     bar_chart(summary, out / "ablation.png")
     if ablation.tracker is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from gadms.config import AblateCorpusConfig, SynthConfig
 from gadms.shards import write_bytes_atomic
 from gadms.synth.benchmark import write_benchmark
+from gadms.synth.checkable import WORLD_VERSION
 
 DONE = "testbed.json"
 
@@ -46,10 +47,13 @@ def build_corpus(name: str, cfg: AblateCorpusConfig, synth: SynthConfig, parent:
     from gadms.ablate.rows import digest
 
     full = corpus_synth(cfg, synth)
-    key = digest({"identities": cfg.identities, "seed": cfg.seed, "synth": full.model_dump(mode="json")})
+    inputs = {"identities": cfg.identities, "seed": cfg.seed, "synth": full.model_dump(mode="json")}
+    if cfg.vocabulary != "full":  # the full world's corpora keep the keys they had before the field existed
+        inputs["vocabulary"] = f"{cfg.vocabulary}-v{WORLD_VERSION}"
+    key = digest(inputs)
     root = Path(parent) / f"{name}-{key[:12]}"
     if not (root / DONE).is_file():
-        summary = write_benchmark(root, cfg.identities, cfg.seed, full, progress=False)
+        summary = write_benchmark(root, cfg.identities, cfg.seed, full, progress=False, vocabulary=cfg.vocabulary)
         info = {"identities": summary.identities, "images": summary.images, "captions": summary.captions}
         write_bytes_atomic(root / DONE, json.dumps({"key": key, **info}, indent=1).encode("utf-8"))
     return Corpus(root, key)

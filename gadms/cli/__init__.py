@@ -45,7 +45,7 @@ app.command("serve-model")(serve_model.serve_model)  # the champion over REST (M
 app.command("evaluate")(train.evaluate)
 app.command("validate")(data.validate)
 app.command("pipeline")(pipeline.pipeline)
-app.command("ablate")(ablate.ablate)
+app.add_typer(ablate.ablate_app, name="ablate")
 app.command("deploy")(pipeline.deploy)
 app.command("demo")(pipeline.demo)
 

@@ -22,7 +22,13 @@ params.yaml is written from it by :mod:`gadms.config.render` (``make params``). 
 - :mod:`~gadms.config.render`: params.yaml's text from the schema.
 """
 
-from gadms.config.ablation import AblateBaseConfig, AblateConfig, AblateCorpusConfig, AblationRow
+from gadms.config.ablation import (
+    AblateBaseConfig,
+    AblateCeilingConfig,
+    AblateConfig,
+    AblateCorpusConfig,
+    AblationRow,
+)
 from gadms.config.base import (
     BACKBONE_SHAPES,
     CLIP_CONTEXT,
@@ -101,6 +107,7 @@ __all__ = [
     "PARAMS_READ_TIMEOUT_S",
     "WHOLE_RULES",
     "AblateBaseConfig",
+    "AblateCeilingConfig",
     "AblateConfig",
     "AblateCorpusConfig",
     "AblationRow",

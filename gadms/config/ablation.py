@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
 from gadms.config.base import Section, Seed, SplitFractions
 
-AblationRow = Literal["none", "random", "cosine", "gass", "gass-official", "gass-no-mtp", "random-no-mtp"]
+AblationRow = Literal["none", "random", "cosine", "gass", "gass-official", "gass-no-mtp", "random-no-mtp", "clean"]
 
 
 class AblateCorpusConfig(Section):
@@ -20,6 +20,10 @@ class AblateCorpusConfig(Section):
     caption_noise: float = Field(0.3, ge=0, le=1)  # share of train captions with wrong attribute words
     caption_noise_words: int = Field(1, ge=1, le=8)  # wrong words per noisy caption
     split_fractions: SplitFractions = SplitFractions()
+    vocabulary: Literal["full", "checkable"] = Field(
+        "full",
+        description="full | checkable (top, bottom, shoe, bag colours only; short captions)",
+    )
 
 
 class AblateBaseConfig(Section):
@@ -33,6 +37,20 @@ class AblateBaseConfig(Section):
     epochs: int = Field(10, ge=1)
     lr: float = Field(5e-4, gt=0)
     cache_dir: Path = Field(Path("work/ablate-base"), description="base-<hash of its inputs>/clip.safetensors")
+    hard_negatives: bool = Field(
+        False,
+        description="true (checkable): one-slot-swapped captions as in-batch negatives",
+    )
+
+
+class AblateCeilingConfig(Section):
+    """``gadms ablate ceiling``: can occlusion on the base find the wrong words? Rows compare only when it can."""
+
+    captions: int = Field(400, ge=10, description="held-out test captions checked (fresh noise on each)")
+    min_auroc: float = Field(0.85, ge=0, le=1, description="occlusion's pooled same-slot AUROC must reach this")
+    min_lowering: float = Field(
+        0.9, ge=0, le=1, description="every slot: share of one-slot swaps that lower the similarity"
+    )
 
 
 class AblateConfig(Section):
@@ -41,7 +59,7 @@ class AblateConfig(Section):
     rows: tuple[AblationRow, ...] = Field(
         ("none", "random", "cosine", "gass", "gass-official", "gass-no-mtp"),
         min_length=1,
-        description="also: random-no-mtp",
+        description="also: random-no-mtp, clean (upper bound)",
     )
     seeds: tuple[Seed, ...] = Field((0, 1, 2), min_length=1)
     corpus: AblateCorpusConfig = Field(
@@ -57,6 +75,13 @@ class AblateConfig(Section):
         AblateBaseConfig(),
         description="stand-in for public CLIP weights: clean captions, SDM + ITC, no masking, no MTP",
     )
+    ceiling: AblateCeilingConfig = Field(AblateCeilingConfig(), description="the check that the base sees the words")
+    noise_mask_rate: Optional[float] = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="null | each row's noise midpoint set so its mean noise-mask probability is this",
+    )
     out_dir: Path = Field(
         Path("work/ablate"),
         description="data/, runs/, results/<row>-seed<s>.json, results.{csv,md,txt}, ablation.png",
@@ -68,4 +93,8 @@ class AblateConfig(Section):
             raise ValueError("rows and seeds must not repeat")
         if len({self.corpus.seed, self.held_out.seed, self.base.corpus.seed}) < 3:
             raise ValueError("corpus, held_out and base.corpus need different seeds (different identities)")
+        if self.base.hard_negatives and self.base.corpus.vocabulary != "checkable":
+            raise ValueError("base.hard_negatives needs base.corpus.vocabulary: checkable")
+        if self.noise_mask_rate is not None and self.corpus.vocabulary != "checkable":
+            raise ValueError("noise_mask_rate calibrates on known wrong words: needs corpus.vocabulary: checkable")
         return self

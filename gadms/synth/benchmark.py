@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -20,7 +21,9 @@ from tqdm import tqdm
 from gadms.config import SynthConfig
 from gadms.shards import jpeg_bytes, json_bytes, write_bytes_atomic
 from gadms.synth.attributes import Identity, sample_unique_identities
-from gadms.synth.captions import Piece, build_pieces, inject_noise, render_pieces
+from gadms.synth.captions import build_pieces, inject_noise, render_pieces
+from gadms.synth.checkable import TEMPLATES as CHECKABLE_TEMPLATES
+from gadms.synth.checkable import checkable_caption, inject_checkable_noise, sample_unique_checkable
 from gadms.synth.figure import Placement, sample_pose
 from gadms.synth.scene import (
     Occluder,
@@ -97,7 +100,7 @@ def _render_crop(identity: Identity, rng: np.random.Generator, synth: SynthConfi
 
 
 def write_benchmark(
-    out: Path, identities: int, seed: int, synth: SynthConfig, progress: bool = True
+    out: Path, identities: int, seed: int, synth: SynthConfig, progress: bool = True, vocabulary: str = "full"
 ) -> BenchmarkSummary:
     """Write a CUHK-PEDES-format benchmark of ``identities`` people under ``out``.
 
@@ -107,14 +110,20 @@ def write_benchmark(
         seed: everything is a function of this seed and ``synth``.
         synth: images per identity, captions per image, caption noise, JPEG quality.
         progress: show a progress bar.
+        vocabulary: ``full`` (the world's people and sentence captions) or ``checkable`` (four colour slots the
+            tiny model can see, short captions, noise only on those slots: :mod:`gadms.synth.checkable`; the truth
+            file then also holds each caption's ``slots``, the ``[start, end, slot]`` of its colour words).
 
     Returns:
         Per-split counts.
     """
+    if vocabulary not in ("full", "checkable"):
+        raise SynthError(f"vocabulary: expected full or checkable (got {vocabulary!r})")
+    checkable = vocabulary == "checkable"
     counts = split_counts(identities, synth)
     root = Path(out) / BENCHMARK_DIR
     rng = np.random.default_rng([seed, 0xBE7C])
-    people = sample_unique_identities(rng, identities)
+    people = sample_unique_checkable(rng, identities) if checkable else sample_unique_identities(rng, identities)
     order = rng.permutation(identities)
     split_of: dict[int, str] = {}
     start = 0
@@ -133,26 +142,39 @@ def write_benchmark(
             crop, pose, kps = _render_crop(identity, img_rng, synth)
             file_path = f"synth/{index + 1:05d}_{j}.jpg"
             write_bytes_atomic(root / "imgs" / file_path, jpeg_bytes(crop, synth.jpeg_quality))
-            caps, pieces = [], []
+            caps: list[str] = []
+            pieces: list[Any] = []
+            slots = []
             for _ in range(synth.captions_per_image):
+                if checkable:
+                    template = int(img_rng.integers(len(CHECKABLE_TEMPLATES)))
+                    caption, spans = checkable_caption(identity, template)
+                    caps.append(caption)
+                    slots.append([list(span) for span in spans])
+                    pieces.append(template)
+                    continue
                 p = build_pieces(identity, pose, img_rng)
                 caps.append(render_pieces(p)[0])
                 pieces.append(p)
             records.append({"id": index + 1, "file_path": file_path, "captions": caps, "split": split_of[index]})
-            truth.append(
-                {
-                    "id": index + 1,
-                    "file_path": file_path,
-                    "attributes": identity.to_dict(),
-                    "pose": pose,
-                    "keypoints": kps,
-                    "noise_spans": [[] for _ in caps],
-                }
-            )
+            entry = {
+                "id": index + 1,
+                "file_path": file_path,
+                "attributes": identity.to_dict(),
+                "pose": pose,
+                "keypoints": kps,
+                "noise_spans": [[] for _ in caps],
+            }
+            if checkable:
+                entry["slots"], entry["templates"] = slots, list(pieces)
+            truth.append(entry)
             pieces_of.append(pieces)
 
     noise_rng = np.random.default_rng([seed, 0x7015E])
-    noisy = _add_noise(records, truth, pieces_of, people, synth.caption_noise, noise_rng, synth.caption_noise_words)
+    inject = _inject_checkable if checkable else inject_noise
+    noisy = _add_noise(
+        records, truth, pieces_of, people, synth.caption_noise, noise_rng, synth.caption_noise_words, inject
+    )
     for record in records:
         record["processed_tokens"] = [_TOKEN.findall(c.lower()) for c in record["captions"]]
     write_bytes_atomic(root / "reid_raw.json", json_bytes(records))
@@ -178,16 +200,25 @@ def write_benchmark(
     )
 
 
+def _inject_checkable(template: int, identity: Identity, rng: np.random.Generator, words: int) -> tuple[str, list]:
+    caption, wrong, slots = inject_checkable_noise(identity, template, rng, words)
+    return caption, [wrong, slots]
+
+
 def _add_noise(
     records: list[dict],
     truth: list[dict],
-    pieces_of: list[list[list[Piece]]],
+    pieces_of: list[list[Any]],
     people: list[Identity],
     fraction: float,
     rng: np.random.Generator,
     words: int = 1,
+    inject: Callable[..., tuple[str, list]] = inject_noise,
 ) -> int:
-    """Corrupt ``round(fraction * n)`` of the train captions with ``words`` wrong attribute words each."""
+    """Corrupt ``round(fraction * n)`` of the train captions with ``words`` wrong attribute words each.
+
+    ``pieces_of`` holds what ``inject`` rebuilds a caption from (its pieces; a checkable caption's template).
+    """
     slots = [
         (r, c) for r, record in enumerate(records) if record["split"] == "train" for c in range(len(record["captions"]))
     ]
@@ -197,7 +228,10 @@ def _add_noise(
     for pick in sorted(rng.choice(len(slots), size=n_noisy, replace=False).tolist()):
         r, c = slots[pick]
         identity = people[records[r]["id"] - 1]
-        caption, spans = inject_noise(pieces_of[r][c], identity, rng, words)
+        caption, spans = inject(pieces_of[r][c], identity, rng, words)
+        if "slots" in truth[r]:  # a checkable caption: its wrong words and where its colour words now are
+            spans, positions = spans
+            truth[r]["slots"][c] = [list(span) for span in positions]
         records[r]["captions"][c] = caption
         truth[r]["noise_spans"][c] = [span.to_dict() for span in spans]
     return n_noisy

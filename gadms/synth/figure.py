@@ -376,15 +376,17 @@ def draw_figure(
         else:
             layers.segment(sh, el, _ARM_W * u, top_rgb, "arm")
             layers.segment(el, wr, _ARM_W * 0.9 * u, top_rgb, "arm")
-        if side == "right" and identity.bag_type == "handbag":
+        if side == "right" and identity.bag_type in ("handbag", "tote"):
             bag_rgb = COLORS[identity.bag_color]
+            k = 2.2 if identity.bag_type == "tote" else 1.0  # a tote: the checkable world's big handbag
+            depth = (0.03 + 0.07 * k) * u  # 0.1 * u for a handbag (0.03 + 0.07 == 0.1 exactly)
             layers.segment(wr, (wr[0], wr[1] + 0.03 * u), 0.008 * u, _shade(bag_rgb, 0.7), "bag")
             layers.polygon(
                 [
-                    (wr[0] - 0.04 * u, wr[1] + 0.03 * u),
-                    (wr[0] + 0.04 * u, wr[1] + 0.03 * u),
-                    (wr[0] + 0.045 * u, wr[1] + 0.1 * u),
-                    (wr[0] - 0.045 * u, wr[1] + 0.1 * u),
+                    (wr[0] - 0.04 * k * u, wr[1] + 0.03 * u),
+                    (wr[0] + 0.04 * k * u, wr[1] + 0.03 * u),
+                    (wr[0] + 0.045 * k * u, wr[1] + depth),
+                    (wr[0] - 0.045 * k * u, wr[1] + depth),
                 ],
                 bag_rgb,
                 "bag",
