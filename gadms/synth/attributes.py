@@ -7,6 +7,7 @@ background and lighting.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -140,12 +141,16 @@ def sample_identity(rng: np.random.Generator) -> Identity:
     )
 
 
-def sample_unique_identities(rng: np.random.Generator, count: int) -> list[Identity]:
-    """Draw ``count`` identities with pairwise different attribute sets."""
+def sample_unique_identities(
+    rng: np.random.Generator, count: int, sample: Callable[[np.random.Generator], Identity] | None = None
+) -> list[Identity]:
+    """Draw ``count`` identities with pairwise different attribute sets, each by ``sample`` (default
+    :func:`sample_identity`)."""
+    draw = sample or sample_identity
     seen: set[Identity] = set()
     out: list[Identity] = []
     while len(out) < count:
-        identity = sample_identity(rng)
+        identity = draw(rng)
         if identity not in seen:
             seen.add(identity)
             out.append(identity)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gadms.synth.attributes import HAIR_COLORS, SKIN_TONES, TOP_TYPES, Identity
+from gadms.synth.attributes import HAIR_COLORS, SKIN_TONES, TOP_TYPES, Identity, sample_unique_identities
 from gadms.synth.captions import NoiseSpan, Piece, render_pieces
 
 # Bumped whenever what a checkable corpus holds changes, so that cached corpora and bases are rebuilt.
@@ -64,14 +64,7 @@ def sample_checkable_identity(rng: np.random.Generator) -> Identity:
 
 def sample_unique_checkable(rng: np.random.Generator, count: int) -> list[Identity]:
     """``count`` checkable identities with pairwise different attribute sets."""
-    seen: set[Identity] = set()
-    out: list[Identity] = []
-    while len(out) < count:
-        identity = sample_checkable_identity(rng)
-        if identity not in seen:
-            seen.add(identity)
-            out.append(identity)
-    return out
+    return sample_unique_identities(rng, count, sample_checkable_identity)
 
 
 def checkable_pieces(values: dict[str, str], bottom_type: str, template: int) -> list[Piece]:
