@@ -81,3 +81,27 @@ def test_noise_and_swaps_change_exactly_the_chosen_slots():
         for slot in SLOTS:
             swapped, _ = swap_one(identity, template, slot, "white" if getattr(identity, slot) != "white" else "red")
             assert swapped != clean
+
+
+def test_one_slot_gallery_holds_families_differing_in_exactly_one_colour(tmp_path):
+    from collections import defaultdict
+
+    synth = SynthConfig(split_fractions={"train": 0.25, "val": 0.25, "test": 0.5})
+    write_benchmark(tmp_path, 40, 5, synth, progress=False, vocabulary="checkable", gallery="one-slot")
+    truth = json.loads((tmp_path / "CUHK-PEDES" / "synthetic_truth.json").read_text())["records"]
+    records = json.loads((tmp_path / "CUHK-PEDES" / "reid_raw.json").read_text())
+    people = {t["id"]: t["attributes"] for t in truth}
+    split = {r["id"]: r["split"] for r in records}
+    colours = {i: tuple(a[s] for s in SLOTS) for i, a in people.items()}
+    assert len(set(colours.values())) == len(people) == 40  # every caption names one identity
+    families = defaultdict(list)
+    for i in sorted(people):
+        families[(i - 1) // 5].append(i)
+    for members in families.values():
+        root, *variants = members
+        assert len({split[i] for i in members}) == 1  # a family is never cut by a split
+        for slot, i in zip(SLOTS, variants):
+            differs = [k for k in people[root] if people[root][k] != people[i][k]]
+            assert differs == [slot] or (slot == "bag_color" and set(differs) == {"bag_type", "bag_color"}), differs
+    with pytest.raises(SynthError, match="gallery"):
+        write_benchmark(tmp_path / "b", 10, 5, synth, progress=False, vocabulary="full", gallery="one-slot")

@@ -61,6 +61,8 @@ def base_key(params: Params) -> str:
     shaped = result_shaping(base_params(params))
     b = params.ablate.base
     corpus = b.corpus.model_dump(mode="json")
+    if b.corpus.gallery == "random":  # keys of bases built before the field existed stay valid
+        corpus.pop("gallery")
     if b.corpus.vocabulary == "full":  # keys of bases built before the field existed stay valid
         corpus.pop("vocabulary")
     else:

@@ -6,7 +6,8 @@ official) on the noisy corpus's train captions, the mean noise-mask probability 
 and padding excluded) equals the rate. The row's other settings (slope, alpha_n) stay as they are. Reported per
 row: the midpoint, the mean probability it gives and the **selectivity**, the mean noise-mask probability of the
 wrong words divided by that of the correct colour words of the same captions (1 = masking does not tell them
-apart). Calibrated on the base; the rows' scores drift as they train, so the rate holds at their start.
+apart). Calibrated on the base; the rows' scores drift as they train, so the rate holds at their start:
+:func:`masking_now` measures both again with a cell's trained model (each cell's result keeps them).
 """
 
 from __future__ import annotations
@@ -93,6 +94,16 @@ def midpoint_for(scores: torch.Tensor, valid: torch.Tensor, alpha: float, slope:
     return (lo + hi) / 2
 
 
+def mask_rates(
+    scores: torch.Tensor, sample: NoisySample, alpha: float, slope: float, midpoint: float
+) -> tuple[float, float]:
+    """The mean noise-mask probability over caption tokens and the selectivity (wrong words over correct ones)."""
+    p = noise_mask_probability(scores, alpha, slope, midpoint)
+    wrong = torch.cat([p[i, w] for i, w in enumerate(sample.wrong)])
+    right = torch.cat([p[i, r] for i, r in enumerate(sample.right)])
+    return float(p[valid_token_mask(sample.tokens)].mean()), float(wrong.mean() / right.mean().clamp_min(1e-12))
+
+
 def calibrate_row(params: Params, row: str, model: PersonRetrievalModel, sample: NoisySample) -> Calibration | None:
     """One row's calibration (None for a row without noise masking)."""
     cell = row_params(params, row, params.seed, None)
@@ -102,13 +113,20 @@ def calibrate_row(params: Params, row: str, model: PersonRetrievalModel, sample:
     rate = params.ablate.noise_mask_rate
     assert rate is not None
     m = cell.model.masking
-    valid = valid_token_mask(sample.tokens)
-    midpoint = midpoint_for(scores, valid, m.alpha_noise, m.slope, rate)
-    p = noise_mask_probability(scores, m.alpha_noise, m.slope, midpoint)
-    wrong = torch.cat([p[i, w] for i, w in enumerate(sample.wrong)])
-    right = torch.cat([p[i, r] for i, r in enumerate(sample.right)])
-    selectivity = float(wrong.mean() / right.mean().clamp_min(1e-12))
-    return Calibration(row, midpoint, float(p[valid].mean()), selectivity)
+    midpoint = midpoint_for(scores, valid_token_mask(sample.tokens), m.alpha_noise, m.slope, rate)
+    return Calibration(row, midpoint, *mask_rates(scores, sample, m.alpha_noise, m.slope, midpoint))
+
+
+def masking_now(cell: Params, model: PersonRetrievalModel, sample: NoisySample) -> dict[str, float] | None:
+    """What a row's masking does with ``model`` (a trained cell) at the row's own midpoint: ``rate`` (mean
+    noise-mask probability) and ``selectivity``; None for a row without noise masking. Set beside the
+    calibration on the base, it shows how far the row's scores drifted while it trained."""
+    scores = row_scores(cell, model, sample)
+    if scores is None:
+        return None
+    m = cell.model.masking
+    rate, selectivity = mask_rates(scores, sample, m.alpha_noise, m.slope, m.noise_midpoint)
+    return {"rate": rate, "selectivity": selectivity}
 
 
 def calibrate(params: Params, rows: Sequence[str], weights: Path, corpus: Path) -> dict[str, Calibration]:

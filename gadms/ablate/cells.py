@@ -70,6 +70,21 @@ def load_result(plan: Plan, row: str, seed: int) -> dict[str, Any] | None:
     return result if isinstance(result, dict) and result.get("key") == cell_key(plan, row, seed) else None
 
 
+def masking_at_end(plan: Plan, cell: Params, model: Any, corpus: Path) -> dict[str, float] | None:
+    """The row's noise-mask rate and selectivity with its trained model on the checkable corpus's noisy captions
+    (None for a row that masks nothing, or a corpus without recorded wrong words)."""
+    from gadms.ablate.calibrate import masking_now, noisy_sample
+
+    truth = Path(corpus) / "CUHK-PEDES" / "synthetic_truth.json"
+    if plan.params.ablate.corpus.vocabulary != "checkable" or corpus == plan.clean_corpus or not truth.is_file():
+        return None
+    try:
+        sample = noisy_sample(Path(corpus), cell)
+    except ValueError:  # not a checkable corpus (a --corpus of another kind), or no noisy captions
+        return None
+    return masking_now(cell, model.to("cpu").eval(), sample)
+
+
 def run_cell(plan: Plan, row: str, seed: int, device: str = "cpu", progress: bool = False) -> dict[str, Any]:
     """Train and evaluate one cell, unless its result is already there.
 
@@ -120,5 +135,8 @@ def run_cell(plan: Plan, row: str, seed: int, device: str = "cpu", progress: boo
         "resumed": resume,
         "model": str(run_dir / "model.safetensors"),
     }
+    masking = masking_at_end(plan, params, model, corpus)
+    if masking is not None:
+        result["masking_end"] = masking
     write_bytes_atomic(result_path(plan.out, row, seed), json.dumps(result, indent=1).encode("utf-8"))
     return {**result, "reused": False}

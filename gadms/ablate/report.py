@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,6 +26,14 @@ class RowSummary:
     seeds: tuple[int, ...]
     mean: dict[str, float]
     std: dict[str, float]
+    # the row's masking after training, mean over seeds (``rate``, ``selectivity``); empty for a row without
+    masking: dict[str, float] = field(default_factory=dict)
+
+    def masking_cells(self) -> tuple[str, str]:
+        """The end-of-training noise-mask rate and selectivity as table cells (``-`` for a row without)."""
+        if not self.masking:
+            return "-", "-"
+        return f"{self.masking['rate']:.3f}", f"{self.masking['selectivity']:.2f}x"
 
 
 def summarise(results: Sequence[dict[str, Any]], rows: Sequence[str]) -> list[RowSummary]:
@@ -47,26 +55,36 @@ def summarise(results: Sequence[dict[str, Any]], rows: Sequence[str]) -> list[Ro
             values = {m: np.array([r["metrics"][bench][m] for r in have], dtype=float) for m in METRICS}
             mean = {m: float(v.mean()) for m, v in values.items()}
             std = {m: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for m, v in values.items()}
-            out.append(RowSummary(row, bench, tuple(r["seed"] for r in have), mean, std))
+            out.append(RowSummary(row, bench, tuple(r["seed"] for r in have), mean, std, masking_mean(mine)))
     return out
 
 
+def masking_mean(results: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The mean of the cells' end-of-training masking (``rate``, ``selectivity``); empty when none has it."""
+    ends = [r["masking_end"] for r in results if r.get("masking_end")]
+    return {k: float(np.mean([e[k] for e in ends])) for k in ("rate", "selectivity")} if ends else {}
+
+
 def to_csv(summary: Sequence[RowSummary]) -> str:
-    """The table as CSV: row, benchmark, seeds, then ``<metric>_mean`` and ``<metric>_std`` columns."""
+    """The table as CSV: row, benchmark, seeds, ``<metric>_mean`` and ``<metric>_std`` columns, then the masking
+    after training (``p_mask_end``, ``selectivity_end``; empty for a row without)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["row", "benchmark", "seeds", *[f"{m}_{s}" for m in METRICS for s in ("mean", "std")]])
+    metric_columns = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+    writer.writerow(["row", "benchmark", "seeds", *metric_columns, "p_mask_end", "selectivity_end"])
     for s in summary:
         cells = [f"{s.mean[m]:.4f}" if k == "mean" else f"{s.std[m]:.4f}" for m in METRICS for k in ("mean", "std")]
-        writer.writerow([s.row, s.benchmark, " ".join(map(str, s.seeds)), *cells])
+        ends = [f"{s.masking[k]:.4f}" if s.masking else "" for k in ("rate", "selectivity")]
+        writer.writerow([s.row, s.benchmark, " ".join(map(str, s.seeds)), *cells, *ends])
     return buf.getvalue()
 
 
 def to_markdown(summary: Sequence[RowSummary]) -> str:
-    """The table as markdown, each metric as ``mean ± std``."""
-    lines = ["| row | benchmark | seeds | " + " | ".join(METRICS) + " |", "|---|---|---|" + "---:|" * len(METRICS)]
+    """The table as markdown, each metric as ``mean ± std``, then the masking after training."""
+    head = "| row | benchmark | seeds | " + " | ".join(METRICS) + " | p(mask) end | selectivity end |"
+    lines = [head, "|---|---|---|" + "---:|" * (len(METRICS) + 2)]
     for s in summary:
-        cells = " | ".join(f"{s.mean[m]:.2f} ± {s.std[m]:.2f}" for m in METRICS)
+        cells = " | ".join([*(f"{s.mean[m]:.2f} ± {s.std[m]:.2f}" for m in METRICS), *s.masking_cells()])
         lines.append(f"| {s.row} | {s.benchmark} | {len(s.seeds)} | {cells} |")
     return "\n".join(lines) + "\n"
 
@@ -74,10 +92,11 @@ def to_markdown(summary: Sequence[RowSummary]) -> str:
 def to_text(summary: Sequence[RowSummary]) -> str:
     """The table for a terminal."""
     head = f"{'row':<14} {'benchmark':<11} {'n':>2} " + " ".join(f"{m:>13}" for m in METRICS)
-    lines = [head]
+    lines = [f"{head} {'p(mask) end':>11} {'select. end':>11}"]
     for s in summary:
         cells = " ".join(f"{s.mean[m]:>6.2f} ± {s.std[m]:<4.2f}" for m in METRICS)
-        lines.append(f"{s.row:<14} {s.benchmark:<11} {len(s.seeds):>2} {cells}")
+        rate, selectivity = s.masking_cells()
+        lines.append(f"{s.row:<14} {s.benchmark:<11} {len(s.seeds):>2} {cells} {rate:>11} {selectivity:>11}")
     return "\n".join(lines)
 
 
@@ -93,6 +112,8 @@ def table_columns(summary: Sequence[RowSummary]) -> dict[str, list[Any]]:
         for m in METRICS:
             columns[f"{m}_mean"].append(round(s.mean[m], 4))
             columns[f"{m}_std"].append(round(s.std[m], 4))
+        for key, name in (("rate", "p_mask_end"), ("selectivity", "selectivity_end")):
+            columns.setdefault(name, []).append(round(s.masking[key], 4) if s.masking else None)
     return columns
 
 

@@ -50,10 +50,14 @@ def build_corpus(name: str, cfg: AblateCorpusConfig, synth: SynthConfig, parent:
     inputs = {"identities": cfg.identities, "seed": cfg.seed, "synth": full.model_dump(mode="json")}
     if cfg.vocabulary != "full":  # the full world's corpora keep the keys they had before the field existed
         inputs["vocabulary"] = f"{cfg.vocabulary}-v{WORLD_VERSION}"
+    if cfg.gallery != "random":
+        inputs["gallery"] = cfg.gallery
     key = digest(inputs)
     root = Path(parent) / f"{name}-{key[:12]}"
     if not (root / DONE).is_file():
-        summary = write_benchmark(root, cfg.identities, cfg.seed, full, progress=False, vocabulary=cfg.vocabulary)
+        summary = write_benchmark(
+            root, cfg.identities, cfg.seed, full, progress=False, vocabulary=cfg.vocabulary, gallery=cfg.gallery
+        )
         info = {"identities": summary.identities, "images": summary.images, "captions": summary.captions}
         write_bytes_atomic(root / DONE, json.dumps({"key": key, **info}, indent=1).encode("utf-8"))
     return Corpus(root, key)

@@ -24,6 +24,16 @@ class AblateCorpusConfig(Section):
         "full",
         description="full | checkable (top, bottom, shoe, bag colours only; short captions)",
     )
+    gallery: Literal["random", "one-slot"] = Field(
+        "random",
+        description="random | one-slot (checkable: families of 5, one colour apart)",
+    )
+
+    @model_validator(mode="after")
+    def _one_slot_needs_checkable(self) -> "AblateCorpusConfig":
+        if self.gallery == "one-slot" and self.vocabulary != "checkable":
+            raise ValueError("gallery one-slot needs vocabulary checkable (the families differ in one colour slot)")
+        return self
 
 
 class AblateBaseConfig(Section):

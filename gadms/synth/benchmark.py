@@ -22,8 +22,14 @@ from gadms.config import SynthConfig
 from gadms.shards import jpeg_bytes, json_bytes, write_bytes_atomic
 from gadms.synth.attributes import Identity, sample_unique_identities
 from gadms.synth.captions import build_pieces, inject_noise, render_pieces
+from gadms.synth.checkable import (
+    FAMILY_SIZE,
+    checkable_caption,
+    inject_checkable_noise,
+    sample_checkable_families,
+    sample_unique_checkable,
+)
 from gadms.synth.checkable import TEMPLATES as CHECKABLE_TEMPLATES
-from gadms.synth.checkable import checkable_caption, inject_checkable_noise, sample_unique_checkable
 from gadms.synth.figure import Placement, sample_pose
 from gadms.synth.scene import (
     Occluder,
@@ -100,7 +106,13 @@ def _render_crop(identity: Identity, rng: np.random.Generator, synth: SynthConfi
 
 
 def write_benchmark(
-    out: Path, identities: int, seed: int, synth: SynthConfig, progress: bool = True, vocabulary: str = "full"
+    out: Path,
+    identities: int,
+    seed: int,
+    synth: SynthConfig,
+    progress: bool = True,
+    vocabulary: str = "full",
+    gallery: str = "random",
 ) -> BenchmarkSummary:
     """Write a CUHK-PEDES-format benchmark of ``identities`` people under ``out``.
 
@@ -113,6 +125,9 @@ def write_benchmark(
         vocabulary: ``full`` (the world's people and sentence captions) or ``checkable`` (four colour slots the
             tiny model can see, short captions, noise only on those slots: :mod:`gadms.synth.checkable`; the truth
             file then also holds each caption's ``slots``, the ``[start, end, slot]`` of its colour words).
+        gallery: ``random`` (identities drawn independently) or ``one-slot`` (checkable only: families of five
+            identities differing in exactly one slot's colour, each family kept in one split when the split
+            sizes are multiples of five; :func:`gadms.synth.checkable.sample_checkable_families`).
 
     Returns:
         Per-split counts.
@@ -120,11 +135,12 @@ def write_benchmark(
     if vocabulary not in ("full", "checkable"):
         raise SynthError(f"vocabulary: expected full or checkable (got {vocabulary!r})")
     checkable = vocabulary == "checkable"
+    if gallery not in ("random", "one-slot") or (gallery == "one-slot" and not checkable):
+        raise SynthError(f"gallery: expected random, or one-slot with the checkable vocabulary (got {gallery!r})")
     counts = split_counts(identities, synth)
     root = Path(out) / BENCHMARK_DIR
     rng = np.random.default_rng([seed, 0xBE7C])
-    people = sample_unique_checkable(rng, identities) if checkable else sample_unique_identities(rng, identities)
-    order = rng.permutation(identities)
+    people, order = _people_in_order(rng, identities, vocabulary, gallery)
     split_of: dict[int, str] = {}
     start = 0
     for split in ("train", "val", "test"):
@@ -198,6 +214,19 @@ def write_benchmark(
         captions={k: v["captions"] for k, v in summary.items()},
         noisy_captions=noisy,
     )
+
+
+def _people_in_order(
+    rng: np.random.Generator, identities: int, vocabulary: str, gallery: str
+) -> tuple[list[Identity], list[int]]:
+    """The benchmark's people and the order splits are cut from (families stay together in one-slot)."""
+    if gallery == "one-slot":
+        people = sample_checkable_families(rng, identities)
+        families = rng.permutation(-(-identities // FAMILY_SIZE)).tolist()
+        order = [k for f in families for k in range(f * FAMILY_SIZE, min((f + 1) * FAMILY_SIZE, identities))]
+        return people, order
+    draw = sample_unique_checkable if vocabulary == "checkable" else sample_unique_identities
+    return draw(rng, identities), rng.permutation(identities).tolist()
 
 
 def _inject_checkable(template: int, identity: Identity, rng: np.random.Generator, words: int) -> tuple[str, list]:

@@ -11,6 +11,8 @@ no bag, adds one (a hallucinated absent item); each wrong word is recorded with 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from gadms.synth.attributes import HAIR_COLORS, SKIN_TONES, TOP_TYPES, Identity, sample_unique_identities
@@ -21,6 +23,8 @@ WORLD_VERSION = 2
 CHECKABLE_COLORS = ("black", "white", "red", "blue", "green", "yellow")
 # The attribute slots a caption states, in caption order; noise falls only on these.
 SLOTS = ("top_color", "bottom_color", "shoe_color", "bag_color")
+# A family of the one-slot gallery: a person and one variant per slot.
+FAMILY_SIZE = 1 + len(SLOTS)
 _BOTTOMS = ("trousers", "jeans")
 _TOPS = tuple(t for t in TOP_TYPES if t != "coat")  # a long coat hides the bottom
 _BAGS = ("none", "tote")  # a tote: a handbag drawn 2.2 times as large (gadms.synth.figure)
@@ -65,6 +69,46 @@ def sample_checkable_identity(rng: np.random.Generator) -> Identity:
 def sample_unique_checkable(rng: np.random.Generator, count: int) -> list[Identity]:
     """``count`` checkable identities with pairwise different attribute sets."""
     return sample_unique_identities(rng, count, sample_checkable_identity)
+
+
+def one_slot_variant(identity: Identity, slot: str, rng: np.random.Generator) -> Identity:
+    """``identity`` with only ``slot``'s colour changed (a bagless person gains a tote), the world's rules kept.
+
+    The new colour is none of the person's other clothes' colours where those rules need it (the top, the
+    bottom and the bag differ from each other); shoes take any other colour.
+    """
+    values = true_values(identity)
+    worn = {values["top_color"], values["bottom_color"], values["bag_color"]} - {"none"}
+    taken = {values[slot]} if slot == "shoe_color" else worn
+    color = str(rng.choice([c for c in CHECKABLE_COLORS if c not in taken]))
+    if slot == "bag_color":
+        return replace(identity, bag_type="tote", bag_color=color)
+    if slot == "top_color":
+        return replace(identity, top_color=color)
+    if slot == "bottom_color":
+        return replace(identity, bottom_color=color)
+    return replace(identity, shoe_color=color)
+
+
+def sample_checkable_families(rng: np.random.Generator, count: int) -> list[Identity]:
+    """``count`` checkable identities in families of five: a person and four others, each differing from it in
+    exactly one slot's colour (top, bottom, shoes, bag), everything else the same.
+
+    Families are consecutive in the list (the last one may be cut short). No two identities anywhere in the list
+    share all four colours, so every caption names one identity of the gallery; within a family only one word
+    tells two people apart.
+    """
+    seen: set[tuple[str, ...]] = set()
+    out: list[Identity] = []
+    while len(out) < count:
+        root = sample_checkable_identity(rng)
+        family = [root, *(one_slot_variant(root, slot, rng) for slot in SLOTS)]
+        colours = [tuple(true_values(person).values()) for person in family]
+        if len(set(colours)) < len(family) or seen.intersection(colours):
+            continue
+        seen.update(colours)
+        out.extend(family[: count - len(out)])
+    return out
 
 
 def checkable_pieces(values: dict[str, str], bottom_type: str, template: int) -> list[Piece]:
@@ -142,6 +186,9 @@ __all__ = [
     "checkable_caption",
     "checkable_pieces",
     "inject_checkable_noise",
+    "FAMILY_SIZE",
+    "one_slot_variant",
+    "sample_checkable_families",
     "sample_checkable_identity",
     "sample_unique_checkable",
     "swap_one",

@@ -176,3 +176,29 @@ def test_table_has_the_bounds_the_calibration_and_says_when_the_ceiling_fails(tm
     assert [r["file_path"] for r in truth] == [r["file_path"] for r in noisy]  # the same images
     result = json.loads((ablation.plan.out / "results" / "gass-seed0.json").read_text())
     assert any(o.startswith("model.masking.noise_midpoint=") for o in result["overrides"])
+    end = result["masking_end"]  # the drift: the rate and selectivity again, with the trained model
+    assert 0 < end["rate"] < 1 and end["selectivity"] > 0
+    for row in ("none", "clean"):
+        assert "masking_end" not in json.loads((ablation.plan.out / "results" / f"{row}-seed0.json").read_text())
+    assert "p(mask) end" in text and f"{end['selectivity']:.2f}x" in text
+
+
+def test_the_table_shows_each_rows_masking_after_training():
+    from gadms.ablate.report import summarise, to_csv, to_markdown
+
+    def cell(row, seed, end=None):
+        metrics = {"b": {m: 50.0 + seed for m in ("R1", "R5", "R10", "mAP", "mINP")}}
+        return {"row": row, "seed": seed, "metrics": metrics, **({"masking_end": end} if end else {})}
+
+    results = [
+        cell("none", 0),
+        cell("none", 1),
+        cell("gass", 0, {"rate": 0.10, "selectivity": 2.0}),
+        cell("gass", 1, {"rate": 0.14, "selectivity": 1.0}),
+    ]
+    summary = summarise(results, ["none", "gass"])
+    assert summary[0].masking == {} and summary[1].masking == pytest.approx({"rate": 0.12, "selectivity": 1.5})
+    lines = to_markdown(summary).splitlines()
+    assert lines[0].endswith("| p(mask) end | selectivity end |")
+    assert lines[2].endswith("| - | - |") and lines[3].endswith("| 0.120 | 1.50x |")
+    assert to_csv(summary).splitlines()[2].endswith(",0.1200,1.5000")
