@@ -24,6 +24,7 @@ from gadms.synth.checkable import WORLD_VERSION
 
 CLIP_WEIGHTS = "clip.safetensors"
 INFO = "base.json"
+GROUNDED_CHECKPOINT = "grounded-checkpoint.pt"  # the hard-negative base's state after its last finished epoch
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def ensure_base(
     if params.ablate.base.hard_negatives:
         from gadms.ablate.grounding import train_grounded
 
-        model, epochs = train_grounded(train, corpus.root, log)
+        model, epochs = train_grounded(train, corpus.root, log, folder / GROUNDED_CHECKPOINT, key)
     else:
         run = folder / "run"
         model, history = run_pretrain(
@@ -125,4 +126,5 @@ def ensure_base(
     seconds = time.perf_counter() - started
     info = {"key": key, "seconds": seconds, "epochs": epochs}
     write_bytes_atomic(folder / INFO, json.dumps(info, indent=1).encode("utf-8"))
+    (folder / GROUNDED_CHECKPOINT).unlink(missing_ok=True)  # built: nothing left to resume
     return BaseModel(weights, key, built=True, seconds=seconds)

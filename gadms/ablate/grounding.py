@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -25,7 +25,9 @@ import torch.nn.functional as F
 
 from gadms.config import Params
 from gadms.model.backbone import MASK_TOKEN_ID, tokenizer
+from gadms.model.files import ModelFileError, read_torch_file
 from gadms.model.retrieval import Architecture, PersonRetrievalModel
+from gadms.shards import atomic_path
 from gadms.synth.attributes import Identity
 from gadms.synth.checkable import CHECKABLE_COLORS, SLOTS, swap_one
 from gadms.synth.noise import load_image
@@ -124,8 +126,64 @@ def word_positions(tok, caption: str, spans: list[tuple[int, int, str]]) -> list
     return [1 + len(tok.encode(caption[:start])) for start, _, _ in spans]
 
 
+def save_progress(path: Path, state: dict) -> None:
+    """Write the grounded base's checkpoint atomically (after every epoch)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def progress_state(
+    key: str, model: torch.nn.Module, optimizer: Any, scheduler: Any, rng: np.random.Generator, history: list
+) -> dict:
+    """Everything the next epoch depends on: weights, optimizer and schedule, both random streams, the history."""
+    return {
+        "key": key,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "numpy_rng": json.dumps(rng.bit_generator.state),
+        "torch_rng": torch.get_rng_state(),
+        "history": json.dumps(history),
+    }
+
+
+def restore_progress(
+    state: dict, model: torch.nn.Module, optimizer: Any, scheduler: Any, rng: np.random.Generator
+) -> list[dict[str, float]]:
+    """Load a :func:`progress_state` back; returns the epochs done."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng.bit_generator.state = json.loads(state["numpy_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return list(json.loads(state["history"]))
+
+
+def load_progress(path: Path | None, key: str, log: Callable[[str], None]) -> dict | None:
+    """The grounded base's checkpoint at ``path`` when it is of this build (``key``), else None.
+
+    A checkpoint of other settings or one that cannot be read is not resumed from (one line says why: the build
+    starts over); the folder of a base is its key, so that happens only to a file damaged or put there by hand.
+    """
+    if path is None or not path.is_file():
+        return None
+    try:
+        state = read_torch_file(path)
+    except ModelFileError as error:
+        log(f"{error}; the base starts over")
+        return None
+    if not isinstance(state, dict) or state.get("key") != key:
+        log(f"{path}: a checkpoint of other settings; the base starts over")
+        return None
+    return state
+
+
 def train_grounded(
-    params: Params, corpus: Path, log: Callable[[str], None] = lambda _: None
+    params: Params,
+    corpus: Path,
+    log: Callable[[str], None] = lambda _: None,
+    checkpoint: Path | None = None,
+    key: str = "",
 ) -> tuple[PersonRetrievalModel, list[dict[str, float]]]:
     """Pre-train the tiny model on the checkable corpus's train split with hard-negative captions.
 
@@ -134,6 +192,9 @@ def train_grounded(
             and its corpus's seed, which seeds everything here).
         corpus: the checkable base corpus (holding ``CUHK-PEDES/``).
         log: where one line per epoch goes.
+        checkpoint: where to keep the state after every epoch; a build killed midway resumes from it and ends
+            with the same weights, byte for byte, as one that ran straight through.
+        key: what the checkpoint must carry to be resumed from (the base's key).
 
     Returns:
         The model and per-epoch ``{"epoch", "loss", "seconds"}``.
@@ -160,9 +221,13 @@ def train_grounded(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
     positions = [word_positions(tok, c, s) for c, s in zip(data.captions, data.slots)]
     person = torch.tensor(data.person)
-    history = []
+    history: list[dict[str, float]] = []
+    resumed = load_progress(checkpoint, key, log)
+    if resumed is not None:
+        history = restore_progress(resumed, model, optimizer, scheduler, rng)
+        log(f"grounded base: resuming after epoch {len(history)}/{b.epochs} ({checkpoint})")
     model.train()
-    for epoch in range(b.epochs):
+    for epoch in range(len(history), b.epochs):
         started, losses = time.perf_counter(), []
         order = rng.permutation(len(data.captions))
         for step in range(steps_per_epoch):
@@ -184,6 +249,8 @@ def train_grounded(
             losses.append(float(loss.detach()))
         seconds = time.perf_counter() - started
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": seconds})
+        if checkpoint is not None:
+            save_progress(checkpoint, progress_state(key, model, optimizer, scheduler, rng, history))
         log(f"grounded base epoch {epoch + 1}/{b.epochs}: loss {np.mean(losses):.4f} ({seconds:.0f}s)")
     model.eval()
     return model, history

@@ -202,3 +202,32 @@ def test_the_table_shows_each_rows_masking_after_training():
     assert lines[0].endswith("| p(mask) end | selectivity end |")
     assert lines[2].endswith("| - | - |") and lines[3].endswith("| 0.120 | 1.50x |")
     assert to_csv(summary).splitlines()[2].endswith(",0.1200,1.5000")
+
+
+def test_a_killed_grounded_base_resumes_to_the_same_weights(tmp_path):
+    from gadms.ablate.grounding import train_grounded
+
+    params = checkable_params(tmp_path)
+    corpus = build_corpus("corpus", params.ablate.base.corpus, params.synth, tmp_path / "data").root
+    straight, _ = train_grounded(params, corpus)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_epoch(line):
+        if line.startswith("grounded base epoch 1/"):
+            raise Killed
+
+    checkpoint = tmp_path / "grounded.pt"
+    with pytest.raises(Killed):
+        train_grounded(params, corpus, kill_after_first_epoch, checkpoint, "k")
+    lines = []
+    resumed, history = train_grounded(params, corpus, lines.append, checkpoint, "k")
+    assert lines[0].startswith("grounded base: resuming after epoch 1/2") and len(history) == 2
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    checkpoint.write_bytes(b"not a checkpoint")  # damaged: one line, and the build starts over
+    lines.clear()
+    train_grounded(params, corpus, lines.append, checkpoint, "k")
+    assert str(checkpoint) in lines[0] and lines[0].endswith("the base starts over")
+    assert lines[1].startswith("grounded base epoch 1/2")
