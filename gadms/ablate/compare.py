@@ -59,19 +59,37 @@ def pairwise_lines(
         wins = sum(d > 0 for d in diffs)
         lines.append(
             f"{a} - {b} ({benchmark} {metric}) per seed: {per_seed}; mean {np.mean(diffs):+.2f}, "
-            f"{a} ahead on {wins}/{len(seeds)} seeds"
+            f"{a} ahead on {wins}/{len(seeds)} seeds{paired_t(diffs)}"
         )
     return lines
 
 
+def paired_t(diffs: Sequence[float]) -> str:
+    """``; paired t 2.54 (4 df)``: the mean difference over its standard error; empty under two seeds.
+
+    Read against Student's t: with 5 seeds (4 df) |t| > 2.78 is p < 0.05 two-sided. Identical differences on
+    every seed give an infinite t.
+    """
+    if len(diffs) < 2:
+        return ""
+    sd = float(np.std(diffs, ddof=1))
+    mean = float(np.mean(diffs))
+    t = mean / (sd / np.sqrt(len(diffs))) if sd > 0 else (float("inf") if mean else 0.0)
+    return f"; paired t {t:.2f} ({len(diffs) - 1} df)"
+
+
 def comparison(results: Sequence[dict[str, Any]], rows: Sequence[str]) -> list[str]:
-    """The bounds line and the seed-by-seed comparisons of the GASS rows with cosine, random and none."""
+    """The bounds line and the seed-by-seed comparisons: each GASS row with cosine, random and none; the baselines
+    with none; each noise-masking-only row with random's."""
     benchmarks = sorted({b for r in results for b in r["metrics"]})
     gass = [r for r in ("gass", "gass-official") if r in rows]
     others = [r for r in ("cosine", "random", "none") if r in rows]
+    pairs = [(g, o) for g in gass for o in others]
+    pairs += [(b, "none") for b in ("random", "cosine") if b in rows and "none" in rows]
+    pairs += [("gass-no-mtp", "random-no-mtp")] if {"gass-no-mtp", "random-no-mtp"} <= set(rows) else []
     lines = []
     for bench in benchmarks:
         if "clean" in rows or "none" in rows:
             lines.append(bounds_line(results, rows, bench))
-        lines += pairwise_lines(results, [(g, o) for g in gass for o in others], bench)
+        lines += pairwise_lines(results, pairs, bench)
     return lines

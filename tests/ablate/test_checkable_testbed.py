@@ -152,7 +152,10 @@ def test_bounds_line_needs_the_gap_over_three_seed_stds():
     assert "no difference between rows counts" in bounds_line(narrow, ["clean", "none"], "b")
     rows = [cell("gass", s, 50 + s) for s in range(3)] + [cell("cosine", s, 50 + 2 * s - 1) for s in range(3)]
     (line,) = pairwise_lines(rows, [("gass", "cosine")], "b")
-    assert "+1.00 +0.00 -1.00" in line and "ahead on 1/3 seeds" in line
+    assert "+1.00 +0.00 -1.00" in line and "ahead on 1/3 seeds" in line and line.endswith("; paired t 0.00 (2 df)")
+    steady = [cell("gass", s, 50 + s) for s in range(3)] + [cell("cosine", s, 49 + s + 0.5 * s) for s in range(3)]
+    (line,) = pairwise_lines(steady, [("gass", "cosine")], "b")  # diffs 1, 0.5, 0: mean 0.5, sd 0.5
+    assert line.endswith(f"; paired t {0.5 / (0.5 / 3**0.5):.2f} (2 df)")
 
 
 @pytest.mark.slow
