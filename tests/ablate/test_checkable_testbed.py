@@ -71,6 +71,13 @@ def test_hard_negatives_need_the_checkable_corpus(tmp_path):
         tiny_params(tmp_path, ablate={"base": {"hard_negatives": True}})
     with pytest.raises(ConfigError, match="noise_mask_rate calibrates"):
         tiny_params(tmp_path, ablate={"noise_mask_rate": 0.1})
+    with pytest.raises(ConfigError, match="ablate.held_out: gallery one-slot needs vocabulary checkable"):
+        tiny_params(tmp_path, ablate={"held_out": {"gallery": "one-slot"}})
+    params = checkable_params(tmp_path)  # the gallery is part of the held-out corpus's identity, not the base's
+    families = derive(params, ["ablate.held_out.gallery=one-slot"], "test")
+    assert base_key(families) == base_key(params)
+    corpora = [build_corpus("held-out", p.ablate.held_out, p.synth, tmp_path / "data") for p in (params, families)]
+    assert corpora[0].key != corpora[1].key
 
 
 def test_same_slot_auroc_pairs_and_the_verdict():
