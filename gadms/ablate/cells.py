@@ -76,7 +76,9 @@ def masking_at_end(plan: Plan, cell: Params, model: Any, corpus: Path) -> dict[s
     from gadms.ablate.calibrate import masking_now, noisy_sample
 
     truth = Path(corpus) / "CUHK-PEDES" / "synthetic_truth.json"
-    if plan.params.ablate.corpus.vocabulary != "checkable" or corpus == plan.clean_corpus or not truth.is_file():
+    if cell.model.masking.score == "none" or corpus == plan.clean_corpus or not truth.is_file():
+        return None  # nothing masked, or no wrong words to measure against
+    if plan.params.ablate.corpus.vocabulary != "checkable":
         return None
     try:
         sample = noisy_sample(Path(corpus), cell)
