@@ -122,6 +122,9 @@ class AblationTracker:
         for bench, metrics in result["metrics"].items():
             child.log_metrics(bench, metrics)
         child.log_values({"time/train_s": float(result["train_s"]), "time/eval_s": float(result["eval_s"])})
+        if result.get("masking_end"):  # the row's masking after training (its drift from the calibration)
+            end = result["masking_end"]
+            child.log_values({"masking/p_mask_end": end["rate"], "masking/selectivity_end": end["selectivity"]})
         self.client.set_terminated(run.info.run_id, "FINISHED")
         return run.info.run_id
 

@@ -173,7 +173,7 @@ def test_table_has_the_bounds_the_calibration_and_says_when_the_ceiling_fails(tm
 
     params = checkable_params(tmp_path, rows=["clean", "none", "gass"], seeds=[0], noise_mask_rate=0.1)
     params = derive(params, ["ablate.ceiling.min_auroc=1.0"], "test")  # a ceiling no base reaches
-    summary, text, ablation = run_ablation(params, track=False, log=lambda _: None)
+    summary, text, ablation = run_ablation(params, log=lambda _: None)
     assert {s.row for s in summary} == {"clean", "none", "gass"}
     assert "rows are not comparable" in text and "selectivity" in text and "bounds (cuhk-pedes R1)" in text
     assert "gass - none" in text
@@ -191,6 +191,19 @@ def test_table_has_the_bounds_the_calibration_and_says_when_the_ceiling_fails(tm
     for row in ("none", "clean"):
         assert "masking_end" not in json.loads((ablation.plan.out / "results" / f"{row}-seed0.json").read_text())
     assert "p(mask) end" in text and f"{end['selectivity']:.2f}x" in text
+    from mlflow import MlflowClient
+
+    from gadms.tracking.store import tracking_uri
+
+    client = MlflowClient(tracking_uri(params))
+    children = client.search_runs(
+        [client.get_experiment_by_name(params.tracking.experiment).experiment_id],
+        f"tags.`mlflow.parentRunId` = '{ablation.tracker.parent_id}'",
+    )
+    logged = {r.data.tags["ablate.row"]: r.data.metrics for r in children}
+    assert logged["gass"]["masking/selectivity_end"] == pytest.approx(end["selectivity"])
+    assert logged["gass"]["masking/p_mask_end"] == pytest.approx(end["rate"])
+    assert "masking/p_mask_end" not in logged["none"]
 
 
 def test_the_table_shows_each_rows_masking_after_training():
