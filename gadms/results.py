@@ -95,6 +95,7 @@ class TrainedModel:
         model_uri: the logged pyfunc (``models:/<model id>``).
         metrics: logged metric name -> value (``cuhk-pedes/R1``, ...).
         link: the MLflow run's page (set once the flow has logged it; empty before).
+        promotion: the registry decision, when the stage registered the model itself (``gadms train finetune``).
     """
 
     run_id: str
@@ -102,12 +103,18 @@ class TrainedModel:
     model_uri: str
     metrics: Mapping[str, float] = field(default_factory=dict)
     link: str = ""
+    promotion: Promotion | None = None
 
     @classmethod
     def from_json(cls, payload: Mapping[str, Any]) -> TrainedModel:
         """The model a ``gadms train ... --result-json`` command wrote (``run_id``, ``model``, ``model_uri``, ...)."""
         metrics = {str(k): float(v) for k, v in dict(payload.get("metrics") or {}).items()}
         return cls(str(payload["run_id"]), Path(payload["model"]), str(payload["model_uri"]), metrics)
+
+    def as_json(self) -> dict[str, Any]:
+        """What ``--result-json`` writes, read back by :meth:`from_json`."""
+        metrics = dict(self.metrics)
+        return {"run_id": self.run_id, "model": str(self.path), "model_uri": self.model_uri, "metrics": metrics}
 
     def metric(self, benchmark: str, name: str) -> float:
         """``<benchmark>/<name>`` of :attr:`metrics` (``R1``, ``mAP``, ...)."""
@@ -146,12 +153,16 @@ class Promotion:
         version: the version number.
         promoted: whether the champion alias now points at it.
         reason: one line saying why it was or was not promoted.
+        previous_version: the champion before, None when there was none.
+        previous_r1: the previous champion's R1, None when there was none or it had no R1 tag.
     """
 
     model: str
     version: int
     promoted: bool
     reason: str
+    previous_version: int | None = None
+    previous_r1: float | None = None
 
     @property
     def uri(self) -> str:

@@ -352,3 +352,30 @@ def test_a_token_score_figure_leaves_the_plotting_backend_alone_and_draws_withou
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "template"
     assert (tmp_path / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _private_attributes(path: Path, root: Path = ROOT) -> list[str]:
+    """``obj._name`` uses in a file, ``self``/``cls`` and dunders aside (another object's private parts)."""
+    rel = str(path.relative_to(root))
+    return [
+        f"{rel}:{node.lineno}: uses {ast.unparse(node)}"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=rel))
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and ast.unparse(node.value) not in ("self", "cls")
+    ]
+
+
+def test_flows_and_research_tooling_use_only_public_parts_of_the_library():
+    """Floors above the library go through its public names: no ``detector._predict`` from a benchmark script."""
+    files = sorted([*(ROOT / "flows").rglob("*.py"), *(ROOT / "gadms/ablate").rglob("*.py")])
+    files += sorted((ROOT / "gadms/bench").rglob("*.py"))
+    problems = [problem for path in files for problem in _private_attributes(path)]
+    assert not problems, "\n".join(f"{p} (rule: public names only across floors)" for p in problems)
+
+
+def test_the_private_attribute_scan_catches_another_objects_private_method(tmp_path):
+    module = tmp_path / "bench.py"
+    module.write_text("def f(detector):\n    self = detector\n    return detector._predict(), self._x\n")
+    assert [f.split(": ", 1)[1] for f in _private_attributes(module, tmp_path)] == ["uses detector._predict"]

@@ -64,10 +64,10 @@ def yolo_rate(batches: int, batch: int = 8) -> dict[str, float]:
         ("yolo11n detect", detector.detector, {"classes": [0]}),
         ("yolo11n-pose", detector.pose, {}),
     ):
-        detector._predict(model, images, **kwargs)  # warm-up
+        detector.run_model(model, images, **kwargs)  # warm-up
         started = time.perf_counter()
         for _ in range(batches):
-            detector._predict(model, images, **kwargs)
+            detector.run_model(model, images, **kwargs)
         rates[name] = batches * batch / (time.perf_counter() - started)
     return rates
 

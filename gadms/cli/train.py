@@ -13,6 +13,7 @@ from gadms.cli.common import cli_params, user_errors
 from gadms.cli.options import BenchmarkOpt, DeviceOpt, ParamsOpt, RootOpt, SetOpt
 from gadms.config import Params
 from gadms.devices import check_device
+from gadms.results import TrainedModel
 
 train_app = typer.Typer(
     help="Train: GA-DMS pre-training on a caption corpus, IRRA-style fine-tuning on a benchmark. "
@@ -63,7 +64,7 @@ def _report(history, out: Path) -> None:
     typer.echo(f"model: {out / 'model.safetensors'}")
 
 
-def _tracked_report(p: Params, result, result_json: Optional[Path]) -> None:
+def _tracked_report(p: Params, result: TrainedModel, result_json: Optional[Path]) -> None:
     """Print the tracked run's metrics, registry decision and how to open MLflow; optionally write them as JSON."""
     import json
 
@@ -75,16 +76,10 @@ def _tracked_report(p: Params, result, result_json: Optional[Path]) -> None:
         typer.echo(
             f"registered {p.tracking.registered_model} version {result.promotion.version}: {result.promotion.reason}"
         )
-    typer.echo(f"model: {result.model_path}")
+    typer.echo(f"model: {result.path}")
     typer.echo(f"MLflow run {result.run_id}; open the UI with: {ui_command(p)}")
     if result_json is not None:
-        payload = {
-            "run_id": result.run_id,
-            "model": str(result.model_path),
-            "model_uri": result.model_uri,
-            "metrics": result.metrics,
-        }
-        result_json.write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
+        result_json.write_text(json.dumps(result.as_json(), indent=2, sort_keys=True), encoding="utf-8")
 
 
 def _train(

@@ -290,7 +290,10 @@ class YoloDetector:
         self.detector = YOLO(_model_source(cfg.detector_weights, "detector_weights"))
         self.pose = YOLO(_model_source(cfg.pose_weights, "pose_weights"))
 
-    def _predict(self, model: Any, images: list[np.ndarray], **kwargs: Any) -> list[Any]:
+    def run_model(self, model: Any, images: list[np.ndarray], **kwargs: Any) -> list[Any]:
+        """``model`` (:attr:`detector` or :attr:`pose`) on RGB ``images`` at this detector's score, count and device;
+        ultralytics' results, one per image.
+        """
         # ultralytics reads numpy images as BGR
         batch = [np.ascontiguousarray(im[:, :, ::-1]) for im in images]
         return model.predict(
@@ -307,8 +310,8 @@ class YoloDetector:
         """Run both models on ``images`` and join their outputs per person."""
         if not images:
             return []
-        found = self._predict(self.detector, list(images), classes=[PERSON_CLASS])
-        poses = self._predict(self.pose, list(images))
+        found = self.run_model(self.detector, list(images), classes=[PERSON_CLASS])
+        poses = self.run_model(self.pose, list(images))
         return [parse_results(det, pose) for det, pose in zip(found, poses)]
 
 

@@ -18,7 +18,6 @@ from gadms.results import CorpusVersion, Evaluation, ParamsSource, Promotion, Tr
 from gadms.train.launch import finetune_options, pretrain_options, run_train_command, train_command
 
 if TYPE_CHECKING:
-    from gadms.tracking.stages import StageResult
     from gadms.train.loop import EpochLog
 
 RESULT_JSON = "result.json"  # what a torchrun launch writes into its run directory
@@ -38,11 +37,6 @@ def _launched(stage: str, options: list[str], source: ParamsSource, out_dir: Pat
     """Train under torchrun in a ``gadms train`` command; the model it reports."""
     result = Path(out_dir) / RESULT_JSON
     return TrainedModel.from_json(run_train_command(train_command(stage, options, source, result), result))
-
-
-def _trained(result: StageResult) -> TrainedModel:
-    """A tracked stage's result as a :class:`TrainedModel`."""
-    return TrainedModel(result.run_id, result.model_path, result.model_uri, dict(result.metrics))
 
 
 def pretrain_stage(
@@ -74,7 +68,7 @@ def pretrain_stage(
     if params.train.gpus > 1:
         options = pretrain_options(corpus.path, out_dir, corpus.md5, parent_run_id, resume)
         return _launched("pretrain", options, source, out_dir)
-    result = track_pretrain(
+    return track_pretrain(
         params,
         corpus.path,
         out_dir,
@@ -86,7 +80,6 @@ def pretrain_stage(
         progress=True,
         on_epoch=on_epoch,
     )
-    return _trained(result)
 
 
 def finetune_stage(
@@ -124,7 +117,7 @@ def finetune_stage(
     if params.train.gpus > 1:
         options = finetune_options(benchmark, root, pretrained, out_dir, data_hash, parent_run_id, resume)
         return _launched("finetune", options, source, out_dir)
-    result = track_finetune_and_evaluate(
+    return track_finetune_and_evaluate(
         params,
         benchmark,
         root,
@@ -137,7 +130,6 @@ def finetune_stage(
         progress=True,
         on_epoch=on_epoch,
     )
-    return _trained(result)
 
 
 def evaluation_device() -> str:
@@ -199,8 +191,7 @@ def promote(params: Params, tuned: TrainedModel, benchmark: str) -> Promotion:
     from gadms.tracking.registry import register_and_maybe_promote
     from gadms.tracking.stages import MODEL_NAME
 
-    result = register_and_maybe_promote(tuned.run_id, MODEL_NAME, params, benchmark, tuned.metric(benchmark, "R1"))
-    return Promotion(params.tracking.registered_model, result.version, result.promoted, result.reason)
+    return register_and_maybe_promote(tuned.run_id, MODEL_NAME, params, benchmark, tuned.metric(benchmark, "R1"))
 
 
 def run_exists(params: Params, run_id: str) -> bool:

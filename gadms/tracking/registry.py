@@ -18,6 +18,7 @@ from pathlib import Path
 
 from gadms.config import Params
 from gadms.locks import writer_lock
+from gadms.results import Promotion
 from gadms.tracking.redact import Redactor
 from gadms.tracking.store import sqlite_path, using_store
 
@@ -42,25 +43,6 @@ class Champion:
     version: int
     benchmark: str | None
     r1: float | None
-
-
-@dataclass(frozen=True)
-class PromotionResult:
-    """What :func:`register_and_maybe_promote` did.
-
-    Attributes:
-        version: the new version's number.
-        promoted: whether the champion alias now points at it.
-        previous_champion_version: the champion before, None when there was none.
-        previous_r1: the previous champion's R1, None when there was none or it had no R1 tag.
-        reason: one line saying why it was or was not promoted.
-    """
-
-    version: int
-    promoted: bool
-    previous_champion_version: int | None
-    previous_r1: float | None
-    reason: str
 
 
 def promotion_decision(benchmark: str, r1: float, champion: Champion | None) -> tuple[bool, str]:
@@ -162,7 +144,7 @@ def version_description(client, run_id: str, benchmark: str, r1: float, reason: 
 
 def register_and_maybe_promote(
     run_id: str, model_artifact_path: str, params: Params, benchmark: str, r1: float, root: Path | None = None
-) -> PromotionResult:
+) -> Promotion:
     """Register the run's model as a new version and move the champion alias to it if it is better.
 
     Registering is idempotent: the same run measured the same way (benchmark and R1) is one version, however
@@ -245,18 +227,19 @@ def _register(client, name: str, run_id: str, model_artifact_path: str, key: dic
     return version
 
 
-def _recorded_result(client, name: str, version: int) -> PromotionResult | None:
+def _recorded_result(client, name: str, version: int) -> Promotion | None:
     """The decision already taken for ``version`` (by an earlier registration of the same run), else None."""
     tags = client.get_model_version(name, str(version)).tags
     if "promotion_reason" not in tags:
         return None
     previous = tags.get(PREVIOUS_TAG) or ""
-    return PromotionResult(
+    return Promotion(
+        name,
         version,
         tags.get("promoted") == "true",
+        tags["promotion_reason"],
         int(previous) if previous.isdigit() else None,
         _as_float(tags.get(PREVIOUS_R1_TAG)),
-        tags["promotion_reason"],
     )
 
 
@@ -264,7 +247,7 @@ PREVIOUS_TAG = "previous_champion"
 PREVIOUS_R1_TAG = "previous_champion_R1"
 
 
-def _decide(client, params: Params, version: int, run_id: str, benchmark: str, r1: float) -> PromotionResult:
+def _decide(client, params: Params, version: int, run_id: str, benchmark: str, r1: float) -> Promotion:
     """Compare ``version`` with the champion, move the alias if it is better, record the decision on the version."""
     name, alias = params.tracking.registered_model, params.tracking.champion_alias
     champion = current_champion(client, name, alias)
@@ -279,9 +262,8 @@ def _decide(client, params: Params, version: int, run_id: str, benchmark: str, r
     )
     if not client.get_registered_model(name).description:
         client.update_registered_model(name, description=MODEL_DESCRIPTION)
-    return PromotionResult(
-        version, promoted, champion.version if champion else None, champion.r1 if champion else None, reason
-    )
+    before = (champion.version, champion.r1) if champion else (None, None)
+    return Promotion(name, version, promoted, reason, *before)
 
 
 def pin_registry_uri(client, uri: str) -> tuple[str, str]:

@@ -24,42 +24,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gadms.config import Params
 from gadms.data.benchmarks import benchmark_dir, benchmark_format, load_benchmark
 from gadms.model.retrieval import PersonRetrievalModel
+from gadms.results import TrainedModel
 from gadms.storage import location
 from gadms.tracking.examples import evaluate_with_examples
 from gadms.tracking.mlflow_run import TrackedRun, tracked_run
-from gadms.tracking.registry import PromotionResult, register_and_maybe_promote
+from gadms.tracking.registry import register_and_maybe_promote
 
 if TYPE_CHECKING:
     from gadms.train.loop import EpochLog
 
 MODEL_NAME = "model"
 EXAMPLE_QUERIES = 4
-
-
-@dataclass(frozen=True)
-class StageResult:
-    """What a tracked stage produced.
-
-    Attributes:
-        run_id: the MLflow run.
-        model_path: the trained ``model.safetensors``.
-        model_uri: the logged pyfunc (``models:/<model id>``).
-        metrics: logged metric name -> value (``cuhk-pedes/R1``, ...; ``cross/<benchmark>/R1``).
-        promotion: the registry decision (fine-tuning with ``register=True`` only).
-    """
-
-    run_id: str
-    model_path: Path
-    model_uri: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    promotion: PromotionResult | None = None
 
 
 def present_benchmarks(names: Sequence[str], root: Path) -> list[str]:
@@ -151,7 +132,7 @@ def track_pretrain(
     progress: bool = False,
     root: Path | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
-) -> StageResult:
+) -> TrainedModel:
     """GA-DMS pre-training with everything logged (see the module docstring), then direct-transfer evaluation.
 
     Args:
@@ -179,7 +160,7 @@ def track_pretrain(
 
     if not _is_main_process():
         run_pretrain(params, data_dir, fmt, out_dir, resume, device, progress)
-        return StageResult("", Path(out_dir) / FINAL_MODEL, "")
+        return TrainedModel("", Path(out_dir) / FINAL_MODEL, "")
     bench_root = Path(benchmarks_root or params.paths.benchmarks_dir)
     names = list(benchmarks) if benchmarks is not None else present_benchmarks(params.eval.benchmarks, bench_root)
     tags = {"corpus.format": fmt, "corpus.path": str(data_dir), "direct_transfer.benchmarks": ",".join(names) or "none"}
@@ -197,7 +178,7 @@ def track_pretrain(
         for name in names:
             metrics |= evaluate_and_log(run, model, params, name, bench_root, "direct", _device_of(model), progress)
         info = run.log_model(model.cpu(), MODEL_NAME)
-    return StageResult(run.run_id, Path(out_dir) / FINAL_MODEL, info.model_uri, metrics)
+    return TrainedModel(run.run_id, Path(out_dir) / FINAL_MODEL, info.model_uri, metrics)
 
 
 def track_finetune_and_evaluate(
@@ -215,7 +196,7 @@ def track_finetune_and_evaluate(
     progress: bool = False,
     root: Path | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
-) -> StageResult:
+) -> TrainedModel:
     """IRRA-style fine-tuning on ``benchmark`` with everything logged, evaluation, registration and promotion.
 
     Args:
@@ -244,7 +225,7 @@ def track_finetune_and_evaluate(
 
     if not _is_main_process():
         run_finetune(params, benchmark, benchmark_root, pretrained, out_dir, resume, device, progress)
-        return StageResult("", Path(out_dir) / FINAL_MODEL, "")
+        return TrainedModel("", Path(out_dir) / FINAL_MODEL, "")
     tags = {"benchmark": benchmark, "init": str(pretrained) if pretrained else (params.model.pretrained or "none")}
     with tracked_run(params, f"finetune {benchmark}", "finetune", data_hash, tags, parent_run_id, root) as run:
         model, history = run_finetune(
@@ -272,4 +253,4 @@ def track_finetune_and_evaluate(
                 run.run_id, MODEL_NAME, params, benchmark, metrics[f"{benchmark}/R1"], root
             )
             run.set_tags({"registry.version": promotion.version, "registry.promoted": str(promotion.promoted).lower()})
-    return StageResult(run.run_id, Path(out_dir) / FINAL_MODEL, info.model_uri, metrics, promotion)
+    return TrainedModel(run.run_id, Path(out_dir) / FINAL_MODEL, info.model_uri, metrics, promotion=promotion)

@@ -119,8 +119,8 @@ def test_yolo11_results_are_parsed_into_the_interface(web, tmp_path):
     found = detector.detect(images, [SourceRecord(str(i), b"") for i in range(2)])
     assert len(found) == 2
     for image, people in zip(images, found):
-        det = detector._predict(detector.detector, [image], classes=[0])[0]
-        pose = detector._predict(detector.pose, [image])[0]
+        det = detector.run_model(detector.detector, [image], classes=[0])[0]
+        pose = detector.run_model(detector.pose, [image])[0]
         direct = parse_results(det, pose)
         assert 0 < len(people) <= 6
         want = sorted(zip(det.boxes.conf.tolist(), det.boxes.xyxy.tolist()), key=lambda t: (-t[0], *t[1]))

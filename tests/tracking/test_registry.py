@@ -43,11 +43,11 @@ def test_champion_moves_only_to_a_better_model_on_the_same_benchmark(logged_run,
         return int(client.get_model_version_by_alias(name, alias).version)
 
     first = register_and_maybe_promote(logged_run, "model", params, "cuhk-pedes", 40.0)
-    assert (first.version, first.promoted, first.previous_champion_version) == (1, True, None)
+    assert (first.version, first.promoted, first.previous_version) == (1, True, None)
     assert champion_version() == 1
 
     worse = register_and_maybe_promote(logged_run, "model", params, "cuhk-pedes", 35.0)
-    assert (worse.version, worse.promoted, worse.previous_champion_version, worse.previous_r1) == (2, False, 1, 40.0)
+    assert (worse.version, worse.promoted, worse.previous_version, worse.previous_r1) == (2, False, 1, 40.0)
     assert champion_version() == 1
 
     better = register_and_maybe_promote(logged_run, "model", params, "cuhk-pedes", 45.5)

@@ -68,7 +68,7 @@ def test_pretrain_then_finetune_log_everything_and_promote(new_params, bench_roo
             params,
             "cuhk-pedes",
             bench_root,
-            pre.model_path,
+            pre.path,
             tmp_path / "fine",
             "md5:bench",
             device="cpu",
@@ -85,7 +85,7 @@ def test_pretrain_then_finetune_log_everything_and_promote(new_params, bench_roo
     assert run.data.tags["direct_transfer.benchmarks"] == "cuhk-pedes"
     assert [m.step for m in client.get_metric_history(pre.run_id, "train/sdm_loss")] == [1]
     test_split = load_benchmark("cuhk-pedes", bench_root, "test")
-    direct = evaluate_split(load_any_model(pre.model_path), test_split)
+    direct = evaluate_split(load_any_model(pre.path), test_split)
     assert {m: run.data.metrics[f"cuhk-pedes/{m}"] for m in METRICS} == pytest.approx(direct, abs=0.005)  # 2 dp
     assert run.data.tags["setting"] == "direct"
     artifacts = _artifacts(client, pre.run_id)
@@ -97,7 +97,7 @@ def test_pretrain_then_finetune_log_everything_and_promote(new_params, bench_roo
     assert (run.data.tags["stage"], run.data.tags["benchmark"], run.data.tags["init"]) == (
         "finetune",
         "cuhk-pedes",
-        str(pre.model_path),
+        str(pre.path),
     )
     assert set(fine.metrics) == {f"cuhk-pedes/{m}" for m in METRICS}  # the same columns as the direct run
     assert (
