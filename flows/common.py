@@ -1,18 +1,17 @@
-"""What the flows share: parameters, the task runner, stage cache keys, summaries for the Prefect UI."""
+"""What the flows share: parameters, the Prefect server check, the task runner, stage cache keys, run logs."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, ParamSpec, Sequence, TypeVar, cast
 
-from prefect import Flow
+from prefect import Flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from gadms.config import Params, load_params
+from gadms.results import plain
 from gadms.tracking.redact import hide_override_secrets, redact_credentials, reveal_override_secrets
 
 SERVER_CHECK_TIMEOUT_S = 10.0
@@ -219,24 +218,6 @@ def task_runner(params: Params) -> Any:
     )
 
 
-def _plain(value: Any) -> Any:
-    """Inputs as JSON-able values for hashing (parameters as their dump, stage results field by field, paths as
-    text).
-    """
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        return {"type": type(value).__name__, **_plain(fields)}
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def cache_on_inputs(ignore: Sequence[str] = ()) -> Callable[[Any, dict[str, Any]], str | None]:
     """A ``cache_key_fn``: the task's name and result type plus its inputs (parameters, paths, stage results).
 
@@ -253,11 +234,18 @@ def cache_on_inputs(ignore: Sequence[str] = ()) -> Callable[[Any, dict[str, Any]
         inputs = {k: v for k, v in parameters.items() if k not in ignore}
         returns = str(getattr(context.task.fn, "__annotations__", {}).get("return", ""))
         text = json.dumps(
-            {"task": context.task.name, "returns": returns, "inputs": _plain(inputs)}, sort_keys=True, default=str
+            {"task": context.task.name, "returns": returns, "inputs": plain(inputs)}, sort_keys=True, default=str
         )
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     return key
+
+
+def stage_task(name: str, run_name: str | None = None) -> Callable[[Callable[P, R]], Any]:
+    """``@task`` for a tracked stage: its result persisted and cached on its inputs, the MLflow parent run aside."""
+    return task(
+        name=name, task_run_name=run_name, persist_result=True, cache_key_fn=cache_on_inputs(ignore=("parent_run_id",))
+    )
 
 
 def with_retries(task: Any, params: Params) -> Any:
@@ -273,16 +261,3 @@ def rerun_if_missing(task: Any, output: Path) -> Any:
     directory.
     """
     return task.with_options(refresh_cache=not Path(output).exists())
-
-
-def stage_dir(work_dir: Path, stage: str, *inputs: Any) -> Path:
-    """``work_dir/runs/STAGE-HASH`` named by what decides the stage's result, so a rerun after a crash resumes there."""
-    text = json.dumps(_plain(list(inputs)), sort_keys=True, default=str)
-    return Path(work_dir) / "runs" / f"{stage}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]}"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A small markdown table for Prefect artifacts."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)

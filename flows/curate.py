@@ -13,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import as_completed
 from tqdm import tqdm
 
-from flows.common import gadms_flow, load_run_params, markdown_table, task_runner, with_retries
+from flows.common import gadms_flow, load_run_params, task_runner, with_retries
 from gadms.config import Params
 from gadms.curation.cluster import finished_reports, submit_shards
 from gadms.curation.output import open_output
@@ -55,7 +55,7 @@ def curate_flow(params: Params, input_dir: Optional[str] = None, out_dir: Option
         result = finalize(out, reports, params)
     get_run_logger().info(result.summary())
     create_markdown_artifact(
-        key="curation-report", description="Curation: counts per shard", markdown=_report_markdown(result)
+        key="curation-report", description="Curation: counts per shard", markdown=result.markdown()
     )
     return CuratedCorpus(out, result.totals(), result.summary())
 
@@ -101,22 +101,6 @@ def _curate_shards(
         reports.append(future.result())
         on_shard(reports[-1])
     return reports
-
-
-def _report_markdown(report: CurationReport) -> str:
-    rows = [
-        (
-            s.shard,
-            s.seen,
-            s.kept,
-            s.rejected,
-            s.failed,
-            s.crops,
-            ", ".join(f"{k} {v}" for k, v in sorted(s.boxes.items())),
-        )
-        for s in report.shards
-    ]
-    return "# Curation\n\n" + markdown_table(("shard", "seen", "kept", "rejected", "failed", "crops", "boxes"), rows)
 
 
 def run_curation(

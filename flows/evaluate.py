@@ -6,21 +6,14 @@ import dataclasses
 from pathlib import Path
 from typing import Optional, Sequence
 
-from prefect import task
-
-from flows.common import cache_on_inputs, gadms_flow, log_run_link, run_logger
-from flows.tracked_cache import recompute_if_gone
+from flows.common import gadms_flow, log_run_link, run_logger, stage_task
+from flows.tracked_cache import tracked_stage
 from gadms.config import Params
 from gadms.results import Evaluation, TrainedModel
-from gadms.tracking.pipeline_stages import evaluation_stage, file_digest, run_exists
+from gadms.tracking.pipeline_stages import evaluation_stage, file_digest
 
 
-@task(
-    name="evaluate",
-    task_run_name="evaluate-{setting}-{benchmark}",
-    persist_result=True,
-    cache_key_fn=cache_on_inputs(ignore=("parent_run_id",)),
-)
+@stage_task("evaluate", "evaluate-{setting}-{benchmark}")
 def evaluate(
     params: Params,
     model_path: Path,
@@ -49,11 +42,7 @@ def evaluate_flow(
     digest = file_digest(model.path)
     results = {}
     for name in benchmarks:
-        found = recompute_if_gone(
-            evaluate,
-            lambda cached: run_exists(params, cached.run_id),
-            *(params, model.path, digest, name, setting, data_hash, parent_run_id),
-        )
+        found = tracked_stage(evaluate, params, params, model.path, digest, name, setting, data_hash, parent_run_id)
         run_logger().info(f"{setting} on {name}: R1 {found.metric('R1'):.2f}, mAP {found.metric('mAP'):.2f}")
         link = log_run_link(params, f"evaluate {setting} {name}", found.run_id)
         results[name] = dataclasses.replace(found, link=link)

@@ -20,9 +20,7 @@ KILLED (:mod:`gadms.tracking.stopped`).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence, cast
@@ -50,7 +48,7 @@ from flows.tracked_cache import recompute_if_gone
 from flows.validate import validate_flow
 from flows.version import version_flow
 from gadms.config import FilterConfig, Params, SynthConfig
-from gadms.locks import OutputBusy, writer_lock
+from gadms.locks import OutputBusy, pipeline_lock_or_busy
 from gadms.results import ParamsSource, PipelineResult, Promotion, TrainedModel
 from gadms.storage import local_path, location
 from gadms.synth.world import SyntheticWorld, write_synthetic_world
@@ -58,11 +56,8 @@ from gadms.tracking.pipeline_run import PipelineRun, benchmarks_to_evaluate, che
 from gadms.tracking.pipeline_stages import promote, version_exists
 from gadms.tracking.stopped import killed_when_stopped
 
-PIPELINE_LOCK = ".pipeline.lock"  # its own lock file: stages lock folders of their own, the work tree included
 # The deployment runs one flow run at a time; a run that comes due meanwhile is Cancelled, not queued.
 ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
-
-_held: dict[Path, int] = {}  # pipeline lock files held by this process (value: its pid)
 
 
 def slot_name(when: datetime) -> str:
@@ -105,10 +100,10 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
     """
     params = load_run_params(params_file, overrides)
     source, title = ParamsSource(params_file, tuple(overrides)), flow_run_title()
-    with lock_or_busy(params, title) as busy, killed_when_stopped():
+    with pipeline_lock_or_busy(params.paths.work_dir, f"pipeline flow run '{title}'") as busy, killed_when_stopped():
         if busy is not None:
             return skipped(busy)
-        run_logger().info(f"pipeline: {params_file}" + (f" with {' '.join(overrides)}" if overrides else ""))
+        run_logger().info(f"pipeline: {source.describe()}")
         if params.pipeline.synthesize:
             synthesize_world(params)
         corpus = curate_flow.with_options(task_runner=task_runner(params))(params)
@@ -116,33 +111,14 @@ def pipeline_flow(params_file: str = "params.yaml", overrides: Sequence[str] = (
         benchmarks = benchmarks_to_evaluate(params, overrides, run_logger().log)
         inputs = check_inputs(params, version.md5)
         if inputs.unchanged:
-            run_logger().info(inputs.unchanged)
             return report.publish_unchanged(title, PipelineResult(flow_run_id(), corpus, version, inputs.unchanged))
         with pipeline_run(params, title, version, benchmarks, inputs.fingerprint, run_logger().info) as parent:
             pretrained = pretrain_flow(params, source, version, parent.run_id)
             direct = evaluate_flow(params, pretrained, benchmarks, "direct", version.md5, parent.run_id)
             tuned = {b: finetune_flow(params, source, b, pretrained, version.md5, parent.run_id) for b in benchmarks}
-            parent.record_stages(pretrained, direct, tuned)
-            promotion = promote_best(params, parent, benchmarks[0], tuned[benchmarks[0]]) if benchmarks else None
-            table = parent.finish(direct, tuned)
-        result = PipelineResult(
-            flow_run_id(), corpus, version, "", parent.run_id, pretrained, direct, tuned, promotion, table
-        )
+            promotion = promote_best(params, parent, benchmarks, tuned)
+            result = parent.finish(flow_run_id(), corpus, version, pretrained, direct, tuned, promotion)
         return report.publish_trained(title, result, parent)
-
-
-@contextmanager
-def lock_or_busy(params: Params, title: str) -> Iterator[OutputBusy | None]:
-    """Hold the pipeline lock of ``paths.work_dir`` for the ``with`` block and yield None; when another process
-    holds it, hold nothing and yield why (:class:`OutputBusy`).
-    """
-    with ExitStack() as held:
-        busy = None
-        try:
-            held.enter_context(pipeline_lock(params.paths.work_dir, f"pipeline flow run '{title}'"))
-        except OutputBusy as exc:
-            busy = exc
-        yield busy
 
 
 def skipped(busy: OutputBusy) -> State:
@@ -199,13 +175,20 @@ def showcase(params: Params, model: str, benchmark: str, out_dir: Path) -> list[
     return figures
 
 
-def promote_best(params: Params, parent: PipelineRun, benchmark: str, tuned: TrainedModel) -> Promotion:
-    """Register ``benchmark``'s fine-tuned model and record the decision on the pipeline run; a new champion's
-    search results (``figures/search``) go with it.
+def promote_best(
+    params: Params, parent: PipelineRun, benchmarks: Sequence[str], tuned: Mapping[str, TrainedModel]
+) -> Promotion | None:
+    """Register the first benchmark's fine-tuned model and record the decision on the pipeline run; a new
+    champion's search results (``figures/search``) go with it. None when there is no benchmark.
     """
-    promotion = recompute_if_gone(
-        register, lambda cached: version_exists(params, cached.version), params, tuned, benchmark
-    )
+    if not benchmarks:
+        return None
+    benchmark = benchmarks[0]
+
+    def still_registered(cached: Promotion) -> bool:
+        return version_exists(params, cached.version)
+
+    promotion = recompute_if_gone(register, still_registered, params, tuned[benchmark], benchmark)
     parent.record_promotion(promotion)
     if promotion.promoted:
         out = params.paths.work_dir / "search" / benchmark
@@ -213,28 +196,6 @@ def promote_best(params: Params, parent: PipelineRun, benchmark: str, tuned: Tra
             rerun_if_missing(showcase, out / "query_0.png")(params, promotion.uri, benchmark, out)
         )
     return promotion
-
-
-@contextmanager
-def pipeline_lock(work_dir: Path, command: str) -> Iterator[None]:
-    """Hold the pipeline lock of ``work_dir`` (``WORK/.pipeline.lock``) for the ``with`` block.
-
-    Re-entrant within one process: ``gadms pipeline`` takes it before the flow starts (so a busy work tree is
-    refused before Prefect starts) and the flow, which takes it however it is run, finds it held already.
-
-    Raises:
-        OutputBusy: another process holds it; one line naming the holder, ending ``wait for it``.
-    """
-    lock_file = (Path(work_dir) / PIPELINE_LOCK).absolute()
-    if _held.get(lock_file) == os.getpid():
-        yield
-        return
-    with writer_lock(Path(work_dir), command, "wait for it", lock_file=lock_file):
-        _held[lock_file] = os.getpid()
-        try:
-            yield
-        finally:
-            _held.pop(lock_file, None)
 
 
 def run_pipeline(params_file: str = "params.yaml", overrides: Optional[Sequence[str]] = None) -> dict[str, Any]:

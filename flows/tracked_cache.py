@@ -8,9 +8,12 @@ they are still there is asked with :func:`gadms.tracking.pipeline_stages.run_exi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
-from flows.common import run_logger
+from flows.common import rerun_if_missing, run_logger
+from gadms.config import Params
+from gadms.tracking.pipeline_stages import run_exists
 
 
 def recompute_if_gone(task: Any, still_there: Callable[[Any], bool], *args: Any) -> Any:
@@ -30,3 +33,12 @@ def recompute_if_gone(task: Any, still_there: Callable[[Any], bool], *args: Any)
         return result
     run_logger().warning(f"{task.name}: the cached result points at an MLflow run or version that is gone; recomputing")
     return task.with_options(refresh_cache=True)(*args)
+
+
+def tracked_stage(task: Any, params: Params, *args: Any, output: Path | None = None) -> Any:
+    """``task(*args)``, a stage whose result names an MLflow run (cached on its inputs); run again when that run
+    is gone from the store, or when ``output`` (the stage's model file) is.
+    """
+    if output is not None:
+        task = rerun_if_missing(task, output)
+    return recompute_if_gone(task, lambda cached: run_exists(params, cached.run_id), *args)

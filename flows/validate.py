@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -10,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.common import gadms_flow
 from gadms.config import Params, ValidationConfig
+from gadms.markdown import code_block
 from gadms.results import CuratedCorpus, GatedCorpus
 from gadms.validation import GateResult, run_quality_gate
 from gadms.validation.report import HISTORY_DIR, history_name
@@ -17,12 +17,6 @@ from gadms.validation.report import HISTORY_DIR, history_name
 
 class QualityGateFailed(RuntimeError):
     """The curated captions failed the quality gate; the message is the gate's summary."""
-
-
-def code_block(text: str) -> str:
-    """``text`` as a Markdown code block whose fence is longer than any run of backticks in it (a caption's)."""
-    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
-    return f"{fence}\n{text}\n{fence}"
 
 
 @task(name="quality-gate")

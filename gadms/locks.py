@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
@@ -95,3 +95,44 @@ def writer_lock(
         finally:
             handle.seek(0)
             handle.truncate()  # no stale holder is shown once the lock is free
+
+
+PIPELINE_LOCK = ".pipeline.lock"  # its own lock file: stages lock folders of their own, the work tree included
+_held_pipeline_locks: dict[Path, int] = {}  # pipeline lock files held by this process (value: its pid)
+
+
+@contextmanager
+def pipeline_lock(work_dir: Path, command: str) -> Iterator[None]:
+    """Hold the pipeline lock of ``work_dir`` (``WORK/.pipeline.lock``) for the ``with`` block: one pipeline per
+    work tree, however it is started.
+
+    Re-entrant within one process: ``gadms pipeline`` takes it before the flow starts (so a busy work tree is
+    refused before Prefect starts) and the flow, which takes it however it is run, finds it held already.
+
+    Raises:
+        OutputBusy: another process holds it; one line naming the holder, ending ``wait for it``.
+    """
+    lock_file = (Path(work_dir) / PIPELINE_LOCK).absolute()
+    if _held_pipeline_locks.get(lock_file) == os.getpid():
+        yield
+        return
+    with writer_lock(Path(work_dir), command, "wait for it", lock_file=lock_file):
+        _held_pipeline_locks[lock_file] = os.getpid()
+        try:
+            yield
+        finally:
+            _held_pipeline_locks.pop(lock_file, None)
+
+
+@contextmanager
+def pipeline_lock_or_busy(work_dir: Path, command: str) -> Iterator[OutputBusy | None]:
+    """Hold :func:`pipeline_lock` for the ``with`` block and yield None; when another process holds it, hold
+    nothing and yield why (the :class:`OutputBusy` that says who).
+    """
+    with ExitStack() as held:
+        busy = None
+        try:
+            held.enter_context(pipeline_lock(work_dir, command))
+        except OutputBusy as exc:
+            busy = exc
+        yield busy

@@ -11,6 +11,7 @@ torchrun) that loads them again.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,10 @@ class ParamsSource:
 
     file: str
     overrides: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """``FILE`` or ``FILE with O1 O2 ...``, for a run's log."""
+        return self.file + (f" with {' '.join(self.overrides)}" if self.overrides else "")
 
     def cli_args(self) -> list[str]:
         """``--params FILE --set O1 --set O2 ...`` for a ``gadms`` command."""
@@ -225,3 +230,21 @@ class PipelineResult:
             else {"version": promo.version, "promoted": promo.promoted, "reason": promo.reason},
             "flow_run": self.flow_run,
         }
+
+
+def plain(value: Any) -> Any:
+    """Stage inputs as JSON-able values, for hashing them (cache keys, run folder names): parameters as their dump,
+    stage results field by field with their type's name, paths as text.
+    """
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return {"type": type(value).__name__, **plain(fields)}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value

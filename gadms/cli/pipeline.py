@@ -33,7 +33,8 @@ def pipeline(
     guard("gadms pipeline")  # first: no child outlives the run; Prefect's start-up waits are set before its import
     from contextlib import ExitStack
 
-    from flows.pipeline import pipeline_lock, run_pipeline
+    from flows.pipeline import run_pipeline
+    from gadms.locks import pipeline_lock
 
     held = ExitStack()  # one pipeline per work tree (the flow holds it too: taken here, Prefect need not start)
     with user_errors():

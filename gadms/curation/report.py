@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from gadms.markdown import markdown_table
+
 EXAMPLES_PER_REASON = 3
 EXAMPLE_CHARS = 300
 
@@ -118,6 +120,23 @@ class CurationReport:
     def to_dict(self) -> dict[str, Any]:
         """Totals plus every shard's report, for ``report.json``."""
         return {"totals": self.totals(), "shards": [s.to_dict() for s in self.shards]}
+
+    def markdown(self) -> str:
+        """The counts per shard as a Markdown table (the Prefect artifact ``curation-report``)."""
+        header = ("shard", "seen", "kept", "rejected", "failed", "crops", "boxes")
+        rows = [
+            (
+                s.shard,
+                s.seen,
+                s.kept,
+                s.rejected,
+                s.failed,
+                s.crops,
+                ", ".join(f"{k} {v}" for k, v in sorted(s.boxes.items())),
+            )
+            for s in self.shards
+        ]
+        return "# Curation\n\n" + markdown_table(header, rows)
 
     def summary(self) -> str:
         """A few lines for a person: images seen/kept/rejected/failed, crops, reasons."""

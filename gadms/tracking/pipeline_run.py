@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gadms.config import Params
-from gadms.results import CorpusVersion, Evaluation, Promotion, TrainedModel
+from gadms.results import CorpusVersion, CuratedCorpus, Evaluation, PipelineResult, Promotion, TrainedModel
 from gadms.tracking.mlflow_run import TrackedRun
 
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
@@ -142,14 +142,6 @@ class PipelineRun:
         """The parent run's id."""
         return self.run.run_id
 
-    def record_stages(
-        self, pretrained: TrainedModel, direct: Mapping[str, Evaluation], tuned: Mapping[str, TrainedModel]
-    ) -> None:
-        """Add the links of the pre-training, direct-evaluation and fine-tuning runs."""
-        self.links.append(("pretrain", pretrained.run_id, pretrained.link))
-        self.links += [(f"evaluate direct {name}", e.run_id, e.link) for name, e in direct.items()]
-        self.links += [(f"finetune {name}", t.run_id, t.link) for name, t in tuned.items()]
-
     def record_promotion(self, promotion: Promotion) -> None:
         """Tag the parent run with the registry decision; mark the version with the inputs it was trained on."""
         from gadms.tracking.retrain import mark_version
@@ -162,13 +154,29 @@ class PipelineRun:
         for figure in figures:
             self.run.log_artifact(Path(figure), "figures/search")
 
-    def finish(self, direct: Mapping[str, Evaluation], tuned: Mapping[str, TrainedModel]) -> str:
-        """Log the headline metrics and ``results.txt``; return the results table as text."""
+    def finish(
+        self,
+        flow_run: str,
+        corpus: CuratedCorpus,
+        version: CorpusVersion,
+        pretrained: TrainedModel,
+        direct: Mapping[str, Evaluation],
+        tuned: Mapping[str, TrainedModel],
+        promotion: Promotion | None,
+    ) -> PipelineResult:
+        """Add the links of the pre-training, direct-evaluation and fine-tuning runs to :attr:`links`; log the
+        headline metrics and ``results.txt``; return the pipeline's result (see :class:`PipelineResult` for the
+        arguments), its results table included.
+        """
+        self.links.append(("pretrain", pretrained.run_id, pretrained.link))
+        self.links += [(f"evaluate direct {name}", e.run_id, e.link) for name, e in direct.items()]
+        self.links += [(f"finetune {name}", t.run_id, t.link) for name, t in tuned.items()]
         self.rows = results_table(direct, tuned)
         table = format_results(self.rows)
         self.run.log_values(headline_metrics(direct, tuned))
         self.run.log_text(table, "results.txt")
-        return table
+        stages = (pretrained, direct, tuned, promotion, table)
+        return PipelineResult(flow_run, corpus, version, "", self.run_id, *stages)
 
     def ui_command(self) -> str:
         """The ``mlflow ui`` command that serves the links (a local store); empty for a tracking server."""

@@ -9,18 +9,38 @@ what a cached stage result points at is still in the store. Nothing here needs P
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gadms.config import Params
-from gadms.results import CorpusVersion, Evaluation, ParamsSource, Promotion, TrainedModel
+from gadms.results import CorpusVersion, Evaluation, ParamsSource, Promotion, TrainedModel, plain
 from gadms.train.launch import finetune_options, pretrain_options, run_train_command, train_command
 
 if TYPE_CHECKING:
     from gadms.train.loop import EpochLog
 
 RESULT_JSON = "result.json"  # what a torchrun launch writes into its run directory
+
+
+def stage_dir(work_dir: Path, stage: str, *inputs: Any) -> Path:
+    """``work_dir/runs/STAGE-HASH`` named by what decides the stage's result, so a rerun after a crash resumes there."""
+    text = json.dumps(plain(list(inputs)), sort_keys=True, default=str)
+    return Path(work_dir) / "runs" / f"{stage}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]}"
+
+
+def pretrain_dir(params: Params, data_hash: str) -> Path:
+    """Where the pre-training of this corpus with these settings lives."""
+    settings = (params.seed, params.model, params.loss, params.train, params.augment)
+    return stage_dir(params.paths.work_dir, "pretrain", data_hash, *settings)
+
+
+def finetune_dir(params: Params, benchmark: str, pretrained: Path) -> Path:
+    """Where the fine-tuning of this pre-trained model on this benchmark lives."""
+    settings = (params.seed, params.model, params.loss, params.finetune, params.augment)
+    return stage_dir(params.paths.work_dir, f"finetune-{benchmark}", str(pretrained), *settings)
 
 
 def _resume(out_dir: Path, what: str, log: Callable[[str], None]) -> bool:

@@ -16,7 +16,7 @@ HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from flows.pipeline import pipeline_lock
+    from gadms.locks import pipeline_lock
     with pipeline_lock(Path(sys.argv[1]), "gadms pipeline"):
         print("held", flush=True)
         time.sleep(120)

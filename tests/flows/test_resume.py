@@ -23,9 +23,8 @@ def _crash_after_first_epoch(log):
 
 @pytest.mark.slow
 def test_pretraining_resumes_from_the_checkpoint_after_a_crash(tmp_path, monkeypatch):
-    from flows.pretrain import pretrain_dir
     from gadms.results import CorpusVersion, GatedCorpus, ParamsSource
-    from gadms.tracking.pipeline_stages import pretrain_stage
+    from gadms.tracking.pipeline_stages import pretrain_dir, pretrain_stage
     from gadms.train.loop import CHECKPOINT, FINAL_MODEL
     from gadms.train.recipes import run_pretrain
 

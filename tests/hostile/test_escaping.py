@@ -170,7 +170,7 @@ def test_figure_captions_are_drawn_as_text(tmp_path):
 
 def test_the_gate_summary_artifact_keeps_hostile_captions_inside_its_code_block():
     """Prefect renders the gate's artifact as Markdown: a caption's backticks must not close the code block."""
-    from flows.validate import code_block
+    from gadms.markdown import code_block
 
     summary = f'no_speculation FAIL: 00000/000001: "``` {PAYLOAD} ````"'
     block = code_block(summary)

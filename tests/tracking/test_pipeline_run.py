@@ -100,11 +100,12 @@ def test_the_pipeline_run_records_stages_promotion_figures_and_results(new_param
     figure.write_bytes(b"png")
     said: list[str] = []
     with pipeline_run(params, "pipeline test", version, ["cuhk-pedes"], inputs.fingerprint, said.append) as parent:
-        parent.record_stages(pre, direct, tuned)
         promotion = promote(params, tuned["cuhk-pedes"], "cuhk-pedes")
         parent.record_promotion(promotion)
         parent.log_search_figures([figure])
-        table = parent.finish(direct, tuned)
+        result = parent.finish("flow-9", CuratedCorpus(version.path, {}, ""), version, pre, direct, tuned, promotion)
+    table = result.table
+    assert (result.pipeline_run, result.promotion, result.flow_run) == (parent.run_id, promotion, "flow-9")
     assert promotion == Promotion(params.tracking.registered_model, 1, True, promotion.reason)
     assert "no champion yet" in promotion.reason and version_exists(params, 1) and not version_exists(params, 2)
     assert said == [
