@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import tarfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from gadms.data.samples import Sample, StreamTally
 from gadms.problems import DataError
@@ -113,6 +114,34 @@ def split_member_name(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), extension.lower()
 
 
+@dataclass
+class SampleMembers:
+    """The members of the sample being read: its WebDataset key and its bytes by extension (None before the first)."""
+
+    key: str | None = None
+    members: dict[str, bytes] = field(default_factory=dict)
+
+
+def grouped_members(
+    tar: tarfile.TarFile, read: Callable[[tarfile.TarFile, tarfile.TarInfo], bytes], current: SampleMembers
+) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """``(key, members)`` of each sample of a streamed tar whose next sample has begun, in file order.
+
+    Adjacent regular members with the same key (:func:`split_member_name`) are one sample; ``read`` gives a
+    member's bytes. The sample being read is kept in ``current``: after the loop it holds the last sample (not
+    yielded here), and after a read error the sample the error cut off.
+    """
+    for member in tar:
+        if not member.isfile():
+            continue
+        key, extension = split_member_name(member.name)
+        if key != current.key:
+            if current.key is not None:
+                yield current.key, current.members
+            current.key, current.members = key, {}
+        current.members[extension] = read(tar, member)
+
+
 def read_curated_shard(shard: Location, tally: StreamTally) -> Iterator[Sample]:
     """The samples of one shard (local or remote); a truncated or unreadable shard stops early and is recorded.
 
@@ -124,30 +153,22 @@ def read_curated_shard(shard: Location, tally: StreamTally) -> Iterator[Sample]:
         An iterator of ``Sample`` in file order.
     """
     tally.shards += 1
-    key: str | None = None
-    members: dict[str, bytes] = {}
+    last = SampleMembers()
     try:
         with open_regular(shard) as handle, tarfile.open(fileobj=handle, mode="r|") as tar:  # regular files only
-            for member in tar:
-                if not member.isfile():
-                    continue
-                member_key, extension = split_member_name(member.name)
-                if member_key != key:
-                    if key is not None:
-                        yield from _sample(key, members, tally)
-                    key, members = member_key, {}
-                members[extension] = _member_bytes(tar, member)
+            for key, members in grouped_members(tar, _member_bytes, last):
+                yield from _sample(key, members, tally)
             end = tar.offset
         if not _has_end_marker(shard, end):
             raise tarfile.ReadError("ends without the end-of-archive marker")
     except (tarfile.TarError, OSError, EOFError, UnsafeFile) as err:
         tally.bad_shards.append(f"{shard}: {err}")
         # Members read before the break are whole; a sample still lacking its jpg or json was cut off.
-        if key is not None and not _is_complete(members):
+        if last.key is not None and not _is_complete(last.members):
             tally.skipped[TRUNCATED] += 1
             return
-    if key is not None:
-        yield from _sample(key, members, tally)
+    if last.key is not None:
+        yield from _sample(last.key, last.members, tally)
 
 
 def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:

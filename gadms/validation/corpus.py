@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, Generator, Iterable, Iterator
 
 import pandas as pd
 
-from gadms.data.curated import IMAGE_EXTENSIONS, curated_shards, split_member_name
+from gadms.data.curated import IMAGE_EXTENSIONS, SampleMembers, curated_shards, grouped_members, split_member_name
 from gadms.problems import DataError
 from gadms.safe_files import UnsafeFile, open_regular
 from gadms.storage import local_path
@@ -214,20 +214,20 @@ def _shard_samples(shard: Path, digest: Any) -> Generator[RawSample, None, None]
 
 def _tar_samples(shard_name: str, reader: _HashingReader) -> Iterator[RawSample]:
     """Group adjacent members by WebDataset key; only JSON bytes are read, images just noted."""
-    key: str | None = None
-    members: dict[str, bytes] = {}
+    last = SampleMembers()
     with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
-        for member in tar:
-            if not member.isfile():
-                continue
-            member_key, extension = split_member_name(member.name)
-            if member_key != key:
-                if key is not None:
-                    yield _raw_sample(shard_name, key, members)
-                key, members = member_key, {}
-            members[extension] = tar.extractfile(member).read() if extension == "json" else b""
-    if key is not None:
-        yield _raw_sample(shard_name, key, members)
+        for key, members in grouped_members(tar, _json_bytes, last):
+            yield _raw_sample(shard_name, key, members)
+    if last.key is not None:
+        yield _raw_sample(shard_name, last.key, last.members)
+
+
+def _json_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """A JSON member's bytes; an image member is only noted (empty bytes)."""
+    if split_member_name(member.name)[1] != "json":
+        return b""
+    handle = tar.extractfile(member)
+    return handle.read() if handle is not None else b""
 
 
 def _raw_sample(shard_name: str, key: str, members: dict[str, bytes]) -> RawSample:
