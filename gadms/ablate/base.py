@@ -19,7 +19,7 @@ from typing import Callable
 from gadms.ablate.rows import derive, digest, result_shaping
 from gadms.ablate.testbed import build_corpus
 from gadms.config import Params
-from gadms.shards import atomic_path, write_bytes_atomic
+from gadms.reproducible_writes import atomic_path, write_bytes_atomic
 from gadms.synth.checkable import WORLD_VERSION
 
 CLIP_WEIGHTS = "clip.safetensors"

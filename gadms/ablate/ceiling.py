@@ -35,7 +35,7 @@ from gadms.config import Params
 from gadms.model.backbone import MASK_TOKEN_ID, tokenizer
 from gadms.model.gass import GassScorer, cosine_token_scores, random_token_scores
 from gadms.model.retrieval import Architecture, PersonRetrievalModel
-from gadms.shards import write_bytes_atomic
+from gadms.reproducible_writes import write_bytes_atomic
 from gadms.synth.checkable import CHECKABLE_COLORS, SLOTS, inject_checkable_noise, swap_one
 
 CHUNK = 256

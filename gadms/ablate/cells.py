@@ -16,7 +16,7 @@ from typing import Any
 
 from gadms.ablate.rows import ROWS, digest, result_shaping, row_params
 from gadms.config import Params
-from gadms.shards import write_bytes_atomic
+from gadms.reproducible_writes import write_bytes_atomic
 
 CLEAN_ROW = "clean"  # trained on Plan.clean_corpus instead of Plan.corpus
 RESULTS_DIR = "results"

@@ -27,7 +27,7 @@ from gadms.config import Params
 from gadms.model.backbone import MASK_TOKEN_ID, tokenizer
 from gadms.model.files import ModelFileError, read_torch_file
 from gadms.model.retrieval import Architecture, PersonRetrievalModel
-from gadms.shards import atomic_path
+from gadms.reproducible_writes import atomic_path
 from gadms.synth.attributes import Identity
 from gadms.synth.checkable import CHECKABLE_COLORS, SLOTS, swap_one
 from gadms.synth.noise import load_image

@@ -17,7 +17,7 @@ from gadms.ablate.compare import comparison
 from gadms.ablate.report import RowSummary, bar_chart, summarise, to_csv, to_markdown, to_text
 from gadms.ablate.rows import row_params
 from gadms.config import Params
-from gadms.shards import write_bytes_atomic
+from gadms.reproducible_writes import write_bytes_atomic
 
 
 @dataclass
@@ -34,7 +34,7 @@ def _benchmarks(params: Params, held_out: Path | None, benchmarks_root: Path | N
     if benchmarks_root is None:
         assert held_out is not None
         return {"cuhk-pedes": held_out}
-    from gadms.tracking.stages import present_benchmarks
+    from gadms.tracking.tracked_training import present_benchmarks
 
     names = present_benchmarks(params.eval.benchmarks, benchmarks_root)
     if not names:

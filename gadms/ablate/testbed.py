@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gadms.config import AblateCorpusConfig, SynthConfig
-from gadms.shards import write_bytes_atomic
+from gadms.reproducible_writes import write_bytes_atomic
 from gadms.synth.benchmark import write_benchmark
 from gadms.synth.checkable import WORLD_VERSION
 

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from gadms.ablate.report import RowSummary, bar_chart, table_columns, to_csv, to_markdown
 from gadms.config import Params
-from gadms.shards import write_bytes_atomic
+from gadms.reproducible_writes import write_bytes_atomic
 from gadms.tracking.mlflow_run import TrackedRun, log_all_params, provenance_tags
 from gadms.tracking.redact import Redactor
 from gadms.tracking.store import ensure_experiment, tracking_uri

@@ -41,7 +41,7 @@ from gadms.data.pipeline import EpochSampler, PairDataset, image_transform
 from gadms.data.shardplan import curated_index
 from gadms.data.streaming import StreamingPairs
 from gadms.model.backbone import tokenizer
-from gadms.shards import ShardWriter, json_bytes
+from gadms.reproducible_writes import ShardWriter, json_bytes
 from gadms.train.recipes import corpus_pairs
 
 

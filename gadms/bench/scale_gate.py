@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from gadms.shards import ShardWriter, jpeg_bytes, json_bytes
+from gadms.reproducible_writes import ShardWriter, jpeg_bytes, json_bytes
 
 SAMPLES_PER_SHARD = 5000
 CAPTIONS_PER_SAMPLE = 2

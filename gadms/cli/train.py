@@ -178,7 +178,7 @@ def train_pretrain(
     warmup_epochs, grad_clip, grad_accumulation, amp, num_workers, gpus). Tracked runs also evaluate direct transfer
     on the eval.benchmarks found under paths.benchmarks_dir.
     """
-    from gadms.tracking.stages import track_pretrain
+    from gadms.tracking.tracked_training import track_pretrain
     from gadms.train.recipes import run_pretrain
 
     _train(
@@ -223,7 +223,7 @@ def train_finetune(
     Identity-aware batches (2 images per identity); settings under finetune.* in params.yaml. Tracked runs evaluate
     the fine-tuned model on the benchmark's test split and register it.
     """
-    from gadms.tracking.stages import track_finetune_and_evaluate
+    from gadms.tracking.tracked_training import track_finetune_and_evaluate
     from gadms.train.recipes import run_finetune
 
     _train(

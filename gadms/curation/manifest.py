@@ -18,7 +18,7 @@ from gadms.curation.filter import visible_keypoints
 from gadms.curation.output import CurationError
 from gadms.curation.records import Crop, PersonDetection
 from gadms.curation.stages import captioner_name
-from gadms.shards import atomic_path
+from gadms.reproducible_writes import atomic_path
 
 
 def _rounded(values: Iterable[float], digits: int = 2) -> list[float]:

@@ -29,7 +29,7 @@ from gadms.curation.report import ShardReport
 from gadms.curation.sources import shard_digest
 from gadms.data.corpus_index import INDEX_NAME
 from gadms.locks import LOCK_NAME, OutputBusy, holder_text, writer_lock
-from gadms.shards import json_bytes
+from gadms.reproducible_writes import json_bytes
 from gadms.storage import Location, is_url
 
 META_DIR = "meta"

@@ -67,7 +67,7 @@ from gadms.curation.report import CurationReport, ShardReport
 from gadms.curation.sources import iter_source, list_source_shards
 from gadms.curation.stages import CurationStages, choose_templates, curated_key, sample_seed, stages_for
 from gadms.data.corpus_index import curated_index_entry, write_corpus_index
-from gadms.shards import ShardWriter, jpeg_bytes, json_bytes, write_bytes_atomic
+from gadms.reproducible_writes import ShardWriter, jpeg_bytes, json_bytes, write_bytes_atomic
 from gadms.storage import Location, location
 
 CAPTION_FAILED = "caption_failed"

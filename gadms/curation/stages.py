@@ -18,7 +18,7 @@ from gadms.config import Params
 from gadms.curation.detect import Detector, build_detector
 from gadms.curation.output import CurationError
 from gadms.curation.records import PersonDetection, SourceRecord, Template
-from gadms.shards import json_bytes
+from gadms.reproducible_writes import json_bytes
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _KEY_BASE_CHARS = 48  # readable part of a curated key; the hash after it keeps keys unique (tar names stay short)

@@ -22,7 +22,7 @@ from gadms.model.backbone import BACKBONES, build_clip, load_pretrained
 from gadms.model.files import ModelFileError, read_safetensors
 from gadms.model.interaction import InteractionEncoder, IrraInteractionEncoder
 from gadms.model.text_tower import encode_text, project_tokens
-from gadms.shards import atomic_path
+from gadms.reproducible_writes import atomic_path
 
 # Largest value a model file may record per field: past these the model would not fit in memory anyway,
 # and building it first (to compare the weights) must not exhaust memory.

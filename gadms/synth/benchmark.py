@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gadms.config import SynthConfig
-from gadms.shards import jpeg_bytes, json_bytes, write_bytes_atomic
+from gadms.reproducible_writes import jpeg_bytes, json_bytes, write_bytes_atomic
 from gadms.synth.attributes import Identity, sample_unique_identities
 from gadms.synth.captions import build_pieces, inject_noise, render_pieces
 from gadms.synth.checkable import (

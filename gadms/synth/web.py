@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from gadms.config import FilterConfig, SynthConfig
-from gadms.shards import ShardWriter, jpeg_bytes, json_bytes, write_bytes_atomic
+from gadms.reproducible_writes import ShardWriter, jpeg_bytes, json_bytes, write_bytes_atomic
 from gadms.synth.attributes import sample_identity
 from gadms.synth.captions import alt_text
 from gadms.synth.figure import Placement, sample_pose

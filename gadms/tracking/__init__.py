@@ -12,7 +12,7 @@ Modules, each importable on its own (nothing here imports MLflow until used):
 - :mod:`gadms.tracking.figures`: retrieval-example figures.
 - :mod:`gadms.tracking.pyfunc`: the model as an MLflow pyfunc (text or image in, embeddings out).
 - :mod:`gadms.tracking.registry`: register a version, promote the champion alias on R1.
-- :mod:`gadms.tracking.stages`: tracked pre-training and fine-tuning + evaluation,
+- :mod:`gadms.tracking.tracked_training`: tracked pre-training and fine-tuning + evaluation,
   the calls the CLI and the flows make.
 - :mod:`gadms.tracking.pipeline_stages`: the pipeline's stages one call each, typed in and out
   (:mod:`gadms.results`): training here or under torchrun, evaluation, promotion.

@@ -93,7 +93,7 @@ def benchmarks_to_evaluate(params: Params, overrides: Sequence[str], log: Callab
     """The ``eval.benchmarks`` present under ``paths.benchmarks_dir``; what is missing is said (see
     :func:`benchmarks_notice`) through ``log(level, line)``.
     """
-    from gadms.tracking.stages import present_benchmarks
+    from gadms.tracking.tracked_training import present_benchmarks
 
     present = present_benchmarks(params.eval.benchmarks, params.paths.benchmarks_dir)
     notice = benchmarks_notice(params, overrides, present)

@@ -82,7 +82,7 @@ def pretrain_stage(
     Returns:
         The trained model.
     """
-    from gadms.tracking.stages import track_pretrain
+    from gadms.tracking.tracked_training import track_pretrain
 
     resume = _resume(out_dir, "pre-training", log)
     if params.train.gpus > 1:
@@ -130,7 +130,7 @@ def finetune_stage(
     Returns:
         The fine-tuned model with its metrics.
     """
-    from gadms.tracking.stages import track_finetune_and_evaluate
+    from gadms.tracking.tracked_training import track_finetune_and_evaluate
 
     resume = _resume(out_dir, "fine-tuning", log)
     root = params.paths.benchmarks_dir
@@ -192,7 +192,7 @@ def evaluation_stage(
         The evaluation.
     """
     from gadms.tracking.mlflow_run import tracked_run
-    from gadms.tracking.stages import evaluate_and_log
+    from gadms.tracking.tracked_training import evaluate_and_log
     from gadms.train.recipes import load_any_model
 
     device = device or evaluation_device()
@@ -209,7 +209,7 @@ def promote(params: Params, tuned: TrainedModel, benchmark: str) -> Promotion:
     ``benchmark`` (see :func:`gadms.tracking.registry.register_and_maybe_promote`).
     """
     from gadms.tracking.registry import register_and_maybe_promote
-    from gadms.tracking.stages import MODEL_NAME
+    from gadms.tracking.tracked_training import MODEL_NAME
 
     return register_and_maybe_promote(tuned.run_id, MODEL_NAME, params, benchmark, tuned.metric(benchmark, "R1"))
 

@@ -33,7 +33,7 @@ from gadms.model.files import ModelFileError, read_torch_file
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, save_model
 from gadms.model.score_memory import drop_stale_copies, prepare_store, store_path
 from gadms.model.step import StepModule, TrainingStep
-from gadms.shards import atomic_path
+from gadms.reproducible_writes import atomic_path
 from gadms.train import distributed, threads
 from gadms.train.checkpoint_checks import check_resume_settings, checked_checkpoint, failure_reason, rank_entry
 from gadms.train.divergence import check_gradients, check_losses, require_finite_weights

@@ -28,7 +28,7 @@ import shutil
 from pathlib import Path
 
 from gadms.config import ValidationConfig
-from gadms.shards import json_bytes, write_bytes_atomic
+from gadms.reproducible_writes import json_bytes, write_bytes_atomic
 from gadms.validation.combine import CheckTally, quote
 from gadms.validation.corpus import CorpusReader, corpus_fingerprint
 from gadms.validation.duplicates import DuplicateCount, DuplicateCounter, first_copies

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gadms.config import ValidationConfig
-from gadms.shards import write_bytes_atomic
+from gadms.reproducible_writes import write_bytes_atomic
 from gadms.validation import vocabulary
 from gadms.validation.results import CheckResult, GateResult
 

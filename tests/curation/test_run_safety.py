@@ -341,7 +341,7 @@ def test_a_batch_never_holds_more_decoded_pixels_than_the_cap(tmp_path: Path, pa
 def test_the_shard_writer_writes_long_names_and_keeps_ustar_bytes_for_short_ones(tmp_path: Path) -> None:
     import io
 
-    from gadms.shards import ShardWriter
+    from gadms.reproducible_writes import ShardWriter
 
     long_name = "x" * 300 + ".json"
     with ShardWriter(tmp_path / "a.tar") as tar:

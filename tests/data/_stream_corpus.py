@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from gadms.shards import ShardWriter, json_bytes
+from gadms.reproducible_writes import ShardWriter, json_bytes
 
 
 def jpeg(seed: int, size: tuple[int, int] = (32, 64), noise: bool = False) -> bytes:

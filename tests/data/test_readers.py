@@ -22,7 +22,7 @@ from gadms.data.samples import StreamTally
 from gadms.data.stats import dataset_stats, format_stats
 from gadms.data.webperson import count_webperson, iter_webperson
 from gadms.problems import DataError
-from gadms.shards import ShardWriter, json_bytes
+from gadms.reproducible_writes import ShardWriter, json_bytes
 from gadms.synth.benchmark import write_benchmark
 
 

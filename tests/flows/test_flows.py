@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from gadms.config import load_params
-from gadms.shards import ShardWriter, json_bytes
+from gadms.reproducible_writes import ShardWriter, json_bytes
 from gadms.synth.web import write_web_shards
 
 REPO = Path(__file__).resolve().parents[2]

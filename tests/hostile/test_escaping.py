@@ -23,8 +23,8 @@ import torch
 
 from gadms.config import ModelConfig, ValidationConfig, params_from_dict
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, save_model
+from gadms.reproducible_writes import jpeg_bytes
 from gadms.search.web import PAGE, SCRIPT
-from gadms.shards import jpeg_bytes
 from gadms.validation import run_quality_gate
 
 from ..validation import corpus_builder as cb

@@ -3,8 +3,8 @@
 import pytest
 from mlflow import MlflowClient
 
-from gadms.tracking.stages import track_finetune_and_evaluate
 from gadms.tracking.store import tracking_uri
+from gadms.tracking.tracked_training import track_finetune_and_evaluate
 from gadms.train.divergence import TrainingDiverged
 from gadms.train.loop import FINAL_MODEL
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gadms.shards import ShardWriter, jpeg_bytes, json_bytes
+from gadms.reproducible_writes import ShardWriter, jpeg_bytes, json_bytes
 
 NOUNS = {
     "man": ("man", "gentleman", "guy", "young man", "male pedestrian"),

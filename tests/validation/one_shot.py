@@ -19,7 +19,7 @@ import pandas as pd
 from great_expectations.core.run_identifier import RunIdentifier
 
 from gadms.config import ValidationConfig
-from gadms.shards import json_bytes, write_bytes_atomic
+from gadms.reproducible_writes import json_bytes, write_bytes_atomic
 from gadms.validation import suite
 from gadms.validation.combine import describe_caption, describe_crop, quote
 from gadms.validation.corpus import CorpusReader

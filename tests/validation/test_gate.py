@@ -5,7 +5,7 @@ import json
 import pytest
 
 from gadms.config import MostlyConfig, ValidationConfig
-from gadms.shards import ShardWriter
+from gadms.reproducible_writes import ShardWriter
 from gadms.validation import GateError, GateFailed, read_gate, require_passed_gate, run_quality_gate
 from gadms.validation.corpus import corpus_fingerprint
 

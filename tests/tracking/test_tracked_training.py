@@ -13,8 +13,8 @@ from mlflow import MlflowClient
 from gadms.data.benchmarks import load_benchmark
 from gadms.eval.evaluate import METRICS, evaluate_split
 from gadms.tracking.mlflow_run import tracked_run
-from gadms.tracking.stages import track_finetune_and_evaluate, track_pretrain
 from gadms.tracking.store import tracking_uri, using_store
+from gadms.tracking.tracked_training import track_finetune_and_evaluate, track_pretrain
 from gadms.train.recipes import load_any_model
 
 FAST = {
