@@ -37,6 +37,17 @@ def check_device(value: str, key: str) -> str:
     return value
 
 
+def resolve_device(value: str, key: str = "--device") -> str:
+    """The device to use: ``auto`` is CUDA when a GPU is visible, else the CPU; any other name is checked by
+    :func:`check_device` (a device this machine lacks is one line naming ``key``).
+    """
+    if value != "auto":
+        return check_device(value, key)
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _require_cuda(value: str, key: str) -> None:
     """A CUDA device: a GPU must be visible, and ``cuda:N`` within their number."""
     import torch

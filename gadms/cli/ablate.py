@@ -9,6 +9,7 @@ import typer
 
 from gadms.cli.common import cli_params, user_errors
 from gadms.cli.options import DeviceOpt, ParamsOpt, SetOpt
+from gadms.devices import resolve_device
 
 
 def ablate(
@@ -53,7 +54,6 @@ def ablate(
     """
     if ctx.invoked_subcommand is not None:  # `gadms ablate ceiling`: the table is not run
         return
-    import torch
 
     from gadms.ablate.run import run_ablation
     from gadms.lifetime import guard
@@ -66,7 +66,7 @@ def ablate(
         if seeds is not None:
             extra["ablate.seeds"] = str(list(range(seeds)))
         p = cli_params(params, set_, extra)
-        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        dev = resolve_device(device)
         summary, text, ablation = run_ablation(p, corpus, fmt, benchmarks_root, not no_track, dev, typer.echo)
         typer.echo("\n" + text + "\n")
         folder = ablation.plan.out
@@ -88,7 +88,6 @@ def ceiling(
     that lower the image-caption cosine, with a PASS/FAIL line (ablate.ceiling's targets). Exit status 0 on
     PASS, 1 on FAIL. Rows compare fairly only once it passes.
     """
-    import torch
 
     from gadms.ablate.ceiling import check_ceiling, format_ceiling
     from gadms.lifetime import guard
@@ -96,7 +95,7 @@ def ceiling(
     guard("gadms ablate ceiling")
     with user_errors():
         p = cli_params(params, set_)
-        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        dev = resolve_device(device)
         typer.echo("base stage and ceiling check (cached once built) ...")
         result = check_ceiling(p, dev, typer.echo)
     typer.echo(format_ceiling(result))

@@ -12,7 +12,7 @@ import typer
 from gadms.cli.common import cli_params, user_errors
 from gadms.cli.options import BenchmarkOpt, DeviceOpt, ParamsOpt, RootOpt, SetOpt
 from gadms.config import Params
-from gadms.devices import check_device
+from gadms.devices import check_device, resolve_device
 from gadms.results import TrainedModel
 
 train_app = typer.Typer(
@@ -269,15 +269,13 @@ def evaluate(
     """
     import json
 
-    import torch
-
     from gadms.data.benchmarks import load_benchmark
     from gadms.eval.evaluate import evaluate_split, format_table
     from gadms.train.recipes import load_any_model
 
     with user_errors():
         p = cli_params(params, set_)
-        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else check_device(device, "--device")
+        dev = resolve_device(device)
         model = load_any_model(checkpoint).to(dev)
         data = load_benchmark(benchmark, root or p.paths.benchmarks_dir, split)
         rows = {

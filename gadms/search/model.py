@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gadms.config import Params
-from gadms.devices import check_device
+from gadms.devices import resolve_device
 
 if TYPE_CHECKING:  # importing them loads open_clip and torch: done where a model is built
     from gadms.model.retrieval import PersonRetrievalModel
@@ -98,15 +98,6 @@ def weights_digest(model: PersonRetrievalModel) -> str:
     from gadms.search.text_encoder import tensors_digest
 
     return tensors_digest(model.state_dict())
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` means CUDA when available, else the CPU; other names are returned as they are."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return check_device(device, "--device")
 
 
 def load_search_model(spec: str, params: Params, device: str = "auto", root: Path | None = None) -> SearchModel:

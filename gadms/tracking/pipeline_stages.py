@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gadms.config import Params
+from gadms.devices import resolve_device
 from gadms.results import CorpusVersion, Evaluation, ParamsSource, Promotion, TrainedModel, plain
 from gadms.train.launch import finetune_options, pretrain_options, run_train_command, train_command
 
@@ -152,13 +153,6 @@ def finetune_stage(
     )
 
 
-def evaluation_device() -> str:
-    """``cuda`` when a GPU is visible, else ``cpu``."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def file_digest(path: Path) -> str:
     """Size and modification time of a model file: a changed model must not hit the evaluation cache."""
     stat = Path(path).stat()
@@ -186,7 +180,7 @@ def evaluation_stage(
         setting: ``direct`` (a pre-trained model) or ``finetuned``.
         data_hash: the corpus's DVC hash (tag ``dvc.data_hash``).
         parent_run_id: nest the MLflow run under this one.
-        device: where to evaluate (default :func:`evaluation_device`).
+        device: where to evaluate (default: CUDA when a GPU is visible, else the CPU).
 
     Returns:
         The evaluation.
@@ -195,7 +189,7 @@ def evaluation_stage(
     from gadms.tracking.tracked_training import evaluate_and_log
     from gadms.train.recipes import load_any_model
 
-    device = device or evaluation_device()
+    device = resolve_device(device or "auto")
     root = params.paths.benchmarks_dir
     model = load_any_model(model_path).eval().to(device)
     tags = {"benchmark": benchmark, "setting": setting, "model": str(model_path)}

@@ -48,7 +48,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, Schema, TensorSpec
 
-from gadms.devices import check_device
+from gadms.devices import resolve_device
 from gadms.model.backbone import BACKBONES
 from gadms.model.retrieval import Architecture, PersonRetrievalModel, save_model
 
@@ -104,13 +104,11 @@ class RetrievalPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
                 ``mlflow.pyfunc.load_model(uri, model_config={"device": "cpu"})``) picks the device,
                 ``auto`` (default) meaning CUDA when available.
         """
-        import torch
 
         from gadms.model.retrieval import load_model
 
         device = str((context.model_config or {}).get("device", "auto"))
-        auto = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = auto if device == "auto" else check_device(device, 'model_config["device"]')
+        self.device = resolve_device(device, 'model_config["device"]')
         self.model = load_model(Path(context.artifacts[WEIGHTS_ARTIFACT])).to(self.device).eval()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:

@@ -221,6 +221,16 @@ def test_evaluate_on_a_missing_gpu_is_one_line(run_gadms, tmp_path):
     assert _one_error_line(outcome).startswith("error: --device cuda: no CUDA GPU")
 
 
+@NO_GPU
+@pytest.mark.parametrize("command", [["ablate"], ["ablate", "ceiling"]])
+def test_an_ablation_on_a_missing_gpu_is_one_line_before_any_work(run_gadms, tmp_path, command):
+    """``gadms ablate --device cuda`` used to pass the name on unchecked and fail deep in torch."""
+    out = tmp_path / "ablation"
+    outcome = run_gadms(*command, "--device", "cuda", "--set", f"ablate.out_dir={out}")
+    assert _one_error_line(outcome).startswith("error: --device cuda: no CUDA GPU")
+    assert not out.exists()
+
+
 def test_a_name_that_is_no_device_is_refused(run_gadms, tmp_path):
     outcome = run_gadms("train", "finetune", "--benchmark", "x", "--out", str(tmp_path / "r"), "--device", "tpu:0")
     assert _one_error_line(outcome) == "error: --device 'tpu:0': not a device; use auto, cpu, cuda, cuda:N or mps"
@@ -243,7 +253,7 @@ def test_mps_is_refused_where_torch_does_not_report_it(monkeypatch):
 @NO_GPU
 def test_the_detector_and_search_devices_name_their_keys():
     from gadms.curation.detect import resolve_device as detector_device
-    from gadms.search.model import resolve_device as search_device
+    from gadms.devices import resolve_device as search_device
 
     with pytest.raises(DeviceError, match="^curation.detector.device cuda: no CUDA GPU"):
         detector_device("cuda")
