@@ -135,3 +135,26 @@ def test_waiting_for_a_lock_gets_it_once_the_holder_is_killed(tmp_path):
     with writer_lock(tmp_path / "out", "test", wait=5.0) as lock_file:
         assert f'"pid": {os.getpid()}' in lock_file.read_text()
     assert lock_file.read_text() == ""  # released: no holder shown
+
+
+def test_the_pipeline_lock_is_reentrant_in_one_process_and_busy_for_another(tmp_path):
+    """What the flow and ``gadms pipeline`` share, without Prefect: the CLI takes the lock, the flow in the same
+    process takes it again (yields None, holds on); another process's holding yields why, holding nothing."""
+    from gadms.locks import PIPELINE_LOCK, pipeline_lock, pipeline_lock_or_busy
+
+    work = tmp_path / "work"
+    with pipeline_lock(work, "gadms pipeline"):
+        with pipeline_lock_or_busy(work, "pipeline flow run 'x'") as busy:
+            assert busy is None
+        with pytest.raises(OutputBusy):  # still held after the inner block: another writer_lock is refused
+            with writer_lock(work, "other", lock_file=work / PIPELINE_LOCK):
+                pass
+    holder = hold(work, "gadms pipeline", PIPELINE_LOCK)
+    try:
+        with pipeline_lock_or_busy(work, "pipeline flow run 'y'") as busy:
+            assert isinstance(busy, OutputBusy)
+            assert str(busy).startswith(f"{work} is being written by another gadms pipeline (pid {holder.pid}")
+    finally:
+        kill(holder)
+    with pipeline_lock_or_busy(work, "pipeline flow run 'z'") as busy:
+        assert busy is None
