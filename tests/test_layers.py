@@ -379,3 +379,36 @@ def test_the_private_attribute_scan_catches_another_objects_private_method(tmp_p
     module = tmp_path / "bench.py"
     module.write_text("def f(detector):\n    self = detector\n    return detector._predict(), self._x\n")
     assert [f.split(": ", 1)[1] for f in _private_attributes(module, tmp_path)] == ["uses detector._predict"]
+
+
+FLOW_FUNCTION_LINES = 25  # the pipeline flow's body is 21: a flow reads like its stage, the work is in the library
+
+
+def _long_functions(path: Path, limit: int, root: Path = ROOT) -> list[str]:
+    """Functions of a file whose body (docstring aside) is longer than ``limit`` lines."""
+    rel = str(path.relative_to(root))
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=rel)):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+        lines = (body[-1].end_lineno or body[-1].lineno) - body[0].lineno + 1 if body else 0
+        if lines > limit:
+            found.append(f"{rel}:{node.lineno}: {node.name} is {lines} lines")
+    return found
+
+
+def test_every_function_in_flows_is_short_orchestration():
+    problems = [
+        p for path in sorted((ROOT / "flows").rglob("*.py")) for p in _long_functions(path, FLOW_FUNCTION_LINES)
+    ]
+    assert not problems, "\n".join(
+        f"{p} (rule: at most {FLOW_FUNCTION_LINES}; move the logic to gadms/)" for p in problems
+    )
+
+
+def test_the_length_scan_counts_a_body_without_its_docstring(tmp_path):
+    module = tmp_path / "flow.py"
+    module.write_text('def f():\n    """Doc."""\n' + "    x = 1\n" * 3 + "\n\ndef g():\n    return 1\n")
+    assert _long_functions(module, 2, tmp_path) == ["flow.py:1: f is 3 lines"]
+    assert _long_functions(module, 3, tmp_path) == []
