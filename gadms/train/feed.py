@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import multiprocessing
 import sys
 import threading
 from collections import Counter
@@ -28,11 +29,27 @@ from gadms.lifetime import loader_worker_init
 logger = logging.getLogger(__name__)
 
 
+# What a loader worker needs to unpickle its dataset, imported once by the forkserver instead of by every worker of
+# every epoch (the DataLoader starts its workers anew each epoch). Without it a demo pre-training epoch took about
+# 19 s instead of 7.5 s on 2 cores, most of it a fresh worker importing torch, open_clip and the readers.
+WORKER_MODULES = (
+    "torch",
+    "torchvision",
+    "open_clip",
+    "gadms.data.pipeline",
+    "gadms.data.streaming",
+    "gadms.model.backbone",
+    "gadms.lifetime",
+)
+
+
 def worker_context(num_workers: int) -> str | None:
     """How to start loader workers: fork normally; forkserver when other threads run (an orchestrator's engine,
-    MLflow's logging), since a forked child can inherit their locks held and die."""
+    MLflow's logging), since a forked child can inherit their locks held and die. The forkserver imports
+    :data:`WORKER_MODULES` once when it starts (a server started earlier by other code keeps its own list)."""
     if num_workers == 0 or threading.active_count() == 1 or sys.platform != "linux":
         return None
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_MODULES))
     return "forkserver"
 
 
